@@ -1,0 +1,221 @@
+//! The engine thread: the only owner of the scheduler, the KV-cache manager and the executor.
+//!
+//! Each iteration drains commands (blocking only when idle), aborts requests whose receivers
+//! are gone, schedules a step, runs it on the executor, applies the results and sends events.
+
+use crate::client::{EngineClient, EngineInfo};
+use crate::error::EngineError;
+use crate::executor::Executor;
+use crate::request::{EngineEvent, FinishReason, Request, RequestId, SamplingParams, TokenId};
+use crate::scheduler::{Scheduler, SchedulerConfig};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver, TryRecvError};
+use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Engine configuration.
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    pub scheduler: SchedulerConfig,
+}
+
+pub(crate) enum Command {
+    Add { id: RequestId, prompt: Vec<TokenId>, params: SamplingParams, events: UnboundedSender<EngineEvent> },
+    Abort(RequestId),
+    Shutdown,
+}
+
+/// Live figures written by the engine thread, read by anyone (metrics, health).
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub num_running: AtomicU64,
+    pub num_waiting: AtomicU64,
+    pub num_free_blocks: AtomicU64,
+    pub num_preemptions: AtomicU64,
+    pub prefix_query_tokens: AtomicU64,
+    pub prefix_hit_tokens: AtomicU64,
+    pub num_steps: AtomicU64,
+    /// Requests currently holding KV blocks (0 when idle: used by leak tests).
+    pub num_requests_with_blocks: AtomicU64,
+    /// The engine thread has exited.
+    pub stopped: AtomicBool,
+}
+
+/// Start the engine thread. `make_executor` runs on that thread (the executor need not be `Send`).
+pub fn spawn_engine<E, F>(cfg: EngineConfig, make_executor: F) -> Result<EngineClient, EngineError>
+where
+    E: Executor + 'static,
+    F: FnOnce() -> Result<E, String> + Send + 'static,
+{
+    let scheduler = Scheduler::new(cfg.scheduler.clone())?;
+    let (tx, rx) = channel();
+    let stats = Arc::new(EngineStats::default());
+    let info = Arc::new(EngineInfo {
+        num_blocks: cfg.scheduler.num_blocks,
+        block_size: cfg.scheduler.block_size,
+        max_model_len: cfg.scheduler.max_model_len,
+        max_num_seqs: cfg.scheduler.max_num_seqs,
+    });
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let thread_stats = stats.clone();
+    std::thread::Builder::new()
+        .name("hhh-engine".into())
+        .spawn(move || {
+            let exec = match make_executor() {
+                Ok(e) => {
+                    let _ = ready_tx.send(Ok(()));
+                    e
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut lp = EngineLoop { scheduler, exec, rx, senders: HashMap::new(), stats: thread_stats };
+            lp.run();
+            lp.stats.stopped.store(true, Ordering::SeqCst);
+        })
+        .map_err(|e| EngineError::Config(e.to_string()))?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(EngineError::Executor(e)),
+        Err(_) => return Err(EngineError::Stopped),
+    }
+    Ok(EngineClient { tx, next_id: Arc::new(AtomicU64::new(1)), stats, info })
+}
+
+struct EngineLoop<E: Executor> {
+    scheduler: Scheduler,
+    exec: E,
+    rx: Receiver<Command>,
+    /// Event channel of every live request.
+    senders: HashMap<RequestId, UnboundedSender<EngineEvent>>,
+    stats: Arc<EngineStats>,
+}
+
+impl<E: Executor> EngineLoop<E> {
+    fn run(&mut self) {
+        loop {
+            if !self.scheduler.has_work() {
+                self.publish();
+                match self.rx.recv() {
+                    Ok(cmd) => {
+                        if !self.handle(cmd) {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+            loop {
+                match self.rx.try_recv() {
+                    Ok(cmd) => {
+                        if !self.handle(cmd) {
+                            return;
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) if self.scheduler.has_work() => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            }
+            self.drop_closed();
+            self.step();
+        }
+    }
+
+    /// Returns false on shutdown.
+    fn handle(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Add { id, prompt, params, events } => {
+                match self.scheduler.add_request(Request::new(id, prompt, params)) {
+                    Ok(()) => {
+                        self.senders.insert(id, events);
+                    }
+                    Err(e) => {
+                        let _ = events.send(EngineEvent::Finished {
+                            reason: FinishReason::Error,
+                            prompt_tokens: 0,
+                            completion_tokens: 0,
+                            cached_tokens: 0,
+                            error: Some(e.to_string()),
+                        });
+                    }
+                }
+            }
+            Command::Abort(id) => self.abort(id),
+            Command::Shutdown => {
+                let ids: Vec<_> = self.senders.keys().copied().collect();
+                for id in ids {
+                    if let Some(ev) = self.scheduler.finish(id, FinishReason::Abort, Some("server shutting down".into())) {
+                        self.send(id, ev);
+                    }
+                }
+                return false;
+            }
+        }
+        true
+    }
+
+    fn abort(&mut self, id: RequestId) {
+        self.scheduler.abort(id);
+        self.senders.remove(&id);
+        self.exec.release(id);
+    }
+
+    fn drop_closed(&mut self) {
+        let closed: Vec<_> = self.senders.iter().filter(|(_, s)| s.is_closed()).map(|(&id, _)| id).collect();
+        for id in closed {
+            self.abort(id);
+        }
+    }
+
+    fn send(&mut self, id: RequestId, ev: EngineEvent) {
+        let done = matches!(ev, EngineEvent::Finished { .. });
+        let ok = self.senders.get(&id).is_some_and(|s| s.send(ev).is_ok());
+        if done {
+            self.senders.remove(&id);
+            self.exec.release(id);
+        } else if !ok {
+            self.abort(id);
+        }
+    }
+
+    fn step(&mut self) {
+        let out = self.scheduler.schedule();
+        if out.scheduled.is_empty() {
+            self.publish();
+            // Nothing fits right now (should not happen: admission checks sizes); wait for input.
+            if let Ok(cmd) = self.rx.recv_timeout(std::time::Duration::from_millis(5)) {
+                self.handle(cmd);
+            }
+            return;
+        }
+        let batch = self.scheduler.build_batch(&out);
+        let events = match self.exec.execute(&batch) {
+            Ok(step) => self.scheduler.update(&out, step),
+            Err(e) => {
+                tracing::error!(error = %e, "engine step failed");
+                self.scheduler.fail_step(&out, &e)
+            }
+        };
+        for (id, ev) in events {
+            self.send(id, ev);
+        }
+        self.stats.num_steps.fetch_add(1, Ordering::Relaxed);
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let s = &self.stats;
+        let kv = self.scheduler.kv();
+        s.num_running.store(self.scheduler.num_running() as u64, Ordering::Relaxed);
+        s.num_waiting.store(self.scheduler.num_waiting() as u64, Ordering::Relaxed);
+        s.num_free_blocks.store(kv.num_free_blocks() as u64, Ordering::Relaxed);
+        s.num_preemptions.store(self.scheduler.counters.num_preemptions, Ordering::Relaxed);
+        s.prefix_query_tokens.store(kv.prefix_query_tokens, Ordering::Relaxed);
+        s.prefix_hit_tokens.store(kv.prefix_hit_tokens, Ordering::Relaxed);
+        s.num_requests_with_blocks.store(kv.num_requests() as u64, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,18 @@
+//! The engine crate's error type.
+
+/// Errors raised by the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine thread has stopped; no more requests can be served.
+    #[error("the engine has stopped")]
+    Stopped,
+    /// A request can never be scheduled (it needs more KV blocks than the pool has).
+    #[error("request needs {needed} KV-cache blocks but the pool only has {total}")]
+    TooLarge { needed: usize, total: usize },
+    /// The model executor failed on a step.
+    #[error("model execution failed: {0}")]
+    Executor(String),
+    /// Invalid configuration.
+    #[error("invalid engine configuration: {0}")]
+    Config(String),
+}

@@ -1,0 +1,74 @@
+//! The seam between the engine and the model: one mixed batch in, sampled tokens out.
+
+use crate::request::{RequestId, SamplingParams, TokenId};
+
+/// One sequence's share of a step.
+#[derive(Debug, Clone)]
+pub struct BatchSeq {
+    pub request_id: RequestId,
+    /// Token ids to compute this step, at positions `start_pos..start_pos + tokens.len()`.
+    pub tokens: Vec<TokenId>,
+    /// Position of `tokens[0]`; KV of positions `< start_pos` is already in the cache.
+    pub start_pos: usize,
+    /// Physical KV block of every logical block of this sequence, covering at least
+    /// `start_pos + tokens.len()` positions.
+    pub block_table: Vec<u32>,
+    /// Sample a token after the last position (the sequence is caught up after this step).
+    pub sample: bool,
+    pub params: SamplingParams,
+    /// Generated tokens so far (for penalties).
+    pub output_tokens: Vec<TokenId>,
+    /// Prompt tokens (for the repetition penalty).
+    pub prompt_tokens: Vec<TokenId>,
+    /// For prompt logprobs: the token that follows each computed position, as far as it is
+    /// part of the prompt (`len <= tokens.len()`); empty when not requested.
+    pub prompt_targets: Vec<TokenId>,
+}
+
+/// A whole step: every scheduled sequence.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub seqs: Vec<BatchSeq>,
+}
+
+impl Batch {
+    /// Total tokens computed in this step.
+    pub fn num_tokens(&self) -> usize {
+        self.seqs.iter().map(|s| s.tokens.len()).sum()
+    }
+}
+
+/// A token with its logprob and the top alternatives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub token: TokenId,
+    pub logprob: f32,
+    /// Most likely tokens at this position, best first.
+    pub top: Vec<(TokenId, f32)>,
+}
+
+/// The token sampled for a sequence.
+pub type SampledToken = TokenLogprob;
+
+/// The model's answer for one sequence of the batch.
+#[derive(Debug, Clone, Default)]
+pub struct SeqOutput {
+    /// Present iff the `BatchSeq` asked to sample.
+    pub sampled: Option<SampledToken>,
+    /// Logprob of each `prompt_targets` token.
+    pub prompt_logprobs: Vec<TokenLogprob>,
+}
+
+/// The model's answer for a whole step, aligned with `Batch::seqs`.
+#[derive(Debug, Clone, Default)]
+pub struct StepOutput {
+    pub seqs: Vec<SeqOutput>,
+}
+
+/// Runs batches. Implemented by the model runner; tests use fakes.
+pub trait Executor: Send {
+    /// Run one step. On error every request in the batch fails.
+    fn execute(&mut self, batch: &Batch) -> Result<StepOutput, String>;
+    /// Forget any per-request state (called when a request ends).
+    fn release(&mut self, _request_id: RequestId) {}
+}

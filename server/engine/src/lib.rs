@@ -1,0 +1,28 @@
+//! hhh-engine: the continuous-batching core. Pure bookkeeping: no tensors, no HTTP.
+//!
+//! Data flow of one engine step (all on the engine thread, see [`engine_loop`]):
+//!
+//! ```text
+//! EngineClient::submit ──Command::Add──▶ engine thread
+//!     Scheduler::schedule()      token budget: running first, then waiting; preempt by recompute
+//!        └─ KvCacheManager       prefix-cache lookup, block allocation (BlockPool: flat Vec + LRU free list)
+//!     Executor::execute(&Batch)  the model runner (hhh-model) runs one mixed batch
+//!     Scheduler::update()        append tokens, finish requests, free blocks
+//!     EngineEvent ──────────────▶ RequestHandle (dropping the handle aborts the request)
+//! ```
+
+pub mod client;
+pub mod engine_loop;
+pub mod error;
+pub mod executor;
+pub mod kv_cache;
+pub mod request;
+pub mod scheduler;
+
+pub use client::{EngineClient, RequestHandle};
+pub use client::EngineInfo;
+pub use engine_loop::{spawn_engine, EngineConfig, EngineStats};
+pub use error::EngineError;
+pub use executor::{Batch, BatchSeq, Executor, SampledToken, SeqOutput, StepOutput, TokenLogprob};
+pub use request::{EngineEvent, FinishReason, RequestId, SamplingParams, TokenId};
+pub use scheduler::{Scheduler, SchedulerConfig};

@@ -1,0 +1,170 @@
+//! Requests as the engine sees them: token ids in, token ids out.
+
+use std::time::Instant;
+
+/// A vocabulary id.
+pub type TokenId = u32;
+/// Engine-wide unique request id.
+pub type RequestId = u64;
+
+/// Everything the sampler needs to pick the next token. Validation happens in the API layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0.0 means greedy.
+    pub temperature: f32,
+    /// Nucleus sampling mass in (0, 1].
+    pub top_p: f32,
+    /// 0 disables top-k.
+    pub top_k: usize,
+    /// Minimum probability relative to the most likely token; 0 disables.
+    pub min_p: f32,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    /// 1.0 disables; applies to prompt and generated tokens (HF semantics).
+    pub repetition_penalty: f32,
+    /// Per-request seed: the same seed and request give the same tokens whatever the batch.
+    pub seed: u64,
+    /// Number of top alternatives to report for each generated token (`None`: no logprobs).
+    pub logprobs: Option<usize>,
+    /// Report logprobs of the prompt tokens with this many alternatives (`None`: none).
+    pub prompt_logprobs: Option<usize>,
+    /// Maximum number of tokens to generate.
+    pub max_tokens: usize,
+    /// Token ids that end generation (the model's EOS is added unless `ignore_eos`).
+    pub stop_token_ids: Vec<TokenId>,
+    /// Keep generating past EOS until `max_tokens`.
+    pub ignore_eos: bool,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            repetition_penalty: 1.0,
+            seed: 0,
+            logprobs: None,
+            prompt_logprobs: None,
+            max_tokens: 16,
+            stop_token_ids: Vec::new(),
+            ignore_eos: false,
+        }
+    }
+}
+
+/// Why a request finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// A stop token was generated.
+    Stop,
+    /// `max_tokens` or the context length was reached.
+    Length,
+    /// The client went away or the request was cancelled.
+    Abort,
+    /// The engine failed while running the request.
+    Error,
+}
+
+impl FinishReason {
+    /// The OpenAI `finish_reason` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Abort => "abort",
+            FinishReason::Error => "error",
+        }
+    }
+}
+
+/// Lifecycle: Waiting → Running ⇄ Preempted(waiting again) → Finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestStatus {
+    Waiting,
+    Running,
+    Finished(FinishReason),
+}
+
+/// One request inside the scheduler.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub id: RequestId,
+    pub prompt: Vec<TokenId>,
+    pub output: Vec<TokenId>,
+    pub params: SamplingParams,
+    /// Tokens of `prompt ++ output` whose KV is in the cache. Invariant: `<= num_tokens()`.
+    pub num_computed_tokens: usize,
+    /// Prompt tokens served from the prefix cache at first admission (for usage reporting).
+    pub num_cached_prompt_tokens: Option<usize>,
+    pub status: RequestStatus,
+    pub arrival: Instant,
+    /// How many times this request was preempted.
+    pub num_preemptions: u32,
+    /// Prompt positions `< prompt_logprobs_sent` already had their logprobs delivered.
+    pub prompt_logprobs_sent: usize,
+}
+
+impl Request {
+    pub fn new(id: RequestId, prompt: Vec<TokenId>, params: SamplingParams) -> Self {
+        Self {
+            id,
+            prompt,
+            output: Vec::new(),
+            params,
+            num_computed_tokens: 0,
+            num_cached_prompt_tokens: None,
+            status: RequestStatus::Waiting,
+            arrival: Instant::now(),
+            num_preemptions: 0,
+            prompt_logprobs_sent: 0,
+        }
+    }
+
+    /// Prompt plus generated tokens.
+    pub fn num_tokens(&self) -> usize {
+        self.prompt.len() + self.output.len()
+    }
+
+    /// Token at absolute position `i` of `prompt ++ output`.
+    pub fn token_at(&self, i: usize) -> TokenId {
+        if i < self.prompt.len() {
+            self.prompt[i]
+        } else {
+            self.output[i - self.prompt.len()]
+        }
+    }
+
+    /// Tokens in `[start, end)` of `prompt ++ output`.
+    pub fn tokens_range(&self, start: usize, end: usize) -> Vec<TokenId> {
+        (start..end).map(|i| self.token_at(i)).collect()
+    }
+
+    /// All tokens, prompt first.
+    pub fn all_tokens(&self) -> Vec<TokenId> {
+        let mut v = self.prompt.clone();
+        v.extend_from_slice(&self.output);
+        v
+    }
+}
+
+/// What the engine tells a request's owner.
+#[derive(Debug, Clone)]
+pub enum EngineEvent {
+    /// Logprobs of prompt tokens `start..start+len` (position 0 has none and is never sent).
+    PromptLogprobs { start: usize, logprobs: Vec<crate::executor::TokenLogprob> },
+    /// One generated token.
+    Token(crate::executor::SampledToken),
+    /// The request is done; no more events follow.
+    Finished {
+        reason: FinishReason,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+        cached_tokens: usize,
+        /// Set when `reason` is `Error`.
+        error: Option<String>,
+    },
+}

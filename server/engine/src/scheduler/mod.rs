@@ -1,0 +1,272 @@
+//! Token-budget scheduler (vLLM v1 style).
+//!
+//! Every request has `num_computed_tokens` and `num_tokens`; each step hands out at most
+//! `max_num_batched_tokens` tokens so that computed counts catch up. Running requests are served
+//! first (decode tokens and the rest of chunked prefills); when blocks run out, the most recently
+//! admitted running request is preempted (its blocks freed, to be recomputed later). Waiting
+//! requests are admitted only in steps without preemption. There are no prefill/decode modes.
+
+mod update;
+
+use crate::error::EngineError;
+use crate::executor::{Batch, BatchSeq};
+use crate::kv_cache::{CachedPrefix, KvCacheManager};
+use crate::request::{Request, RequestId, RequestStatus, TokenId};
+use std::collections::{HashMap, VecDeque};
+
+/// Scheduler limits.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Maximum number of running requests.
+    pub max_num_seqs: usize,
+    /// Token budget of one step (chunked prefill size).
+    pub max_num_batched_tokens: usize,
+    /// Context length: prompt plus generated tokens never exceed it.
+    pub max_model_len: usize,
+    /// Tokens per KV block.
+    pub block_size: usize,
+    /// Blocks in the KV pool.
+    pub num_blocks: usize,
+    pub enable_prefix_caching: bool,
+    /// Tokens that end generation unless `ignore_eos`.
+    pub eos_token_ids: Vec<TokenId>,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            max_num_seqs: 64,
+            max_num_batched_tokens: 512,
+            max_model_len: 2048,
+            block_size: 16,
+            num_blocks: 1024,
+            enable_prefix_caching: true,
+            eos_token_ids: Vec::new(),
+        }
+    }
+}
+
+/// One request's share of a step, as decided by [`Scheduler::schedule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduledSeq {
+    pub id: RequestId,
+    /// Position of the first token computed this step.
+    pub start_pos: usize,
+    pub num_new_tokens: usize,
+}
+
+/// Decisions of one step.
+#[derive(Debug, Clone, Default)]
+pub struct SchedulerOutput {
+    pub scheduled: Vec<ScheduledSeq>,
+    /// Requests preempted (sent back to waiting) in this step.
+    pub preempted: Vec<RequestId>,
+}
+
+/// Counters the engine exposes.
+#[derive(Debug, Clone, Default)]
+pub struct SchedulerCounters {
+    pub num_preemptions: u64,
+}
+
+/// The scheduler: request queues plus the KV-cache manager.
+#[derive(Debug)]
+pub struct Scheduler {
+    cfg: SchedulerConfig,
+    kv: KvCacheManager,
+    requests: HashMap<RequestId, Request>,
+    /// FIFO; preempted requests go back to the front.
+    waiting: VecDeque<RequestId>,
+    /// In admission order; the last one is preempted first.
+    running: Vec<RequestId>,
+    pub counters: SchedulerCounters,
+}
+
+impl Scheduler {
+    pub fn new(cfg: SchedulerConfig) -> Result<Self, EngineError> {
+        if cfg.block_size == 0 || cfg.num_blocks == 0 || cfg.max_num_batched_tokens == 0 || cfg.max_num_seqs == 0 {
+            return Err(EngineError::Config("block size, block count, token budget and max seqs must be > 0".into()));
+        }
+        let kv = KvCacheManager::new(cfg.num_blocks, cfg.block_size, cfg.enable_prefix_caching);
+        Ok(Self { cfg, kv, requests: HashMap::new(), waiting: VecDeque::new(), running: Vec::new(), counters: Default::default() })
+    }
+
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.cfg
+    }
+    pub fn kv(&self) -> &KvCacheManager {
+        &self.kv
+    }
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+    pub fn has_work(&self) -> bool {
+        !self.waiting.is_empty() || !self.running.is_empty()
+    }
+    pub fn request(&self, id: RequestId) -> Option<&Request> {
+        self.requests.get(&id)
+    }
+
+    /// Queue a request. Fails when it could never fit in the pool or the context.
+    pub fn add_request(&mut self, req: Request) -> Result<(), EngineError> {
+        let max_len = (req.prompt.len() + req.params.max_tokens).min(self.cfg.max_model_len);
+        let needed = self.kv.blocks_for(max_len.max(req.prompt.len()));
+        if needed > self.kv.num_blocks() {
+            return Err(EngineError::TooLarge { needed, total: self.kv.num_blocks() });
+        }
+        let id = req.id;
+        self.waiting.push_back(id);
+        self.requests.insert(id, req);
+        Ok(())
+    }
+
+    /// Remove a request wherever it is and free its blocks.
+    pub fn abort(&mut self, id: RequestId) -> Option<Request> {
+        let req = self.requests.remove(&id)?;
+        self.waiting.retain(|&w| w != id);
+        self.running.retain(|&r| r != id);
+        self.kv.free(id);
+        Some(req)
+    }
+
+    fn preempt(&mut self, id: RequestId) {
+        self.kv.free(id);
+        if let Some(req) = self.requests.get_mut(&id) {
+            req.num_computed_tokens = 0;
+            req.status = RequestStatus::Waiting;
+            req.num_preemptions += 1;
+        }
+        self.counters.num_preemptions += 1;
+        self.waiting.push_front(id);
+    }
+
+    fn cache_blocks(&mut self, id: RequestId, upto: usize) {
+        if upto / self.cfg.block_size > self.kv.num_hashed_blocks(id) {
+            if let Some(req) = self.requests.get(&id) {
+                let toks = req.all_tokens();
+                self.kv.cache_full_blocks(id, &toks, upto);
+            }
+        }
+    }
+
+    /// Decide the next step.
+    pub fn schedule(&mut self) -> SchedulerOutput {
+        let mut out = SchedulerOutput::default();
+        let mut budget = self.cfg.max_num_batched_tokens;
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let id = self.running[i];
+            let (computed, n) = match self.requests.get(&id) {
+                Some(r) => (r.num_computed_tokens, (r.num_tokens() - r.num_computed_tokens).min(budget)),
+                None => (0, 0),
+            };
+            if n == 0 {
+                i += 1;
+                continue;
+            }
+            let mut ok = false;
+            while !self.running.is_empty() {
+                if self.kv.allocate(id, &CachedPrefix::default(), computed + n) {
+                    ok = true;
+                    break;
+                }
+                let Some(victim) = self.running.pop() else { break };
+                self.preempt(victim);
+                out.preempted.push(victim);
+                if victim == id {
+                    break;
+                }
+            }
+            if !ok {
+                break;
+            }
+            self.cache_blocks(id, computed + n);
+            out.scheduled.push(ScheduledSeq { id, start_pos: computed, num_new_tokens: n });
+            budget -= n;
+            i += 1;
+        }
+        if out.preempted.is_empty() {
+            self.admit_waiting(&mut out, budget);
+        }
+        out
+    }
+
+    fn admit_waiting(&mut self, out: &mut SchedulerOutput, mut budget: usize) {
+        while budget > 0 && self.running.len() < self.cfg.max_num_seqs {
+            let Some(&id) = self.waiting.front() else { break };
+            let Some(req) = self.requests.get(&id) else {
+                self.waiting.pop_front();
+                continue;
+            };
+            let toks = req.all_tokens();
+            let use_cache = req.params.prompt_logprobs.is_none();
+            let prefix = if use_cache { self.kv.find_cached_prefix(&toks) } else { CachedPrefix::default() };
+            let computed = prefix.num_tokens(self.cfg.block_size);
+            let n = (toks.len() - computed).min(budget);
+            if !self.kv.allocate(id, &prefix, computed + n) {
+                break;
+            }
+            self.kv.record_prefix_lookup(toks.len(), computed);
+            self.kv.cache_full_blocks(id, &toks, computed + n);
+            if let Some(req) = self.requests.get_mut(&id) {
+                req.num_computed_tokens = computed;
+                req.status = RequestStatus::Running;
+                req.num_cached_prompt_tokens.get_or_insert(computed.min(req.prompt.len()));
+            }
+            self.waiting.pop_front();
+            self.running.push(id);
+            out.scheduled.push(ScheduledSeq { id, start_pos: computed, num_new_tokens: n });
+            budget -= n;
+        }
+    }
+
+    /// The batch the executor runs for `out`.
+    pub fn build_batch(&self, out: &SchedulerOutput) -> Batch {
+        let mut seqs = Vec::with_capacity(out.scheduled.len());
+        for s in &out.scheduled {
+            let Some(req) = self.requests.get(&s.id) else { continue };
+            let end = s.start_pos + s.num_new_tokens;
+            let p = &req.params;
+            let penalties = p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 || p.repetition_penalty != 1.0;
+            let plen = req.prompt.len();
+            let prompt_targets = if p.prompt_logprobs.is_some() && s.start_pos + 1 < plen {
+                req.tokens_range(s.start_pos + 1, (end + 1).min(plen))
+            } else {
+                Vec::new()
+            };
+            seqs.push(BatchSeq {
+                request_id: s.id,
+                tokens: req.tokens_range(s.start_pos, end),
+                start_pos: s.start_pos,
+                block_table: self.kv.block_table(s.id).to_vec(),
+                sample: end == req.num_tokens(),
+                params: p.clone(),
+                output_tokens: if penalties { req.output.clone() } else { Vec::new() },
+                prompt_tokens: if p.repetition_penalty != 1.0 { req.prompt.clone() } else { Vec::new() },
+                prompt_targets,
+            });
+        }
+        Batch { seqs }
+    }
+
+    /// Check KV invariants and that every held table belongs to a running request.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.kv.check_invariants()?;
+        if self.kv.num_requests() > self.running.len() {
+            return Err(format!("{} requests hold blocks but {} run", self.kv.num_requests(), self.running.len()));
+        }
+        for id in &self.running {
+            let r = self.requests.get(id).ok_or("running request missing")?;
+            if self.kv.block_table(*id).len() * self.cfg.block_size < r.num_computed_tokens {
+                return Err(format!("request {id} computed past its blocks"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

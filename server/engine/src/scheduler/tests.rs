@@ -1,0 +1,243 @@
+//! The scheduler as a plain state machine, driven by a fake executor that keeps its own paged
+//! "KV cache" of token ids: it writes tokens through the block table and reads the whole
+//! history back through it before "sampling", so a wrong block table changes the output.
+
+use super::*;
+use crate::executor::{Executor, SampledToken, SeqOutput, StepOutput};
+use crate::request::{EngineEvent, FinishReason, SamplingParams};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+
+const VOCAB: u32 = 50;
+
+fn next_token(history: &[u32]) -> u32 {
+    let mut h: u64 = 1469598103934665603;
+    for &t in history {
+        h = (h ^ t as u64).wrapping_mul(1099511628211);
+    }
+    (h % VOCAB as u64) as u32
+}
+
+struct FakeExec {
+    block_size: usize,
+    slots: Vec<Option<u32>>,
+}
+
+impl Executor for FakeExec {
+    fn execute(&mut self, batch: &Batch) -> Result<StepOutput, String> {
+        let mut out = StepOutput::default();
+        for s in &batch.seqs {
+            for (i, &t) in s.tokens.iter().enumerate() {
+                let pos = s.start_pos + i;
+                let b = s.block_table[pos / self.block_size] as usize;
+                self.slots[b * self.block_size + pos % self.block_size] = Some(t);
+            }
+            let mut o = SeqOutput::default();
+            if s.sample {
+                let end = s.start_pos + s.tokens.len();
+                let hist: Vec<u32> = (0..end)
+                    .map(|p| {
+                        let b = s.block_table[p / self.block_size] as usize;
+                        self.slots[b * self.block_size + p % self.block_size].expect("KV slot never written")
+                    })
+                    .collect();
+                o.sampled = Some(SampledToken { token: next_token(&hist), logprob: 0.0, top: vec![] });
+            }
+            out.seqs.push(o);
+        }
+        Ok(out)
+    }
+}
+
+fn reference(prompt: &[u32], max_tokens: usize, eos: u32) -> (Vec<u32>, FinishReason) {
+    let mut all = prompt.to_vec();
+    let mut out = vec![];
+    loop {
+        let t = next_token(&all);
+        all.push(t);
+        out.push(t);
+        if t == eos {
+            return (out, FinishReason::Stop);
+        }
+        if out.len() >= max_tokens {
+            return (out, FinishReason::Length);
+        }
+    }
+}
+
+fn cfg(num_blocks: usize, block_size: usize, budget: usize) -> SchedulerConfig {
+    SchedulerConfig {
+        max_num_seqs: 8,
+        max_num_batched_tokens: budget,
+        max_model_len: 4096,
+        block_size,
+        num_blocks,
+        enable_prefix_caching: true,
+        eos_token_ids: vec![7],
+    }
+}
+
+fn params(max_tokens: usize) -> SamplingParams {
+    SamplingParams { max_tokens, temperature: 0.0, ..Default::default() }
+}
+
+/// Run one step and collect outputs/finishes.
+fn step(s: &mut Scheduler, ex: &mut FakeExec, outs: &mut HashMap<u64, Vec<u32>>, fin: &mut HashMap<u64, FinishReason>) -> SchedulerOutput {
+    let o = s.schedule();
+    let batch = s.build_batch(&o);
+    assert!(batch.num_tokens() <= s.config().max_num_batched_tokens);
+    let res = ex.execute(&batch).unwrap();
+    for (id, ev) in s.update(&o, res) {
+        match ev {
+            EngineEvent::Token(t) => outs.entry(id).or_default().push(t.token),
+            EngineEvent::Finished { reason, .. } => {
+                fin.insert(id, reason);
+            }
+            _ => {}
+        }
+    }
+    s.check_invariants().unwrap();
+    o
+}
+
+#[test]
+fn chunked_prefill_respects_budget_and_matches_reference() {
+    let (bs, nb) = (4, 64);
+    let mut s = Scheduler::new(cfg(nb, bs, 8)).unwrap();
+    let mut ex = FakeExec { block_size: bs, slots: vec![None; nb * bs] };
+    let prompt: Vec<u32> = (0..30).map(|i| (i * 3 % 40 + 10) as u32).collect();
+    s.add_request(Request::new(1, prompt.clone(), params(20))).unwrap();
+    let (mut outs, mut fin) = (HashMap::new(), HashMap::new());
+    let first = step(&mut s, &mut ex, &mut outs, &mut fin);
+    assert_eq!(first.scheduled[0].num_new_tokens, 8, "prefill is chunked to the budget");
+    while s.has_work() {
+        step(&mut s, &mut ex, &mut outs, &mut fin);
+    }
+    let (want, reason) = reference(&prompt, 20, 7);
+    assert_eq!(outs[&1], want);
+    assert_eq!(fin[&1], reason);
+    assert_eq!(s.kv().num_free_blocks(), nb);
+}
+
+#[test]
+fn prefix_hits_are_reused() {
+    let (bs, nb) = (4, 64);
+    let mut s = Scheduler::new(cfg(nb, bs, 64)).unwrap();
+    let mut ex = FakeExec { block_size: bs, slots: vec![None; nb * bs] };
+    let prompt: Vec<u32> = (10..30).collect();
+    let (mut outs, mut fin) = (HashMap::new(), HashMap::new());
+    s.add_request(Request::new(1, prompt.clone(), params(3))).unwrap();
+    while s.has_work() {
+        step(&mut s, &mut ex, &mut outs, &mut fin);
+    }
+    let mut p2 = prompt.clone();
+    p2.extend([40, 41]);
+    s.add_request(Request::new(2, p2.clone(), params(3))).unwrap();
+    let o = step(&mut s, &mut ex, &mut outs, &mut fin);
+    assert_eq!(o.scheduled[0].start_pos, 20, "five full blocks come from the prefix cache");
+    while s.has_work() {
+        step(&mut s, &mut ex, &mut outs, &mut fin);
+    }
+    assert_eq!(outs[&2], reference(&p2, 3, 7).0);
+    assert_eq!(s.kv().prefix_hit_tokens, 20);
+}
+
+#[test]
+fn preemption_recomputes_to_the_same_output() {
+    let (bs, nb) = (4, 12);
+    let mut s = Scheduler::new(cfg(nb, bs, 64)).unwrap();
+    let mut ex = FakeExec { block_size: bs, slots: vec![None; nb * bs] };
+    let (mut outs, mut fin) = (HashMap::new(), HashMap::new());
+    let prompts: Vec<Vec<u32>> = (0..4).map(|r| (0..9).map(|i| 10 + (r * 7 + i) % 30).collect()).collect();
+    for (i, p) in prompts.iter().enumerate() {
+        let mut pr = params(12);
+        pr.ignore_eos = true;
+        s.add_request(Request::new(i as u64, p.clone(), pr)).unwrap();
+    }
+    let mut preempted = 0;
+    while s.has_work() {
+        preempted += step(&mut s, &mut ex, &mut outs, &mut fin).preempted.len();
+    }
+    assert!(preempted > 0, "pool too large to force preemption");
+    for (i, p) in prompts.iter().enumerate() {
+        let mut all = p.clone();
+        let mut want = vec![];
+        for _ in 0..12 {
+            let t = next_token(&all);
+            all.push(t);
+            want.push(t);
+        }
+        assert_eq!(outs[&(i as u64)], want, "request {i}");
+    }
+    assert_eq!(s.kv().num_free_blocks(), nb);
+}
+
+#[test]
+fn request_larger_than_pool_is_rejected() {
+    let mut s = Scheduler::new(cfg(2, 4, 64)).unwrap();
+    assert!(s.add_request(Request::new(1, vec![1; 9], params(1))).is_err());
+}
+
+/// Seeded random operation sequences over a 2-token vocabulary (to force prefix sharing):
+/// add, abort, step. After every operation the block pool invariants hold; at the end every
+/// block is free and every request that was not aborted produced the reference output.
+#[test]
+fn random_operations_keep_invariants() {
+    for seed in 0..300u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let bs = rng.random_range(1..5);
+        let nb = rng.random_range(8..40);
+        let budget = rng.random_range(1..24);
+        let mut c = cfg(nb, bs, budget);
+        c.max_num_seqs = rng.random_range(1..6);
+        let mut s = Scheduler::new(c).unwrap();
+        let mut ex = FakeExec { block_size: bs, slots: vec![None; nb * bs] };
+        let (mut outs, mut fin) = (HashMap::new(), HashMap::new());
+        let mut live: Vec<u64> = vec![];
+        let mut prompts = HashMap::new();
+        let mut aborted = std::collections::HashSet::new();
+        let mut next_id = 0u64;
+        for _ in 0..200 {
+            match rng.random_range(0..10) {
+                0..=2 => {
+                    let len = rng.random_range(1..(bs * 4));
+                    let prompt: Vec<u32> = (0..len).map(|_| rng.random_range(0..2)).collect();
+                    let mt = rng.random_range(1..10);
+                    if s.add_request(Request::new(next_id, prompt.clone(), params(mt))).is_ok() {
+                        prompts.insert(next_id, (prompt, mt));
+                        live.push(next_id);
+                    }
+                    next_id += 1;
+                }
+                3 if !live.is_empty() => {
+                    let id = live.swap_remove(rng.random_range(0..live.len()));
+                    if !fin.contains_key(&id) {
+                        s.abort(id);
+                        aborted.insert(id);
+                    }
+                }
+                _ => {
+                    step(&mut s, &mut ex, &mut outs, &mut fin);
+                }
+            }
+            s.check_invariants().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        }
+        let mut guard = 0;
+        while s.has_work() {
+            step(&mut s, &mut ex, &mut outs, &mut fin);
+            guard += 1;
+            assert!(guard < 10_000, "seed {seed}: no progress");
+        }
+        assert_eq!(s.kv().num_free_blocks(), nb, "seed {seed}: leaked blocks");
+        assert_eq!(s.kv().num_requests(), 0);
+        for (id, (prompt, mt)) in &prompts {
+            if aborted.contains(id) {
+                continue;
+            }
+            let (want, reason) = reference(prompt, *mt, 7);
+            assert_eq!(outs.get(id), Some(&want), "seed {seed} request {id}");
+            assert_eq!(fin[id], reason);
+        }
+    }
+}
