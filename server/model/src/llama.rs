@@ -1,0 +1,202 @@
+//! The Llama-family model (Llama 2/3, SmolLM2, Mistral, Qwen2 naming), over a flattened batch.
+//!
+//! Weights come from a GGUF file (kept quantized: candle `QMatMul`) or a Hugging Face directory
+//! of safetensors (f32/f16/bf16, computed in f32 on the CPU). Activations are `[rows, hidden]`:
+//! every token of every sequence in the step, one row each.
+
+use crate::attention::{cpu, rope::Rope, PagedKvCache, SeqMeta};
+use crate::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+use candle_core::quantized::{gguf_file, QMatMul};
+use candle_core::{DType, Device, Module, Tensor};
+use std::path::{Path, PathBuf};
+
+/// A projection: quantized or dense weight `[out, in]`, optional bias.
+#[derive(Debug)]
+struct Linear {
+    w: QMatMul,
+    b: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.w.forward(x)?;
+        Ok(match &self.b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Layer {
+    attn_norm: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    ffn_norm: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// A loaded model. Immutable: all per-request state lives in the [`PagedKvCache`].
+#[derive(Debug)]
+pub struct LlamaModel {
+    pub cfg: LlamaConfig,
+    /// `[vocab, hidden]`, f32.
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: QMatMul,
+    rope: Rope,
+    /// Human-readable weight type, e.g. `q4_1` or `f32`.
+    pub dtype_name: String,
+}
+
+impl LlamaModel {
+    /// Load a `.gguf` file or a Hugging Face model directory.
+    pub fn load(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            Self::load_hf(path)
+        } else {
+            Self::load_gguf(path)
+        }
+    }
+
+    fn load_gguf(path: &Path) -> Result<Self> {
+        let io = |e| ModelError::Io { path: path.display().to_string(), source: e };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let ct = gguf_file::Content::read(&mut file).map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))?;
+        let cfg = LlamaConfig::from_gguf(&ct)?;
+        let dev = Device::Cpu;
+        let mut qt = |name: &str| ct.tensor(&mut file, name, &dev).map_err(|e| ModelError::Invalid(format!("tensor `{name}`: {e}")));
+        let dtype_name = format!("{:?}", qt("blk.0.attn_q.weight")?.dtype()).to_lowercase();
+        let embed_q = qt("token_embd.weight")?;
+        let embed = embed_q.dequantize(&dev)?;
+        let norm = qt("output_norm.weight")?.dequantize(&dev)?;
+        let lm_head = match qt("output.weight") {
+            Ok(t) => QMatMul::from_qtensor(t)?,
+            Err(_) => QMatMul::from_qtensor(embed_q)?,
+        };
+        let mut layers = Vec::with_capacity(cfg.num_layers);
+        for i in 0..cfg.num_layers {
+            let p = format!("blk.{i}");
+            let mut lin = |n: &str| -> Result<Linear> {
+                let w = QMatMul::from_qtensor(qt(&format!("{p}.{n}.weight"))?)?;
+                let b = match qt(&format!("{p}.{n}.bias")) {
+                    Ok(b) => Some(b.dequantize(&dev)?),
+                    Err(_) => None,
+                };
+                Ok(Linear { w, b })
+            };
+            let (q, k, v, o) = (lin("attn_q")?, lin("attn_k")?, lin("attn_v")?, lin("attn_output")?);
+            let (gate, up, down) = (lin("ffn_gate")?, lin("ffn_up")?, lin("ffn_down")?);
+            layers.push(Layer {
+                attn_norm: qt(&format!("{p}.attn_norm.weight"))?.dequantize(&dev)?,
+                ffn_norm: qt(&format!("{p}.ffn_norm.weight"))?.dequantize(&dev)?,
+                q,
+                k,
+                v,
+                o,
+                gate,
+                up,
+                down,
+            });
+        }
+        let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, cfg.rope_interleaved);
+        Ok(Self { cfg, embed, layers, norm, lm_head, rope, dtype_name })
+    }
+
+    fn load_hf(dir: &Path) -> Result<Self> {
+        let io = |p: &Path| {
+            let p = p.display().to_string();
+            move |e| ModelError::Io { path: p, source: e }
+        };
+        let cfg_path = dir.join("config.json");
+        let cfg = LlamaConfig::from_hf_json(&std::fs::read_to_string(&cfg_path).map_err(io(&cfg_path))?)?;
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io(dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(ModelError::Invalid(format!("no *.safetensors in {}", dir.display())));
+        }
+        let mut tensors = std::collections::HashMap::new();
+        let mut dtype_name = String::from("f32");
+        for f in &files {
+            for (name, t) in candle_core::safetensors::load(f, &Device::Cpu)? {
+                dtype_name = format!("{:?}", t.dtype()).to_lowercase();
+                tensors.insert(name, t.to_dtype(DType::F32)?);
+            }
+        }
+        let mut get = |n: &str| tensors.remove(n).ok_or_else(|| ModelError::Invalid(format!("missing tensor `{n}`")));
+        let embed = get("model.embed_tokens.weight")?;
+        let norm = get("model.norm.weight")?;
+        let lm_head = match get("lm_head.weight") {
+            Ok(w) => QMatMul::Tensor(w),
+            Err(_) => QMatMul::Tensor(embed.clone()),
+        };
+        let mut layers = Vec::with_capacity(cfg.num_layers);
+        for i in 0..cfg.num_layers {
+            let p = format!("model.layers.{i}");
+            let mut lin = |n: &str| -> Result<Linear> {
+                Ok(Linear { w: QMatMul::Tensor(get(&format!("{p}.{n}.weight"))?), b: get(&format!("{p}.{n}.bias")).ok() })
+            };
+            let (q, k, v, o) = (lin("self_attn.q_proj")?, lin("self_attn.k_proj")?, lin("self_attn.v_proj")?, lin("self_attn.o_proj")?);
+            let (gate, up, down) = (lin("mlp.gate_proj")?, lin("mlp.up_proj")?, lin("mlp.down_proj")?);
+            layers.push(Layer {
+                attn_norm: get(&format!("{p}.input_layernorm.weight"))?,
+                ffn_norm: get(&format!("{p}.post_attention_layernorm.weight"))?,
+                q,
+                k,
+                v,
+                o,
+                gate,
+                up,
+                down,
+            });
+        }
+        let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, cfg.rope_interleaved);
+        Ok(Self { cfg, embed, layers, norm, lm_head, rope, dtype_name })
+    }
+
+    /// Run the flattened batch through every layer, writing K/V into `kv`, and return logits
+    /// `[want_rows.len(), vocab]` for the requested rows.
+    pub fn forward(&self, ids: &[u32], positions: &[usize], seqs: &[SeqMeta], kv: &mut PagedKvCache, want_rows: &[u32]) -> Result<Tensor> {
+        let c = &self.cfg;
+        let rows = ids.len();
+        if positions.iter().any(|&p| p >= self.rope.max_pos()) {
+            return Err(ModelError::Invalid(format!("position beyond the model's context ({})", self.rope.max_pos())));
+        }
+        let dev = Device::Cpu;
+        let ids_t = Tensor::from_slice(ids, rows, &dev)?;
+        let mut x = self.embed.index_select(&ids_t, 0)?;
+        let eps = c.rms_norm_eps as f32;
+        let (qw, kw) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+        for (li, l) in self.layers.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &l.attn_norm, eps)?;
+            let mut q = l.q.forward(&h)?.flatten_all()?.to_vec1::<f32>()?;
+            let mut k = l.k.forward(&h)?.flatten_all()?.to_vec1::<f32>()?;
+            let v = l.v.forward(&h)?.flatten_all()?.to_vec1::<f32>()?;
+            for (r, &pos) in positions.iter().enumerate() {
+                self.rope.apply(&mut q[r * qw..(r + 1) * qw], c.head_dim, pos);
+                self.rope.apply(&mut k[r * kw..(r + 1) * kw], c.head_dim, pos);
+            }
+            cpu::write_kv(kv, li, seqs, &k, &v);
+            let att = cpu::paged_attention(kv, li, seqs, &q, c.num_heads);
+            let att = Tensor::from_vec(att, (rows, qw), &dev)?;
+            x = (l.o.forward(&att)? + &x)?;
+            let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, eps)?;
+            let m = (candle_nn::ops::silu(&l.gate.forward(&h)?)? * l.up.forward(&h)?)?;
+            x = (l.down.forward(&m)? + &x)?;
+        }
+        let sel = Tensor::from_slice(want_rows, want_rows.len(), &dev)?;
+        let x = x.index_select(&sel, 0)?;
+        let x = candle_nn::ops::rms_norm(&x, &self.norm, eps)?;
+        Ok(self.lm_head.forward(&x)?)
+    }
+}

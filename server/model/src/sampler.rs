@@ -1,0 +1,173 @@
+//! Token selection: penalties, greedy, temperature, top-k, top-p, min-p; logprobs.
+//!
+//! Reported logprobs are those of the model's own distribution (raw logits, before penalties
+//! and temperature), as vLLM reports them by default. Randomness comes from an RNG seeded by
+//! `(request seed, index of the token being generated)`, so a request's tokens do not depend on
+//! what else is in the batch, and a preempted request recomputes the same tokens.
+
+use hhh_engine::{SamplingParams, TokenId, TokenLogprob};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// `log_softmax` of one row (the sum is taken in f64).
+pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    let lse = max + sum.ln() as f32;
+    logits.iter().map(|&l| l - lse).collect()
+}
+
+/// The `k` most likely tokens of a logprob row, best first (ties: lower id first).
+pub fn top_logprobs(lp: &[f32], k: usize) -> Vec<(TokenId, f32)> {
+    if k == 0 {
+        return Vec::new();
+    }
+    let mut idx: Vec<u32> = (0..lp.len() as u32).collect();
+    let k = k.min(idx.len());
+    let cmp = |a: &u32, b: &u32| lp[*b as usize].total_cmp(&lp[*a as usize]).then(a.cmp(b));
+    idx.select_nth_unstable_by(k - 1, cmp);
+    idx.truncate(k);
+    idx.sort_by(cmp);
+    idx.into_iter().map(|i| (i, lp[i as usize])).collect()
+}
+
+fn argmax(xs: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in xs.iter().enumerate() {
+        if x > xs[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Apply repetition (HF), frequency and presence (OpenAI) penalties in place.
+pub fn apply_penalties(logits: &mut [f32], p: &SamplingParams, prompt: &[TokenId], output: &[TokenId]) {
+    if p.repetition_penalty != 1.0 {
+        let mut seen = vec![false; logits.len()];
+        for &t in prompt.iter().chain(output) {
+            if let Some(s) = seen.get_mut(t as usize) {
+                *s = true;
+            }
+        }
+        for (l, s) in logits.iter_mut().zip(seen) {
+            if s {
+                *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
+            }
+        }
+    }
+    if p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 {
+        let mut counts = std::collections::HashMap::<TokenId, u32>::new();
+        for &t in output {
+            *counts.entry(t).or_default() += 1;
+        }
+        for (t, c) in counts {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l -= p.frequency_penalty * c as f32 + p.presence_penalty;
+            }
+        }
+    }
+}
+
+fn rng_for(seed: u64, index: usize) -> StdRng {
+    // splitmix64 of the pair, so nearby seeds and indices give unrelated streams.
+    let mut z = seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    StdRng::seed_from_u64(z ^ (z >> 31))
+}
+
+/// Pick the next token from one row of raw logits.
+pub fn sample(raw: &[f32], p: &SamplingParams, prompt: &[TokenId], output: &[TokenId]) -> TokenLogprob {
+    let lp = log_softmax(raw);
+    let mut logits = raw.to_vec();
+    apply_penalties(&mut logits, p, prompt, output);
+    let token = if p.temperature <= 0.0 || p.top_k == 1 {
+        argmax(&logits)
+    } else {
+        sample_random(&logits, p, output.len())
+    };
+    TokenLogprob { token: token as TokenId, logprob: lp[token], top: top_logprobs(&lp, p.logprobs.unwrap_or(0)) }
+}
+
+fn sample_random(logits: &[f32], p: &SamplingParams, index: usize) -> usize {
+    // Candidates sorted by logit, best first.
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    let cmp = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
+    if p.top_k > 0 && p.top_k < idx.len() {
+        idx.select_nth_unstable_by(p.top_k - 1, cmp);
+        idx.truncate(p.top_k);
+    }
+    idx.sort_by(cmp);
+    let max = logits[idx[0]];
+    let mut probs: Vec<f64> = idx.iter().map(|&i| (((logits[i] - max) / p.temperature) as f64).exp()).collect();
+    let z: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|x| *x /= z);
+    let mut keep = probs.len();
+    if p.min_p > 0.0 {
+        let thr = probs[0] * p.min_p as f64;
+        keep = keep.min(probs.iter().take_while(|&&x| x >= thr).count().max(1));
+    }
+    if p.top_p < 1.0 {
+        let mut cum = 0.0;
+        let mut n = 0;
+        for &x in &probs[..keep] {
+            cum += x;
+            n += 1;
+            if cum >= p.top_p as f64 {
+                break;
+            }
+        }
+        keep = n.max(1);
+    }
+    let total: f64 = probs[..keep].iter().sum();
+    let mut u = rng_for(p.seed, index).random::<f64>() * total;
+    for (j, &x) in probs[..keep].iter().enumerate() {
+        if u < x {
+            return idx[j];
+        }
+        u -= x;
+    }
+    idx[keep - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(t: f32) -> SamplingParams {
+        SamplingParams { temperature: t, ..Default::default() }
+    }
+
+    #[test]
+    fn greedy_picks_argmax_and_reports_logprob() {
+        let s = sample(&[0.0, 3.0, 1.0], &SamplingParams { logprobs: Some(2), ..params(0.0) }, &[], &[]);
+        assert_eq!(s.token, 1);
+        let lp = log_softmax(&[0.0, 3.0, 1.0]);
+        assert!((s.logprob - lp[1]).abs() < 1e-6);
+        assert_eq!(s.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    #[test]
+    fn same_seed_same_token_and_top_k_restricts() {
+        let logits: Vec<f32> = (0..100).map(|i| (i % 7) as f32 * 0.3).collect();
+        let p = SamplingParams { seed: 42, ..params(1.0) };
+        let a: Vec<_> = (0..20).map(|i| sample(&logits, &p, &[], &vec![0; i]).token).collect();
+        let b: Vec<_> = (0..20).map(|i| sample(&logits, &p, &[], &vec![0; i]).token).collect();
+        assert_eq!(a, b);
+        let pk = SamplingParams { top_k: 1, ..p.clone() };
+        assert!((0..20).all(|i| sample(&logits, &pk, &[], &vec![0; i]).token == 6));
+        let pp = SamplingParams { top_p: 1e-6, ..p };
+        assert!((0..20).all(|i| sample(&logits, &pp, &[], &vec![0; i]).token == 6));
+    }
+
+    #[test]
+    fn penalties_push_down_seen_tokens() {
+        let mut l = vec![1.0, 1.0, -1.0];
+        apply_penalties(&mut l, &SamplingParams { repetition_penalty: 2.0, ..params(1.0) }, &[0], &[2]);
+        assert_eq!(l, vec![0.5, 1.0, -2.0]);
+        let mut l = vec![1.0, 1.0];
+        apply_penalties(&mut l, &SamplingParams { frequency_penalty: 0.5, presence_penalty: 0.25, ..params(1.0) }, &[], &[1, 1]);
+        assert_eq!(l, vec![1.0, -0.25]);
+    }
+}

@@ -1,0 +1,113 @@
+//! Shared helpers for the model tests.
+#![allow(dead_code)]
+
+use hhh_engine::{spawn_engine, EngineClient, EngineConfig, EngineEvent, SamplingParams, SchedulerConfig};
+use hhh_model::{LlamaModel, ModelRunner, RunnerConfig};
+use std::path::PathBuf;
+
+/// The default model (fetched by `make model`); tests fail loudly when it is missing.
+pub fn default_model() -> PathBuf {
+    let p = std::env::var("HHH_TEST_MODEL").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    });
+    assert!(p.exists(), "{} is missing: run `make model` first", p.display());
+    p
+}
+
+pub fn engine(path: PathBuf, num_blocks: usize, block_size: usize, budget: usize) -> EngineClient {
+    let cfg = EngineConfig {
+        scheduler: SchedulerConfig {
+            max_num_seqs: 16,
+            max_num_batched_tokens: budget,
+            max_model_len: 1024,
+            block_size,
+            num_blocks,
+            enable_prefix_caching: true,
+            eos_token_ids: vec![],
+        },
+    };
+    spawn_engine(cfg, move || {
+        let m = LlamaModel::load(&path).map_err(|e| e.to_string())?;
+        Ok(ModelRunner::new(m, RunnerConfig { num_blocks, block_size }))
+    })
+    .expect("engine starts")
+}
+
+pub fn greedy(max_tokens: usize) -> SamplingParams {
+    SamplingParams { temperature: 0.0, max_tokens, ignore_eos: true, ..Default::default() }
+}
+
+/// Submit all prompts at once and collect each one's generated tokens.
+pub fn run_all(client: &EngineClient, prompts: &[Vec<u32>], params: SamplingParams) -> Vec<Vec<u32>> {
+    let mut handles: Vec<_> = prompts.iter().map(|p| client.submit(p.clone(), params.clone()).unwrap()).collect();
+    handles
+        .iter_mut()
+        .map(|h| {
+            let mut out = vec![];
+            while let Some(ev) = h.blocking_recv() {
+                match ev {
+                    EngineEvent::Token(t) => out.push(t.token),
+                    EngineEvent::Finished { error, .. } => {
+                        assert!(error.is_none(), "request failed: {error:?}");
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// Greedy reference tokens plus, at each step, the gap between the best two logits.
+pub struct RefRun {
+    pub tokens: Vec<u32>,
+    pub gaps: Vec<f32>,
+    /// The reference's five best tokens at each step.
+    pub top5: Vec<Vec<u32>>,
+    /// The reference's logprob of its own token at each step.
+    pub logprobs: Vec<f32>,
+}
+
+pub fn top5(logits: &[f32]) -> Vec<u32> {
+    hhh_model::sampler::top_logprobs(logits, 5).into_iter().map(|(t, _)| t).collect()
+}
+
+pub fn argmax_gap(logits: &[f32]) -> (u32, f32) {
+    let mut best = 0;
+    for i in 0..logits.len() {
+        if logits[i] > logits[best] {
+            best = i;
+        }
+    }
+    let second = logits.iter().enumerate().filter(|(i, _)| *i != best).map(|(_, &v)| v).fold(f32::NEG_INFINITY, f32::max);
+    (best as u32, logits[best] - second)
+}
+
+/// Compare engine output with the reference: equal token for token, or (as vLLM's
+/// `check_logprobs_close`) diverging only at a near-tie, where the reference's two best logits
+/// were within `tol` and the engine's token is among the reference's top five. Nothing after
+/// the first divergence is compared (the contexts differ from there on).
+pub fn compare(name: &str, got: &[u32], want: &RefRun, tol: f32) -> Result<(), String> {
+    if got.len() != want.tokens.len() {
+        return Err(format!("{name}: got {} tokens, want {}", got.len(), want.tokens.len()));
+    }
+    if let Some(i) = got.iter().zip(&want.tokens).position(|(a, b)| a != b) {
+        if want.gaps[i] >= tol || !want.top5[i].contains(&got[i]) {
+            return Err(format!("{name}: token {i} differs ({} vs {}), reference gap {}", got[i], want.tokens[i], want.gaps[i]));
+        }
+        eprintln!("{name}: identical for {i} tokens, then diverged on a near-tie (gap {})", want.gaps[i]);
+    } else {
+        eprintln!("{name}: identical for all {} tokens", got.len());
+    }
+    Ok(())
+}
+
+/// Prompts of different lengths made of real vocabulary ids.
+pub fn prompts() -> Vec<Vec<u32>> {
+    let lens = [1usize, 7, 16, 33, 70, 129];
+    lens.iter()
+        .enumerate()
+        .map(|(k, &n)| (0..n).map(|i| (100 + (i * 37 + k * 1009) % 20000) as u32).collect())
+        .collect()
+}
