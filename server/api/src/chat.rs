@@ -1,0 +1,194 @@
+//! `POST /v1/chat/completions`.
+
+use crate::error::ApiError;
+use crate::generate::{choice_stream, new_id, now, ChoiceEvent};
+use crate::validate::{n_choices, read_json, resolve_max_tokens, sampling_params, stop_strings};
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::stream::{self, StreamExt};
+use hhh_engine::TokenLogprob;
+use hhh_proto::*;
+use hhh_text::Tokenizer;
+use std::convert::Infallible;
+
+const CHAT_FIELDS: &[&str] = &["messages", "max_completion_tokens", "logprobs", "top_logprobs", "add_generation_prompt"];
+
+/// Flatten OpenAI messages into template messages (text parts only).
+pub fn template_messages(msgs: &[ChatMessage]) -> Result<Vec<hhh_text::ChatMessage>, ApiError> {
+    if msgs.is_empty() {
+        return Err(ApiError::invalid("messages", "`messages` must contain at least one message."));
+    }
+    msgs.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if !matches!(m.role.as_str(), "system" | "developer" | "user" | "assistant") {
+                return Err(ApiError::invalid(&format!("messages[{i}].role"), format!("Unsupported role `{}` (system, developer, user, assistant).", m.role)));
+            }
+            let content = match &m.content {
+                None => String::new(),
+                Some(MessageContent::Text(t)) => t.clone(),
+                Some(MessageContent::Parts(parts)) => {
+                    let mut s = String::new();
+                    for p in parts {
+                        if p.kind != "text" {
+                            return Err(ApiError::invalid(&format!("messages[{i}].content"), format!("Content part type `{}` is not supported (text only).", p.kind)));
+                        }
+                        s.push_str(p.text.as_deref().unwrap_or_default());
+                    }
+                    s
+                }
+            };
+            let role = if m.role == "developer" { "system".to_string() } else { m.role.clone() };
+            Ok(hhh_text::ChatMessage { role, content })
+        })
+        .collect()
+}
+
+/// Render and tokenize a conversation off the async runtime.
+pub async fn chat_prompt(st: &AppState, msgs: Vec<hhh_text::ChatMessage>, add_generation_prompt: bool) -> Result<Vec<u32>, ApiError> {
+    let st2 = st.clone();
+    tokio::task::spawn_blocking(move || {
+        let t = st2.template.as_ref().as_ref().ok_or_else(|| ApiError::bad_request("This model has no chat template; use /v1/completions."))?;
+        let text = t.render(&msgs, add_generation_prompt).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+        st2.tokenizer.encode(&text, false).map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+}
+
+pub fn chat_logprob(tok: &Tokenizer, t: &TokenLogprob) -> ChatTokenLogprob {
+    let text = tok.token_text(t.token);
+    ChatTokenLogprob {
+        bytes: text.as_bytes().to_vec(),
+        token: text,
+        logprob: t.logprob,
+        top_logprobs: t
+            .top
+            .iter()
+            .map(|&(id, lp)| {
+                let s = tok.token_text(id);
+                TopLogprob { bytes: s.as_bytes().to_vec(), token: s, logprob: lp }
+            })
+            .collect(),
+    }
+}
+
+pub async fn handler(State(st): State<AppState>, body: Body) -> Result<Response, ApiError> {
+    let req: ChatCompletionRequest = read_json(body, &st.limits, CHAT_FIELDS).await?;
+    if req.model != st.model_name {
+        return Err(ApiError::model_not_found(&req.model));
+    }
+    let msgs = template_messages(&req.messages)?;
+    let n = n_choices(&req.sampling, &st.limits)?;
+    let stops = stop_strings(&req.sampling, &st.limits)?;
+    let top = match (req.logprobs.unwrap_or(false), req.top_logprobs) {
+        (_, Some(k)) if k < 0 || k as usize > st.limits.max_logprobs => {
+            return Err(ApiError::invalid("top_logprobs", format!("`top_logprobs` must be between 0 and {}, got {k}.", st.limits.max_logprobs)))
+        }
+        (false, Some(_)) => return Err(ApiError::invalid("top_logprobs", "`top_logprobs` requires `logprobs` to be true.")),
+        (true, k) => Some(k.unwrap_or(0) as usize),
+        (false, None) => None,
+    };
+    let prompt = chat_prompt(&st, msgs, req.add_generation_prompt.unwrap_or(true)).await?;
+    let info = st.engine.info();
+    let field = if req.max_completion_tokens.is_some() { "max_completion_tokens" } else { "max_tokens" };
+    let mt = resolve_max_tokens(field, "messages", req.max_completion_tokens.or(req.sampling.max_tokens), None, prompt.len(), info.max_model_len, info.num_blocks * info.block_size)?;
+    let params = sampling_params(&req.sampling, mt, top, st.tokenizer.vocab_size())?;
+    let mut streams = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut p = params.clone();
+        p.seed = p.seed.wrapping_add(i as u64);
+        let h = st.engine.submit(prompt.clone(), p).map_err(|e| ApiError::unavailable(e.to_string()))?;
+        streams.push(Box::pin(choice_stream(i, h, st.tokenizer.clone(), stops.clone())));
+    }
+    let id = new_id("chatcmpl");
+    let prompt_len = prompt.len();
+    if req.sampling.stream {
+        let include_usage = req.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
+        return Ok(([("x-accel-buffering", "no")], sse(st, id, req.model, stream::select_all(streams), n, prompt_len, include_usage, top.is_some())).into_response());
+    }
+    let mut choices: Vec<ChatChoice> = (0..n)
+        .map(|i| ChatChoice { index: i, message: AssistantMessage { role: "assistant".into(), content: String::new() }, logprobs: top.map(|_| ChatLogprobs::default()), finish_reason: None })
+        .collect();
+    let mut usage = Usage { prompt_tokens: prompt_len, ..Default::default() };
+    let mut all = stream::select_all(streams);
+    while let Some(ev) = all.next().await {
+        match ev {
+            ChoiceEvent::Delta { index, text, token } => {
+                choices[index].message.content.push_str(&text);
+                if let (Some(lp), Some(t)) = (choices[index].logprobs.as_mut(), token) {
+                    lp.content.push(chat_logprob(&st.tokenizer, &t));
+                }
+            }
+            ChoiceEvent::Done { index, finish_reason, usage: u, error } => {
+                if let Some(e) = error {
+                    return Err(ApiError::internal(format!("generation failed: {e}")));
+                }
+                choices[index].finish_reason = Some(finish_reason);
+                usage.completion_tokens += u.completion_tokens;
+                usage.prompt_tokens_details = Some(PromptTokensDetails { cached_tokens: u.cached_tokens.max(usage.prompt_tokens_details.as_ref().map_or(0, |d| d.cached_tokens)) });
+            }
+            ChoiceEvent::PromptLogprobs { .. } => {}
+        }
+    }
+    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+    Ok(Json(ChatCompletionResponse { id, object: "chat.completion".into(), created: now(), model: req.model, choices, usage }).into_response())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sse(
+    st: AppState,
+    id: String,
+    model: String,
+    mut events: impl futures::Stream<Item = ChoiceEvent> + Send + Unpin + 'static,
+    n: usize,
+    prompt_len: usize,
+    include_usage: bool,
+    logprobs: bool,
+) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+    let created = now();
+    let chunk = move |choices: Vec<ChatChunkChoice>, usage: Option<Usage>| {
+        let c = ChatCompletionChunk { id: id.clone(), object: "chat.completion.chunk".into(), created, model: model.clone(), choices, usage };
+        Event::default().data(serde_json::to_string(&c).unwrap_or_default())
+    };
+    let s = async_stream::stream! {
+        for i in 0..n {
+            let d = ChatDelta { role: Some("assistant".into()), content: Some(String::new()) };
+            yield Ok(chunk(vec![ChatChunkChoice { index: i, delta: d, logprobs: None, finish_reason: None }], None));
+        }
+        let mut usage = Usage { prompt_tokens: prompt_len, ..Default::default() };
+        while let Some(ev) = events.next().await {
+            match ev {
+                ChoiceEvent::Delta { index, text, token } => {
+                    let lp = if logprobs { token.map(|t| ChatLogprobs { content: vec![chat_logprob(&st.tokenizer, &t)] }) } else { None };
+                    if text.is_empty() && lp.is_none() {
+                        continue;
+                    }
+                    let d = ChatDelta { role: None, content: Some(text) };
+                    yield Ok(chunk(vec![ChatChunkChoice { index, delta: d, logprobs: lp, finish_reason: None }], None));
+                }
+                ChoiceEvent::Done { index, finish_reason, usage: u, error } => {
+                    if let Some(e) = error {
+                        let err = ApiError::internal(format!("generation failed: {e}")).body();
+                        yield Ok(Event::default().data(serde_json::to_string(&err).unwrap_or_default()));
+                    }
+                    usage.completion_tokens += u.completion_tokens;
+                    let cached = usage.prompt_tokens_details.as_ref().map_or(0, |d| d.cached_tokens).max(u.cached_tokens);
+                    usage.prompt_tokens_details = Some(PromptTokensDetails { cached_tokens: cached });
+                    yield Ok(chunk(vec![ChatChunkChoice { index, delta: ChatDelta::default(), logprobs: None, finish_reason: Some(finish_reason) }], None));
+                }
+                ChoiceEvent::PromptLogprobs { .. } => {}
+            }
+        }
+        if include_usage {
+            usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+            yield Ok(chunk(vec![], Some(usage)));
+        }
+        yield Ok(Event::default().data("[DONE]"));
+    };
+    Sse::new(s).keep_alive(KeepAlive::default())
+}

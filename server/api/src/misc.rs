@@ -1,0 +1,66 @@
+//! `/v1/models`, `/health`, `/tokenize`, `/detokenize`, and the 404 fallback.
+
+use crate::chat::{chat_prompt, template_messages};
+use crate::error::ApiError;
+use crate::validate::read_json;
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use hhh_proto::*;
+use std::sync::atomic::Ordering;
+
+pub async fn models(State(st): State<AppState>) -> Json<ModelList> {
+    Json(ModelList {
+        object: "list".into(),
+        data: vec![ModelCard { id: st.model_name.clone(), object: "model".into(), created: st.created, owned_by: "hhh-serve".into(), max_model_len: st.engine.info().max_model_len }],
+    })
+}
+
+/// 200 once the model is loaded and warmed up, 503 before (and after the engine stops).
+pub async fn health(State(st): State<AppState>) -> Response {
+    let stopped = st.engine.stats().stopped.load(Ordering::Relaxed);
+    if st.ready.load(Ordering::Relaxed) && !stopped {
+        (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response()
+    } else {
+        ApiError::unavailable("The model is not ready.").into_response()
+    }
+}
+
+pub async fn tokenize(State(st): State<AppState>, body: Body) -> Result<Json<TokenizeResponse>, ApiError> {
+    let req: TokenizeRequest = read_json(body, &st.limits, &["prompt", "messages", "add_special_tokens", "add_generation_prompt"]).await?;
+    if let Some(m) = &req.model {
+        if *m != st.model_name {
+            return Err(ApiError::model_not_found(m));
+        }
+    }
+    let tokens = match (req.prompt, req.messages) {
+        (Some(p), None) => {
+            let tok = st.tokenizer.clone();
+            let special = req.add_special_tokens.unwrap_or(true);
+            tokio::task::spawn_blocking(move || tok.encode(&p, special))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .map_err(|e| ApiError::internal(e.to_string()))?
+        }
+        (None, Some(m)) => chat_prompt(&st, template_messages(&m)?, req.add_generation_prompt.unwrap_or(true)).await?,
+        _ => return Err(ApiError::bad_request("Give exactly one of `prompt` and `messages`.")),
+    };
+    Ok(Json(TokenizeResponse { count: tokens.len(), tokens, max_model_len: st.engine.info().max_model_len }))
+}
+
+pub async fn detokenize(State(st): State<AppState>, body: Body) -> Result<Json<DetokenizeResponse>, ApiError> {
+    let req: DetokenizeRequest = read_json(body, &st.limits, &["tokens"]).await?;
+    let vocab = st.tokenizer.vocab_size();
+    if let Some(bad) = req.tokens.iter().find(|&&t| t as usize >= vocab) {
+        return Err(ApiError::invalid("tokens", format!("Token id {bad} is outside the vocabulary (size {vocab}).")));
+    }
+    let prompt = st.tokenizer.decode(&req.tokens, false).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(DetokenizeResponse { prompt }))
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("No such route.")
+}
