@@ -111,3 +111,16 @@ pub fn prompts() -> Vec<Vec<u32>> {
         .map(|(k, &n)| (0..n).map(|i| (100 + (i * 37 + k * 1009) % 20000) as u32).collect())
         .collect()
 }
+
+/// Wait (up to 10 s) until the engine reports no request holding KV blocks; returns the count.
+pub fn wait_no_blocks(client: &EngineClient) -> u64 {
+    use std::sync::atomic::Ordering;
+    for _ in 0..1000 {
+        let n = client.stats().num_requests_with_blocks.load(Ordering::SeqCst);
+        if n == 0 {
+            return 0;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    client.stats().num_requests_with_blocks.load(Ordering::SeqCst)
+}

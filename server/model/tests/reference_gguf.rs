@@ -54,7 +54,7 @@ fn paged_engine_matches_reference_in_three_configurations() {
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         failures.extend(compare(&format!("roomy/{i}"), g, w, TIE_TOL).err());
     }
-    assert_eq!(c.stats().num_requests_with_blocks.load(Ordering::SeqCst), 0);
+    assert_eq!(wait_no_blocks(&c), 0);
     c.shutdown();
 
     // 2. A pool too small for all of them at once: preemption by recompute.
