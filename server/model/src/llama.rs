@@ -53,6 +53,9 @@ pub struct LlamaModel {
     rope: Rope,
     /// Human-readable weight type, e.g. `q4_1` or `f32`.
     pub dtype_name: String,
+    /// Use candle's dense attention ops over gathered KV instead of the paged kernel
+    /// (`HHH_DENSE_ATTENTION=1`; for numerical cross-checks only).
+    pub dense_attention: bool,
 }
 
 impl LlamaModel {
@@ -106,7 +109,7 @@ impl LlamaModel {
             });
         }
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, cfg.rope_interleaved);
-        Ok(Self { cfg, embed, layers, norm, lm_head, rope, dtype_name })
+        Ok(Self { cfg, embed, layers, norm, lm_head, rope, dtype_name, dense_attention: std::env::var("HHH_DENSE_ATTENTION").is_ok_and(|v| v == "1") })
     }
 
     fn load_hf(dir: &Path) -> Result<Self> {
@@ -161,7 +164,7 @@ impl LlamaModel {
             });
         }
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, cfg.rope_interleaved);
-        Ok(Self { cfg, embed, layers, norm, lm_head, rope, dtype_name })
+        Ok(Self { cfg, embed, layers, norm, lm_head, rope, dtype_name, dense_attention: std::env::var("HHH_DENSE_ATTENTION").is_ok_and(|v| v == "1") })
     }
 
     /// Run the flattened batch through every layer, writing K/V into `kv`, and return logits
@@ -187,7 +190,11 @@ impl LlamaModel {
                 self.rope.apply(&mut k[r * kw..(r + 1) * kw], c.head_dim, pos);
             }
             cpu::write_kv(kv, li, seqs, &k, &v);
-            let att = cpu::paged_attention(kv, li, seqs, &q, c.num_heads);
+            let att = if self.dense_attention {
+                cpu::paged_attention_dense(kv, li, seqs, &q, c.num_heads)?
+            } else {
+                cpu::paged_attention(kv, li, seqs, &q, c.num_heads)
+            };
             let att = Tensor::from_vec(att, (rows, qw), &dev)?;
             x = (l.o.forward(&att)? + &x)?;
             let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, eps)?;

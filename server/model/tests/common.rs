@@ -15,6 +15,12 @@ pub fn default_model() -> PathBuf {
 }
 
 pub fn engine(path: PathBuf, num_blocks: usize, block_size: usize, budget: usize) -> EngineClient {
+    engine_with(path, num_blocks, block_size, budget, false)
+}
+
+/// `dense`: read the paged cache through the block tables but do the attention arithmetic with
+/// candle's dense ops, exactly as the reference models do.
+pub fn engine_with(path: PathBuf, num_blocks: usize, block_size: usize, budget: usize, dense: bool) -> EngineClient {
     let cfg = EngineConfig {
         scheduler: SchedulerConfig {
             max_num_seqs: 16,
@@ -27,7 +33,8 @@ pub fn engine(path: PathBuf, num_blocks: usize, block_size: usize, budget: usize
         },
     };
     spawn_engine(cfg, move || {
-        let m = LlamaModel::load(&path).map_err(|e| e.to_string())?;
+        let mut m = LlamaModel::load(&path).map_err(|e| e.to_string())?;
+        m.dense_attention = dense;
         Ok(ModelRunner::new(m, RunnerConfig { num_blocks, block_size }))
     })
     .expect("engine starts")

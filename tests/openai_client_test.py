@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""The official `openai` Python client against a real hhh-server (release build, default model).
+
+Starts the server on a free port, then: chat (non-streaming, streaming with usage, logprobs),
+completions with echo + logprobs, n > 1 with a seed, and error mapping (400/404 raised as the
+client's typed exceptions). Exits non-zero on any failure.
+"""
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import openai
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL = "smollm2-135m-instruct"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def main():
+    port = free_port()
+    env = dict(os.environ, RUST_LOG="warn")
+    srv = subprocess.Popen(
+        [os.path.join(ROOT, "target/release/hhh-server"), "serve", "--port", str(port), "--num-kv-blocks", "512"],
+        cwd=ROOT, env=env,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if urllib.request.urlopen(base + "/health", timeout=1).status == 200:
+                    break
+            except Exception:
+                time.sleep(0.1)
+        else:
+            raise SystemExit("server did not become ready")
+        c = openai.OpenAI(base_url=base + "/v1", api_key="unused")
+        assert [m.id for m in c.models.list().data] == [MODEL]
+
+        r = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Say hello."}], max_tokens=16, temperature=0)
+        text = r.choices[0].message.content
+        assert text and r.choices[0].finish_reason in ("stop", "length"), r
+        assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+        chunks = list(c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Say hello."}], max_tokens=16,
+                                                temperature=0, stream=True, stream_options={"include_usage": True}))
+        streamed = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+        assert streamed == text, (streamed, text)
+        assert chunks[-1].usage.completion_tokens == r.usage.completion_tokens
+
+        r = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0,
+                                      logprobs=True, top_logprobs=2)
+        lp = r.choices[0].logprobs.content
+        assert len(lp) == r.usage.completion_tokens and all(len(t.top_logprobs) == 2 for t in lp)
+
+        r = c.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=3, temperature=0, echo=True, logprobs=1)
+        ch = r.choices[0]
+        assert ch.text.startswith("The capital of France is")
+        assert ch.logprobs.token_logprobs[0] is None and all(x is not None for x in ch.logprobs.token_logprobs[1:])
+
+        kw = dict(model=MODEL, messages=[{"role": "user", "content": "Pick a word."}], max_tokens=8, n=2, seed=7, temperature=1.0)
+        a = [x.message.content for x in c.chat.completions.create(**kw).choices]
+        b = [x.message.content for x in c.chat.completions.create(**kw).choices]
+        assert len(a) == 2 and a == b, (a, b)
+
+        try:
+            c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], temperature=5)
+            raise AssertionError("temperature=5 accepted")
+        except openai.BadRequestError as e:
+            assert e.body["param"] == "temperature", e.body
+        try:
+            c.chat.completions.create(model="missing", messages=[{"role": "user", "content": "x"}])
+            raise AssertionError("unknown model accepted")
+        except openai.NotFoundError as e:
+            assert e.body["code"] == "model_not_found", e.body
+        print("openai client test: ok")
+    finally:
+        srv.terminate()
+        srv.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
