@@ -13,6 +13,7 @@ pub mod attention;
 pub mod config;
 pub mod error;
 pub mod llama;
+pub mod q4_1;
 pub mod runner;
 pub mod sampler;
 

@@ -11,10 +11,45 @@ use candle_core::quantized::{gguf_file, QMatMul};
 use candle_core::{DType, Device, Module, Tensor};
 use std::path::{Path, PathBuf};
 
+/// A weight `[out, in]`: Q4_1 through our SIMD kernel (bit-identical to candle's), anything
+/// else through candle's `QMatMul`.
+#[derive(Debug)]
+enum Weight {
+    Q4_1(crate::q4_1::Q4_1Matrix),
+    Candle(QMatMul),
+}
+
+impl Weight {
+    fn from_qtensor(t: candle_core::quantized::QTensor) -> Result<Self> {
+        if t.dtype() == candle_core::quantized::GgmlDType::Q4_1 {
+            if let Ok((n, k)) = t.shape().dims2() {
+                if let Some(m) = crate::q4_1::Q4_1Matrix::from_bytes(&t.data()?, n, k) {
+                    return Ok(Weight::Q4_1(m));
+                }
+            }
+        }
+        Ok(Weight::Candle(QMatMul::from_qtensor(t)?))
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Weight::Candle(w) => Ok(w.forward(x)?),
+            Weight::Q4_1(w) => {
+                let (m, k) = x.dims2()?;
+                if k != w.k {
+                    return Err(ModelError::Invalid(format!("matmul: input width {k} != weight width {}", w.k)));
+                }
+                let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                Ok(Tensor::from_vec(w.matmul(&xs, m), (m, w.n), x.device())?)
+            }
+        }
+    }
+}
+
 /// A projection: quantized or dense weight `[out, in]`, optional bias.
 #[derive(Debug)]
 struct Linear {
-    w: QMatMul,
+    w: Weight,
     b: Option<Tensor>,
 }
 
@@ -87,7 +122,7 @@ impl LlamaModel {
         for i in 0..cfg.num_layers {
             let p = format!("blk.{i}");
             let mut lin = |n: &str| -> Result<Linear> {
-                let w = QMatMul::from_qtensor(qt(&format!("{p}.{n}.weight"))?)?;
+                let w = Weight::from_qtensor(qt(&format!("{p}.{n}.weight"))?)?;
                 let b = match qt(&format!("{p}.{n}.bias")) {
                     Ok(b) => Some(b.dequantize(&dev)?),
                     Err(_) => None,
@@ -147,7 +182,7 @@ impl LlamaModel {
         for i in 0..cfg.num_layers {
             let p = format!("model.layers.{i}");
             let mut lin = |n: &str| -> Result<Linear> {
-                Ok(Linear { w: QMatMul::Tensor(get(&format!("{p}.{n}.weight"))?), b: get(&format!("{p}.{n}.bias")).ok() })
+                Ok(Linear { w: Weight::Candle(QMatMul::Tensor(get(&format!("{p}.{n}.weight"))?)), b: get(&format!("{p}.{n}.bias")).ok() })
             };
             let (q, k, v, o) = (lin("self_attn.q_proj")?, lin("self_attn.k_proj")?, lin("self_attn.v_proj")?, lin("self_attn.o_proj")?);
             let (gate, up, down) = (lin("mlp.gate_proj")?, lin("mlp.up_proj")?, lin("mlp.down_proj")?);

@@ -51,13 +51,30 @@ pub fn paged_attention(cache: &PagedKvCache, layer: usize, seqs: &[SeqMeta], q: 
         for h in 0..num_heads {
             let kvh = h / group;
             let qh = &q[row * qw + h * hd..row * qw + (h + 1) * hd];
-            let mut max = f32::NEG_INFINITY;
-            for (j, &slot) in slots.iter().enumerate() {
-                let k = &keys[slot * kvw + kvh * hd..slot * kvw + (kvh + 1) * hd];
-                let d = dot(qh, k) * scale;
-                scores[j] = d;
-                max = max.max(d);
+            // Eight keys at a time: eight independent FMA chains (each in index order, so the
+            // rounding is that of `dot`), instead of one latency-bound chain.
+            let mut j = 0;
+            while j + 8 <= ctx {
+                let ks: [&[f32]; 8] = std::array::from_fn(|l| {
+                    let slot = slots[j + l];
+                    &keys[slot * kvw + kvh * hd..slot * kvw + (kvh + 1) * hd]
+                });
+                let mut acc = [0f32; 8];
+                for d in 0..hd {
+                    for l in 0..8 {
+                        acc[l] = qh[d].mul_add(ks[l][d], acc[l]);
+                    }
+                }
+                for l in 0..8 {
+                    scores[j + l] = acc[l] * scale;
+                }
+                j += 8;
             }
+            for (jj, &slot) in slots.iter().enumerate().skip(j) {
+                let k = &keys[slot * kvw + kvh * hd..slot * kvw + (kvh + 1) * hd];
+                scores[jj] = dot(qh, k) * scale;
+            }
+            let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0f32;
             for sc in scores.iter_mut() {
                 *sc = (*sc - max).exp();
