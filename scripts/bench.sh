@@ -78,7 +78,7 @@ done
   echo "|---|---|---|---|"
   python3 - "$OUT" $CONC <<'PY'
 import json, sys
-out, concs = sys.argv[1], sys.argv[2:]
+out, concs = sys.argv[1], list(dict.fromkeys(sys.argv[2:]))
 S = lambda w, t: json.load(open(f"{out}/{w}-{t}.json"))["summary"]
 def row(name, a, b):
     print(f"| {name} | {a:.1f} | {b:.1f} | {a / b:.2f} |")
