@@ -72,9 +72,17 @@ where
                     return;
                 }
             };
+            /// Marks the engine stopped however the thread ends (return or panic), so health
+            /// checks report it.
+            struct StoppedGuard(Arc<EngineStats>);
+            impl Drop for StoppedGuard {
+                fn drop(&mut self) {
+                    self.0.stopped.store(true, Ordering::SeqCst);
+                }
+            }
+            let _guard = StoppedGuard(thread_stats.clone());
             let mut lp = EngineLoop { scheduler, exec, rx, senders: HashMap::new(), stats: thread_stats };
             lp.run();
-            lp.stats.stopped.store(true, Ordering::SeqCst);
         })
         .map_err(|e| EngineError::Config(e.to_string()))?;
     match ready_rx.recv() {
