@@ -131,3 +131,23 @@ pub fn wait_no_blocks(client: &EngineClient) -> u64 {
     }
     client.stats().num_requests_with_blocks.load(Ordering::SeqCst)
 }
+
+/// Greedy decode of `new_tokens` tokens with a reference model: `forward(input, pos)` runs the
+/// new `input` tokens at position `pos` against the model's own contiguous cache and returns the
+/// last position's logits.
+pub fn greedy_reference(prompt: &[u32], new_tokens: usize, mut forward: impl FnMut(&[u32], usize) -> Vec<f32>) -> RefRun {
+    let (mut tokens, mut gaps, mut tops, mut lps) = (vec![], vec![], vec![], vec![]);
+    let mut input = prompt.to_vec();
+    let mut pos = 0;
+    for _ in 0..new_tokens {
+        let logits = forward(&input, pos);
+        pos += input.len();
+        let (t, g) = argmax_gap(&logits);
+        tokens.push(t);
+        gaps.push(g);
+        tops.push(top5(&logits));
+        lps.push(hhh_model::sampler::log_softmax(&logits)[t as usize]);
+        input = vec![t];
+    }
+    RefRun { tokens, gaps, top5: tops, logprobs: lps }
+}

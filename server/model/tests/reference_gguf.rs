@@ -25,21 +25,10 @@ fn reference(prompts: &[Vec<u32>]) -> Vec<RefRun> {
         .iter()
         .map(|p| {
             m.clear_kv_cache();
-            let (mut tokens, mut gaps, mut tops, mut lps) = (vec![], vec![], vec![], vec![]);
-            let mut input = p.clone();
-            let mut pos = 0;
-            for _ in 0..NEW_TOKENS {
-                let x = Tensor::new(input.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-                let logits = m.forward(&x, pos).unwrap().squeeze(0).unwrap().to_vec1::<f32>().unwrap();
-                pos += input.len();
-                let (t, g) = argmax_gap(&logits);
-                tokens.push(t);
-                gaps.push(g);
-                tops.push(top5(&logits));
-                lps.push(hhh_model::sampler::log_softmax(&logits)[t as usize]);
-                input = vec![t];
-            }
-            RefRun { tokens, gaps, top5: tops, logprobs: lps }
+            greedy_reference(p, NEW_TOKENS, |input, pos| {
+                let x = Tensor::new(input, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+                m.forward(&x, pos).unwrap().squeeze(0).unwrap().to_vec1::<f32>().unwrap()
+            })
         })
         .collect()
 }
