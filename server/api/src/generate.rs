@@ -47,8 +47,8 @@ pub fn choice_stream(index: usize, mut handle: RequestHandle, tok: Arc<Tokenizer
                     if stopped {
                         // The engine does not know about stop strings: finishing here drops the
                         // handle, which aborts the request and frees its blocks.
-                        let prompt_tokens = 0;
-                        yield ChoiceEvent::Done { index, finish_reason: "stop".into(), usage: ChoiceUsage { prompt_tokens, completion_tokens, cached_tokens: 0 }, error: None };
+                        // Handlers take prompt_tokens from their own prompt length.
+                        yield ChoiceEvent::Done { index, finish_reason: "stop".into(), usage: ChoiceUsage { prompt_tokens: 0, completion_tokens, cached_tokens: 0 }, error: None };
                         break;
                     }
                 }
