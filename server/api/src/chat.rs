@@ -1,11 +1,12 @@
 //! `POST /v1/chat/completions`.
 
 use crate::error::ApiError;
-use crate::generate::{choice_stream, new_id, now, ChoiceEvent};
+use crate::generate::{new_id, now, submit_choice, ChoiceEvent};
+use crate::middleware::RequestCtx;
 use crate::validate::{n_choices, read_json, resolve_max_tokens, sampling_params, stop_strings};
 use crate::AppState;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,6 +15,7 @@ use hhh_engine::TokenLogprob;
 use hhh_proto::*;
 use hhh_text::Tokenizer;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 const CHAT_FIELDS: &[&str] = &["messages", "max_completion_tokens", "logprobs", "top_logprobs", "add_generation_prompt"];
 
@@ -77,7 +79,7 @@ pub fn chat_logprob(tok: &Tokenizer, t: &TokenLogprob) -> ChatTokenLogprob {
     }
 }
 
-pub async fn handler(State(st): State<AppState>, body: Body) -> Result<Response, ApiError> {
+pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>, body: Body) -> Result<Response, ApiError> {
     let req: ChatCompletionRequest = read_json(body, &st.limits, CHAT_FIELDS).await?;
     if req.model != st.model_name {
         return Err(ApiError::model_not_found(&req.model));
@@ -102,8 +104,7 @@ pub async fn handler(State(st): State<AppState>, body: Body) -> Result<Response,
     for i in 0..n {
         let mut p = params.clone();
         p.seed = p.seed.wrapping_add(i as u64);
-        let h = st.engine.submit(prompt.clone(), p).map_err(|e| ApiError::unavailable(e.to_string()))?;
-        streams.push(Box::pin(choice_stream(i, h, st.tokenizer.clone(), stops.clone())));
+        streams.push(Box::pin(submit_choice(&st, &ctx, i, prompt.clone(), p, stops.clone())?));
     }
     let id = new_id("chatcmpl");
     let prompt_len = prompt.len();
@@ -126,7 +127,7 @@ pub async fn handler(State(st): State<AppState>, body: Body) -> Result<Response,
             }
             ChoiceEvent::Done { index, finish_reason, usage: u, error } => {
                 if let Some(e) = error {
-                    return Err(ApiError::internal(format!("generation failed: {e}")));
+                    return Err(e);
                 }
                 choices[index].finish_reason = Some(finish_reason);
                 usage.completion_tokens += u.completion_tokens;
@@ -173,8 +174,7 @@ fn sse(
                 }
                 ChoiceEvent::Done { index, finish_reason, usage: u, error } => {
                     if let Some(e) = error {
-                        let err = ApiError::internal(format!("generation failed: {e}")).body();
-                        yield Ok(Event::default().data(serde_json::to_string(&err).unwrap_or_default()));
+                        yield Ok(Event::default().data(serde_json::to_string(&e.body()).unwrap_or_default()));
                     }
                     usage.completion_tokens += u.completion_tokens;
                     let cached = usage.prompt_tokens_details.as_ref().map_or(0, |d| d.cached_tokens).max(u.cached_tokens);

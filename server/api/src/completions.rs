@@ -2,11 +2,12 @@
 //! with prompt logprobs (the primitive later scoring work builds on).
 
 use crate::error::ApiError;
-use crate::generate::{choice_stream, new_id, now, ChoiceEvent};
+use crate::generate::{new_id, now, submit_choice, ChoiceEvent};
+use crate::middleware::RequestCtx;
 use crate::validate::{n_choices, read_json, resolve_max_tokens, sampling_params, stop_strings};
 use crate::AppState;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,6 +17,7 @@ use hhh_proto::*;
 use hhh_text::Tokenizer;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 const COMPLETION_FIELDS: &[&str] = &["prompt", "echo", "logprobs"];
 
@@ -81,7 +83,7 @@ async fn prompts(st: &AppState, input: PromptInput) -> Result<Vec<Prompt>, ApiEr
     .map_err(|e| ApiError::internal(e.to_string()))?
 }
 
-pub async fn handler(State(st): State<AppState>, body: Body) -> Result<Response, ApiError> {
+pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>, body: Body) -> Result<Response, ApiError> {
     let req: CompletionRequest = read_json(body, &st.limits, COMPLETION_FIELDS).await?;
     if req.model != st.model_name {
         return Err(ApiError::model_not_found(&req.model));
@@ -108,8 +110,7 @@ pub async fn handler(State(st): State<AppState>, body: Body) -> Result<Response,
         for i in 0..n {
             let mut pr = params.clone();
             pr.seed = pr.seed.wrapping_add(i as u64);
-            let h = st.engine.submit(p.ids.clone(), pr).map_err(|e| ApiError::unavailable(e.to_string()))?;
-            streams.push(Box::pin(choice_stream(pi * n + i, h, st.tokenizer.clone(), stops.clone())));
+            streams.push(Box::pin(submit_choice(&st, &ctx, pi * n + i, p.ids.clone(), pr, stops.clone())?));
         }
         total_prompt += p.ids.len();
     }
@@ -145,7 +146,7 @@ pub async fn handler(State(st): State<AppState>, body: Body) -> Result<Response,
             }
             ChoiceEvent::Done { index, finish_reason, usage: u, error } => {
                 if let Some(e) = error {
-                    return Err(ApiError::internal(format!("generation failed: {e}")));
+                    return Err(e);
                 }
                 finish[index] = Some(finish_reason);
                 usage.completion_tokens += u.completion_tokens;
@@ -216,8 +217,7 @@ fn sse(ctx: Ctx, mut events: impl futures::Stream<Item = ChoiceEvent> + Send + U
                 }
                 ChoiceEvent::Done { index, finish_reason, usage: u, error } => {
                     if let Some(e) = error {
-                        let err = ApiError::internal(format!("generation failed: {e}")).body();
-                        yield Ok(Event::default().data(serde_json::to_string(&err).unwrap_or_default()));
+                        yield Ok(Event::default().data(serde_json::to_string(&e.body()).unwrap_or_default()));
                     }
                     usage.completion_tokens += u.completion_tokens;
                     yield Ok(chunk(vec![CompletionChoice { index, text: String::new(), logprobs: None, finish_reason: Some(finish_reason) }], None));

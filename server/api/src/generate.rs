@@ -2,10 +2,15 @@
 //! logprobs, and a final event. The stream owns the [`RequestHandle`]: dropping the stream
 //! (client gone, or a stop string hit) aborts the request in the engine and frees its blocks.
 
+use crate::error::ApiError;
+use crate::middleware::RequestCtx;
+use crate::AppState;
 use futures::Stream;
-use hhh_engine::{EngineEvent, RequestHandle, TokenLogprob};
+use hhh_engine::{EngineEvent, FinishReason, RequestHandle, SamplingParams, TokenLogprob};
+use hhh_metrics::Metrics;
 use hhh_text::{IncrementalDetokenizer, StopMatcher, Tokenizer};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What a choice produces.
 #[derive(Debug, Clone)]
@@ -15,7 +20,7 @@ pub enum ChoiceEvent {
     /// New text (may be empty while a possible stop string is held back) and the token behind it.
     Delta { index: usize, text: String, token: Option<TokenLogprob> },
     /// The choice is over.
-    Done { index: usize, finish_reason: String, usage: ChoiceUsage, error: Option<String> },
+    Done { index: usize, finish_reason: String, usage: ChoiceUsage, error: Option<ApiError> },
 }
 
 /// Token counts of one choice.
@@ -26,21 +31,118 @@ pub struct ChoiceUsage {
     pub cached_tokens: usize,
 }
 
+/// Submit one choice to the engine (429 when the admission queue is full) and return its
+/// event stream, instrumented with the client-side metrics.
+pub fn submit_choice(
+    st: &AppState,
+    ctx: &Arc<RequestCtx>,
+    index: usize,
+    prompt: Vec<u32>,
+    params: SamplingParams,
+    stops: Vec<String>,
+) -> Result<impl Stream<Item = ChoiceEvent> + Send + 'static, ApiError> {
+    let prompt_len = prompt.len();
+    let handle = st.engine.submit(prompt, params)?;
+    let obs = Observer {
+        metrics: st.metrics.clone(),
+        ctx: ctx.clone(),
+        prompt_len,
+        deadline: st.request_timeout.map(|t| (ctx.arrival + t, t.as_secs_f64())),
+        last_token: None,
+        done: false,
+    };
+    Ok(choice_stream(index, handle, st.tokenizer.clone(), stops, obs))
+}
+
+/// Client-side timings of one choice. Dropped before the end (client gone) it counts an abort.
+struct Observer {
+    metrics: Arc<Metrics>,
+    ctx: Arc<RequestCtx>,
+    prompt_len: usize,
+    /// Instant and its length in seconds (`--request-timeout`).
+    deadline: Option<(Instant, f64)>,
+    last_token: Option<Instant>,
+    done: bool,
+}
+
+impl Observer {
+    fn token(&mut self) {
+        let now = Instant::now();
+        match self.last_token {
+            None => {
+                let ttft = now.duration_since(self.ctx.arrival).as_secs_f64();
+                self.metrics.time_to_first_token.observe(ttft);
+                self.ctx.note(|f| {
+                    f.ttft_s.get_or_insert(ttft);
+                });
+            }
+            Some(t) => self.metrics.inter_token_latency.observe(now.duration_since(t).as_secs_f64()),
+        }
+        self.last_token = Some(now);
+    }
+
+    fn finish(&mut self, reason: &str, completion_tokens: usize) {
+        self.done = true;
+        let m = &self.metrics;
+        m.finished(reason);
+        m.e2e_latency.observe(self.ctx.arrival.elapsed().as_secs_f64());
+        m.prompt_length.observe(self.prompt_len as f64);
+        m.generation_length.observe(completion_tokens as f64);
+        let (p, r) = (self.prompt_len, reason.to_string());
+        self.ctx.note(|f| {
+            f.prompt_tokens += p;
+            f.completion_tokens += completion_tokens;
+            f.finish_reason = Some(r);
+        });
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        if !self.done {
+            self.metrics.finished("abort");
+        }
+    }
+}
+
+/// The error a finished-with-error engine request maps to.
+fn engine_error(reason: FinishReason, msg: String) -> ApiError {
+    match reason {
+        // Aborted by the engine itself: the server is shutting down.
+        FinishReason::Abort => ApiError::unavailable(format!("request aborted: {msg}")),
+        _ => ApiError::internal(format!("generation failed: {msg}")),
+    }
+}
+
 /// Drive one engine request to completion as a stream of [`ChoiceEvent`]s.
-pub fn choice_stream(index: usize, mut handle: RequestHandle, tok: Arc<Tokenizer>, stops: Vec<String>) -> impl Stream<Item = ChoiceEvent> + Send {
+fn choice_stream(index: usize, mut handle: RequestHandle, tok: Arc<Tokenizer>, stops: Vec<String>, mut obs: Observer) -> impl Stream<Item = ChoiceEvent> + Send {
     async_stream::stream! {
         let mut detok = IncrementalDetokenizer::new(true);
         let mut stop = StopMatcher::new(stops);
         let mut completion_tokens = 0;
         loop {
-            let Some(ev) = handle.recv().await else {
-                yield ChoiceEvent::Done { index, finish_reason: "error".into(), usage: ChoiceUsage::default(), error: Some("engine stopped".into()) };
+            let next = match obs.deadline {
+                Some((at, secs)) => match tokio::time::timeout_at(at.into(), handle.recv()).await {
+                    Ok(ev) => ev,
+                    Err(_) => {
+                        // Dropping the handle (below, with the stream) aborts the request.
+                        obs.finish("abort", completion_tokens);
+                        yield ChoiceEvent::Done { index, finish_reason: "abort".into(), usage: ChoiceUsage { prompt_tokens: 0, completion_tokens, cached_tokens: 0 }, error: Some(ApiError::timeout(secs)) };
+                        break;
+                    }
+                },
+                None => handle.recv().await,
+            };
+            let Some(ev) = next else {
+                obs.finish("error", completion_tokens);
+                yield ChoiceEvent::Done { index, finish_reason: "error".into(), usage: ChoiceUsage::default(), error: Some(ApiError::unavailable("the engine has stopped")) };
                 break;
             };
             match ev {
                 EngineEvent::PromptLogprobs { start, logprobs } => yield ChoiceEvent::PromptLogprobs { index, start, logprobs },
                 EngineEvent::Token(t) => {
                     completion_tokens += 1;
+                    obs.token();
                     let delta = detok.push(&tok, t.token);
                     let (text, stopped) = stop.push(&delta);
                     yield ChoiceEvent::Delta { index, text, token: Some(t) };
@@ -48,6 +150,7 @@ pub fn choice_stream(index: usize, mut handle: RequestHandle, tok: Arc<Tokenizer
                         // The engine does not know about stop strings: finishing here drops the
                         // handle, which aborts the request and frees its blocks.
                         // Handlers take prompt_tokens from their own prompt length.
+                        obs.finish("stop", completion_tokens);
                         yield ChoiceEvent::Done { index, finish_reason: "stop".into(), usage: ChoiceUsage { prompt_tokens: 0, completion_tokens, cached_tokens: 0 }, error: None };
                         break;
                     }
@@ -61,8 +164,9 @@ pub fn choice_stream(index: usize, mut handle: RequestHandle, tok: Arc<Tokenizer
                     if !text.is_empty() {
                         yield ChoiceEvent::Delta { index, text, token: None };
                     }
+                    obs.finish(reason.as_str(), completion_tokens);
                     let usage = ChoiceUsage { prompt_tokens, completion_tokens, cached_tokens };
-                    yield ChoiceEvent::Done { index, finish_reason: reason.as_str().into(), usage, error };
+                    yield ChoiceEvent::Done { index, finish_reason: reason.as_str().into(), usage, error: error.map(|e| engine_error(reason, e)) };
                     break;
                 }
             }

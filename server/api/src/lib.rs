@@ -7,21 +7,27 @@
 //!   ─▶ JSON body or SSE chunks; a dropped SSE stream drops the handles, aborting the requests
 //! ```
 
+pub mod auth;
 pub mod chat;
 pub mod completions;
 pub mod error;
 pub mod generate;
+pub mod middleware;
 pub mod misc;
 pub mod validate;
 
 use axum::routing::{get, post};
 use axum::Router;
 use hhh_engine::EngineClient;
+use hhh_metrics::Metrics;
 use hhh_text::{ChatTemplate, Tokenizer};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
+pub use auth::ApiKeys;
 pub use error::ApiError;
+pub use middleware::{InFlight, RequestCtx};
 
 /// Request limits enforced before anything reaches the engine.
 #[derive(Debug, Clone)]
@@ -54,13 +60,22 @@ pub struct AppState {
     pub limits: Limits,
     /// Model loaded and warmed up; `/health` is 503 until then.
     pub ready: Arc<AtomicBool>,
+    /// Set on SIGTERM: API routes answer 503, readiness turns 503.
+    pub draining: Arc<AtomicBool>,
+    /// API requests in flight (streams count until their last byte).
+    pub inflight: Arc<InFlight>,
+    /// Empty: authentication off.
+    pub api_keys: Arc<ApiKeys>,
+    /// Per-request limit from arrival to the last token (`--request-timeout`).
+    pub request_timeout: Option<Duration>,
+    pub metrics: Arc<Metrics>,
     /// Unix time the server started (for `/v1/models`).
     pub created: u64,
 }
 
 impl AppState {
     /// State for a loaded model; the chat template comes from the tokenizer's metadata.
-    pub fn new(engine: EngineClient, tokenizer: Tokenizer, model_name: String, limits: Limits) -> Result<Self, ApiError> {
+    pub fn new(engine: EngineClient, tokenizer: Tokenizer, model_name: String, limits: Limits, metrics: Arc<Metrics>) -> Result<Self, ApiError> {
         let template = match tokenizer.chat_template() {
             Some(src) => Some(ChatTemplate::new(src, tokenizer.bos_token(), tokenizer.eos_token()).map_err(|e| ApiError::internal(e.to_string()))?),
             None => None,
@@ -72,20 +87,38 @@ impl AppState {
             model_name,
             limits,
             ready: Arc::new(AtomicBool::new(false)),
+            draining: Arc::new(AtomicBool::new(false)),
+            inflight: Arc::new(InFlight::default()),
+            api_keys: Arc::new(ApiKeys::default()),
+            request_timeout: None,
+            metrics,
             created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         })
     }
 }
 
-/// The full router.
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// The full router. `/health*` and `/metrics` are open; every other route is behind the API
+/// keys (when configured) and the drain. With `metrics = false`, `/metrics` is left out (it is
+/// then served on `--metrics-port` by [`metrics_router`]).
+pub fn router(state: AppState, metrics: bool) -> Router {
+    let mut r = Router::new()
         .route("/v1/chat/completions", post(chat::handler))
         .route("/v1/completions", post(completions::handler))
         .route("/v1/models", get(misc::models))
         .route("/health", get(misc::health))
+        .route("/health/live", get(misc::live))
+        .route("/health/ready", get(misc::ready))
         .route("/tokenize", post(misc::tokenize))
-        .route("/detokenize", post(misc::detokenize))
-        .fallback(misc::not_found)
+        .route("/detokenize", post(misc::detokenize));
+    if metrics {
+        r = r.route("/metrics", get(misc::metrics));
+    }
+    r.fallback(misc::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::track))
         .with_state(state)
+}
+
+/// `/metrics` alone, for a separate metrics port.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new().route("/metrics", get(misc::metrics)).with_state(state)
 }

@@ -29,6 +29,31 @@ pub async fn health(State(st): State<AppState>) -> Response {
     }
 }
 
+/// Liveness: the process answers HTTP.
+pub async fn live() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "alive"}))
+}
+
+/// Readiness: loaded, warmed up, engine running and not draining. Load balancers stop sending
+/// traffic as soon as this turns 503.
+pub async fn ready(State(st): State<AppState>) -> Response {
+    let status = if st.draining.load(Ordering::SeqCst) {
+        "draining"
+    } else if st.engine.stats().stopped.load(Ordering::Relaxed) {
+        "engine_stopped"
+    } else if !st.ready.load(Ordering::Relaxed) {
+        "loading"
+    } else {
+        return (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))).into_response();
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": status}))).into_response()
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], st.metrics.render()).into_response()
+}
+
 pub async fn tokenize(State(st): State<AppState>, body: Body) -> Result<Json<TokenizeResponse>, ApiError> {
     let req: TokenizeRequest = read_json(body, &st.limits, &["prompt", "messages", "add_special_tokens", "add_generation_prompt"]).await?;
     if let Some(m) = &req.model {

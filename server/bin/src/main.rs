@@ -1,8 +1,12 @@
 //! `hhh-server`: the CLI entry point. `hhh-server serve --model <path> --host <addr> --port <n>`;
 //! every flag can also be set through an `HHH_*` environment variable (see `--help`).
+//!
+//! Signals: the first SIGTERM or SIGINT starts the drain (see `hhh_server::serve`); the process
+//! exits 0 once it is done. A second signal exits at once (status 130).
 
 use clap::{Parser, Subcommand};
-use hhh_server::{start, ServeArgs};
+use hhh_server::{start, LogFormat, ServeArgs};
+use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Parser)]
 #[command(name = "hhh-server", version, about = "OpenAI-compatible inference server for HHH assistants")]
@@ -19,14 +23,29 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
     let Cmd::Serve(args) = Cli::parse().cmd;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match args.log_format {
+        LogFormat::Json => tracing_subscriber::fmt().json().flatten_event(true).with_current_span(false).with_env_filter(filter).init(),
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("shutdown signal received: draining (send it again to exit at once)");
+        let _ = tx.send(());
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
     let server = start(args).await?;
     server
         .run(async {
-            let _ = tokio::signal::ctrl_c().await;
+            let _ = rx.await;
         })
-        .await
+        .await?;
+    tracing::info!("shut down cleanly");
+    Ok(())
 }

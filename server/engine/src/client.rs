@@ -15,6 +15,10 @@ pub struct EngineInfo {
     pub block_size: usize,
     pub max_model_len: usize,
     pub max_num_seqs: usize,
+    /// Admission limit: requests submitted but not yet scheduled.
+    pub max_waiting_requests: usize,
+    /// Admission limit: prompt tokens of requests submitted but not yet scheduled.
+    pub max_waiting_tokens: usize,
 }
 
 /// Cheap to clone; talks to the engine thread over a channel.
@@ -28,13 +32,44 @@ pub struct EngineClient {
 
 impl EngineClient {
     /// Queue a request; events arrive on the returned handle.
+    ///
+    /// Admission control happens here, on the caller's thread, so that an overloaded server
+    /// answers at once: the request is refused with [`EngineError::Overloaded`] when the
+    /// admission queue (submitted, not yet scheduled) already holds `max_waiting_requests`
+    /// requests or would exceed `max_waiting_tokens` prompt tokens. A request larger than the
+    /// token limit is still admitted into an empty queue, so that it can run at all.
     pub fn submit(&self, prompt: Vec<TokenId>, params: SamplingParams) -> Result<RequestHandle, EngineError> {
+        if self.stats.stopped.load(Ordering::Relaxed) {
+            return Err(EngineError::Stopped);
+        }
+        let tokens = prompt.len() as u64;
+        self.reserve(tokens)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (etx, erx) = unbounded_channel();
-        self.tx
-            .send(Command::Add { id, prompt, params, events: etx })
-            .map_err(|_| EngineError::Stopped)?;
+        if self.tx.send(Command::Add { id, prompt, params, events: etx }).is_err() {
+            self.stats.admission_requests.fetch_sub(1, Ordering::SeqCst);
+            self.stats.admission_tokens.fetch_sub(tokens, Ordering::SeqCst);
+            return Err(EngineError::Stopped);
+        }
         Ok(RequestHandle { id, rx: erx, tx: self.tx.clone(), finished: false })
+    }
+
+    /// Reserve a place in the admission queue (compare-and-swap, so concurrent callers never
+    /// overshoot the limits). The engine thread releases it when the request is first scheduled
+    /// or ends.
+    fn reserve(&self, tokens: u64) -> Result<(), EngineError> {
+        let max_req = self.info.max_waiting_requests as u64;
+        let max_tok = self.info.max_waiting_tokens as u64;
+        self.stats
+            .admission_requests
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max_req).then_some(n + 1))
+            .map_err(|_| EngineError::Overloaded { what: "the number of waiting requests", limit: self.info.max_waiting_requests })?;
+        let ok = self.stats.admission_tokens.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| (t == 0 || t + tokens <= max_tok).then_some(t + tokens));
+        if ok.is_err() {
+            self.stats.admission_requests.fetch_sub(1, Ordering::SeqCst);
+            return Err(EngineError::Overloaded { what: "the number of waiting prompt tokens", limit: self.info.max_waiting_tokens });
+        }
+        Ok(())
     }
 
     /// Live counters (running, waiting, KV usage...).

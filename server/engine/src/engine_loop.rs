@@ -8,6 +8,8 @@ use crate::error::EngineError;
 use crate::executor::Executor;
 use crate::request::{EngineEvent, FinishReason, Request, RequestId, SamplingParams, TokenId};
 use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::tracker::Tracker;
+use hhh_metrics::Metrics;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, TryRecvError};
@@ -15,9 +17,21 @@ use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 
 /// Engine configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 pub struct EngineConfig {
     pub scheduler: SchedulerConfig,
+    /// Admission limit: requests submitted but not yet scheduled (429 past it).
+    pub max_waiting_requests: usize,
+    /// Admission limit: prompt tokens of requests submitted but not yet scheduled.
+    pub max_waiting_tokens: usize,
+    /// Where the engine records its metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { scheduler: SchedulerConfig::default(), max_waiting_requests: usize::MAX >> 1, max_waiting_tokens: usize::MAX >> 1, metrics: Arc::new(Metrics::new()) }
+    }
 }
 
 pub(crate) enum Command {
@@ -38,6 +52,11 @@ pub struct EngineStats {
     pub num_steps: AtomicU64,
     /// Requests currently holding KV blocks (0 when idle: used by leak tests).
     pub num_requests_with_blocks: AtomicU64,
+    /// Admission queue: requests submitted and not yet scheduled (reserved by the client,
+    /// released by the engine thread exactly once per request).
+    pub admission_requests: AtomicU64,
+    /// Admission queue: their prompt tokens.
+    pub admission_tokens: AtomicU64,
     /// The engine thread has exited.
     pub stopped: AtomicBool,
 }
@@ -56,7 +75,11 @@ where
         block_size: cfg.scheduler.block_size,
         max_model_len: cfg.scheduler.max_model_len,
         max_num_seqs: cfg.scheduler.max_num_seqs,
+        max_waiting_requests: cfg.max_waiting_requests,
+        max_waiting_tokens: cfg.max_waiting_tokens,
     });
+    let metrics = cfg.metrics.clone();
+    metrics.kv_cache_blocks_total.set(cfg.scheduler.num_blocks as i64);
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let thread_stats = stats.clone();
     std::thread::Builder::new()
@@ -81,7 +104,8 @@ where
                 }
             }
             let _guard = StoppedGuard(thread_stats.clone());
-            let mut lp = EngineLoop { scheduler, exec, rx, senders: HashMap::new(), stats: thread_stats };
+            let tracker = Tracker::new(thread_stats.clone(), metrics.clone());
+            let mut lp = EngineLoop { scheduler, exec, rx, senders: HashMap::new(), stats: thread_stats, metrics, tracker, published: Published::default() };
             lp.run();
         })
         .map_err(|e| EngineError::Config(e.to_string()))?;
@@ -100,6 +124,17 @@ struct EngineLoop<E: Executor> {
     /// Event channel of every live request.
     senders: HashMap<RequestId, UnboundedSender<EngineEvent>>,
     stats: Arc<EngineStats>,
+    metrics: Arc<Metrics>,
+    tracker: Tracker,
+    /// Cumulative counters already added to the Prometheus counters.
+    published: Published,
+}
+
+#[derive(Default)]
+struct Published {
+    preemptions: u64,
+    prefix_query_tokens: u64,
+    prefix_hit_tokens: u64,
 }
 
 impl<E: Executor> EngineLoop<E> {
@@ -137,11 +172,13 @@ impl<E: Executor> EngineLoop<E> {
     fn handle(&mut self, cmd: Command) -> bool {
         match cmd {
             Command::Add { id, prompt, params, events } => {
+                self.tracker.added(id, prompt.len());
                 match self.scheduler.add_request(Request::new(id, prompt, params)) {
                     Ok(()) => {
                         self.senders.insert(id, events);
                     }
                     Err(e) => {
+                        self.tracker.ended(id, false);
                         let _ = events.send(EngineEvent::Finished {
                             reason: FinishReason::Error,
                             prompt_tokens: 0,
@@ -160,6 +197,8 @@ impl<E: Executor> EngineLoop<E> {
                         self.send(id, ev);
                     }
                 }
+                self.tracker.clear();
+                self.publish();
                 return false;
             }
         }
@@ -167,6 +206,7 @@ impl<E: Executor> EngineLoop<E> {
     }
 
     fn abort(&mut self, id: RequestId) {
+        self.tracker.ended(id, false);
         self.scheduler.abort(id);
         self.senders.remove(&id);
         self.exec.release(id);
@@ -181,6 +221,11 @@ impl<E: Executor> EngineLoop<E> {
 
     fn send(&mut self, id: RequestId, ev: EngineEvent) {
         let done = matches!(ev, EngineEvent::Finished { .. });
+        match &ev {
+            EngineEvent::Token(_) => self.tracker.token(id, std::time::Instant::now()),
+            EngineEvent::Finished { .. } => self.tracker.ended(id, true),
+            EngineEvent::PromptLogprobs { .. } => {}
+        }
         let ok = self.senders.get(&id).is_some_and(|s| s.send(ev).is_ok());
         if done {
             self.senders.remove(&id);
@@ -200,8 +245,18 @@ impl<E: Executor> EngineLoop<E> {
             }
             return;
         }
+        let t0 = std::time::Instant::now();
+        let m = &self.metrics;
+        m.step_batch_size.observe(out.scheduled.len() as f64);
+        m.step_tokens.observe(out.scheduled.iter().map(|s| s.num_new_tokens).sum::<usize>() as f64);
+        for s in &out.scheduled {
+            self.tracker.scheduled(s.id, t0);
+        }
         let batch = self.scheduler.build_batch(&out);
-        let events = match self.exec.execute(&batch) {
+        let result = self.exec.execute(&batch);
+        self.metrics.step_time.observe(t0.elapsed().as_secs_f64());
+        self.metrics.engine_steps.inc();
+        let events = match result {
             Ok(step) => self.scheduler.update(&out, step),
             Err(e) => {
                 tracing::error!(error = %e, "engine step failed");
@@ -215,9 +270,24 @@ impl<E: Executor> EngineLoop<E> {
         self.publish();
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let s = &self.stats;
         let kv = self.scheduler.kv();
+        let m = &self.metrics;
+        let p = &mut self.published;
+        let running = self.scheduler.num_running() as i64;
+        m.requests_running.set(running);
+        m.requests_waiting.set(self.scheduler.num_waiting() as i64);
+        let total = kv.num_blocks().max(1);
+        m.kv_cache_blocks_free.set(kv.num_free_blocks() as i64);
+        m.kv_cache_usage_ratio.set((total - kv.num_free_blocks()) as f64 / total as f64);
+        let pre = self.scheduler.counters.num_preemptions;
+        m.preemptions.inc_by(pre - p.preemptions);
+        m.prefix_cache_queries_tokens.inc_by(kv.prefix_query_tokens - p.prefix_query_tokens);
+        m.prefix_cache_hits_tokens.inc_by(kv.prefix_hit_tokens - p.prefix_hit_tokens);
+        p.preemptions = pre;
+        p.prefix_query_tokens = kv.prefix_query_tokens;
+        p.prefix_hit_tokens = kv.prefix_hit_tokens;
         s.num_running.store(self.scheduler.num_running() as u64, Ordering::Relaxed);
         s.num_waiting.store(self.scheduler.num_waiting() as u64, Ordering::Relaxed);
         s.num_free_blocks.store(kv.num_free_blocks() as u64, Ordering::Relaxed);

@@ -12,6 +12,9 @@ pub enum EngineError {
     /// The model executor failed on a step.
     #[error("model execution failed: {0}")]
     Executor(String),
+    /// The admission queue is full (`--max-waiting-requests` / `--max-waiting-tokens`).
+    #[error("the server is overloaded: {what} would exceed the limit of {limit}")]
+    Overloaded { what: &'static str, limit: usize },
     /// Invalid configuration.
     #[error("invalid engine configuration: {0}")]
     Config(String),

@@ -18,6 +18,7 @@ pub mod executor;
 pub mod kv_cache;
 pub mod request;
 pub mod scheduler;
+mod tracker;
 
 pub use client::{EngineClient, RequestHandle};
 pub use client::EngineInfo;

@@ -31,6 +31,7 @@ pub fn engine_with(path: PathBuf, num_blocks: usize, block_size: usize, budget: 
             enable_prefix_caching: true,
             eos_token_ids: vec![],
         },
+        ..Default::default()
     };
     spawn_engine(cfg, move || {
         let mut m = LlamaModel::load(&path).map_err(|e| e.to_string())?;
