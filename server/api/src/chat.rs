@@ -55,8 +55,10 @@ pub async fn chat_prompt(st: &AppState, msgs: Vec<hhh_text::ChatMessage>, add_ge
     let st2 = st.clone();
     tokio::task::spawn_blocking(move || {
         let t = st2.template.as_ref().as_ref().ok_or_else(|| ApiError::bad_request("This model has no chat template; use /v1/completions."))?;
-        let text = t.render(&msgs, add_generation_prompt).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
-        st2.tokenizer.encode(&text, false).map_err(|e| ApiError::internal(e.to_string()))
+        hhh_text::encode_chat(t, &st2.tokenizer, &msgs, add_generation_prompt).map_err(|e| match e {
+            hhh_text::TextError::Template(m) => ApiError::invalid("messages", m),
+            e => ApiError::internal(e.to_string()),
+        })
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?

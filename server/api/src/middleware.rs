@@ -128,6 +128,11 @@ impl Drop for Done {
         if !self.completed {
             self.st.metrics.rejected("disconnected");
         }
+        if !is_api(&self.path) {
+            // Probes and scrapes: kept out of the default log.
+            tracing::debug!(target: "hhh::access", path = %self.path, status = self.status.as_u16(), "request");
+            return;
+        }
         tracing::info!(
             target: "hhh::access",
             request_id = %self.ctx.id,

@@ -6,6 +6,7 @@
 //! - [`IncrementalDetokenizer`]: streamed text that never splits a UTF-8 character;
 //! - [`StopMatcher`]: stop strings matched across token boundaries, never emitted.
 
+pub mod chat_encode;
 pub mod chat_template;
 pub mod detok;
 pub mod error;
@@ -13,6 +14,7 @@ mod gguf_tokenizer;
 pub mod stop;
 pub mod tokenizer;
 
+pub use chat_encode::encode_chat;
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use detok::IncrementalDetokenizer;
 pub use error::TextError;

@@ -7,6 +7,11 @@ use std::path::Path;
 #[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// The same tokenizer with special-token matching off: `<|im_end|>` in user text is
+    /// encoded as ordinary text (see [`Tokenizer::encode_as_text`]).
+    plain: tokenizers::Tokenizer,
+    /// Strings of the special (control) tokens.
+    specials: Vec<String>,
     /// Prepend `bos_id` when encoding with special tokens (GGUF `add_bos_token`); HF
     /// tokenizers do this through their post-processor instead.
     add_bos: bool,
@@ -25,7 +30,30 @@ fn special_str(v: Option<&serde_json::Value>) -> Option<String> {
     }
 }
 
+fn plain(t: &tokenizers::Tokenizer) -> tokenizers::Tokenizer {
+    let mut p = t.clone();
+    p.set_encode_special_tokens(true);
+    p
+}
+
+fn specials(t: &tokenizers::Tokenizer) -> Vec<String> {
+    let mut v: Vec<String> = t.get_added_tokens_decoder().into_values().filter(|a| a.special).map(|a| a.content).collect();
+    v.sort();
+    v
+}
+
 impl Tokenizer {
+    /// Token ids of `text` with special-token strings treated as ordinary text (no BOS/EOS).
+    pub fn encode_as_text(&self, text: &str) -> Result<Vec<u32>, TextError> {
+        let enc = self.plain.encode(text, false).map_err(|e| TextError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Whether `text` contains the string of a special token (e.g. `<|im_end|>`).
+    pub fn contains_special_text(&self, text: &str) -> bool {
+        self.specials.iter().any(|s| text.contains(s.as_str()))
+    }
+
     /// Load from a `.gguf` file or a Hugging Face model directory.
     pub fn load(path: &Path) -> Result<Self, TextError> {
         if path.is_dir() {
@@ -46,6 +74,8 @@ impl Tokenizer {
         let name = |i: Option<u32>| i.and_then(|i| inner.id_to_token(i));
         let chat_template = ct.metadata.get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned();
         Ok(Self {
+            plain: plain(&inner),
+            specials: specials(&inner),
             bos_token: name(bos_id),
             eos_token: name(eos_id),
             add_bos,
@@ -71,7 +101,7 @@ impl Tokenizer {
             _ => std::fs::read_to_string(dir.join("chat_template.jinja")).ok(),
         };
         let eos_ids = eos_token.as_deref().and_then(|t| inner.token_to_id(t)).into_iter().collect();
-        Ok(Self { bos_id: None, add_bos: false, bos_token, eos_token, eos_ids, chat_template, inner })
+        Ok(Self { plain: plain(&inner), specials: specials(&inner), bos_id: None, add_bos: false, bos_token, eos_token, eos_ids, chat_template, inner })
     }
 
     /// Token ids of `text`; `add_special` adds BOS/EOS as the model's tokenizer prescribes.
