@@ -43,6 +43,9 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self { status: StatusCode::NOT_FOUND, message: message.into(), param: None, code: None, retry_after: None }
     }
+    pub fn method_not_allowed() -> Self {
+        Self { status: StatusCode::METHOD_NOT_ALLOWED, message: "Method not allowed on this route.".into(), param: None, code: None, retry_after: None }
+    }
     pub fn model_not_found(model: &str) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,
@@ -99,7 +102,7 @@ impl ApiError {
     /// The OpenAI `type` string for this status: the single source for body and logs.
     pub fn error_type(&self) -> &'static str {
         match self.status {
-            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNPROCESSABLE_ENTITY => "invalid_request_error",
+            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNPROCESSABLE_ENTITY | StatusCode::METHOD_NOT_ALLOWED => "invalid_request_error",
             StatusCode::NOT_FOUND => "not_found_error",
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::REQUEST_TIMEOUT => "timeout_error",

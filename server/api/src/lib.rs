@@ -38,13 +38,15 @@ pub struct Limits {
     pub max_n: usize,
     /// Largest `top_logprobs` / `logprobs`.
     pub max_logprobs: usize,
-    /// Most stop strings per request.
+    /// Most stop strings (and stop token ids) per request.
     pub max_stop: usize,
+    /// Longest stop string, in characters.
+    pub max_stop_chars: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 4 << 20, max_n: 16, max_logprobs: 20, max_stop: 16 }
+        Self { max_body_bytes: 4 << 20, max_n: 16, max_logprobs: 20, max_stop: 16, max_stop_chars: 1000 }
     }
 }
 
@@ -114,6 +116,7 @@ pub fn router(state: AppState, metrics: bool) -> Router {
         r = r.route("/metrics", get(misc::metrics));
     }
     r.fallback(misc::not_found)
+        .method_not_allowed_fallback(misc::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::track))
         .with_state(state)
 }

@@ -86,6 +86,10 @@ pub async fn detokenize(State(st): State<AppState>, body: Body) -> Result<Json<D
     Ok(Json(DetokenizeResponse { prompt }))
 }
 
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
 pub async fn not_found() -> ApiError {
     ApiError::not_found("No such route.")
 }

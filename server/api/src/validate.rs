@@ -108,6 +108,13 @@ pub fn stop_strings(s: &SamplingFields, limits: &Limits) -> Result<Vec<String>, 
     if stops.iter().any(|x| x.is_empty()) {
         return Err(ApiError::invalid("stop", "Stop strings must not be empty."));
     }
+    if let Some(long) = stops.iter().find(|x| x.chars().count() > limits.max_stop_chars) {
+        return Err(ApiError::invalid("stop", format!("Stop strings may have at most {} characters, got one with {}.", limits.max_stop_chars, long.chars().count())));
+    }
+    let ids = s.stop_token_ids.as_ref().map_or(0, Vec::len);
+    if ids > limits.max_stop {
+        return Err(ApiError::invalid("stop_token_ids", format!("At most {} stop token ids are allowed, got {ids}.", limits.max_stop)));
+    }
     Ok(stops)
 }
 
