@@ -87,7 +87,7 @@ pub async fn wait_idle(s: &TestServer) {
             let get = |n: &str| m.iter().find(|(k, _)| k == n).map(|x| x.1);
             assert_eq!(get("hhh_num_requests_running"), Some(0.0));
             assert_eq!(get("hhh_num_requests_waiting"), Some(0.0));
-            assert_eq!(get("hhh_kv_cache_blocks_free"), get("hhh_kv_cache_blocks_total"), "blocks leaked");
+            assert_eq!(get("hhh_kv_cache_free_blocks"), get("hhh_kv_cache_num_blocks"), "blocks leaked");
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
