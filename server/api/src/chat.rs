@@ -17,7 +17,7 @@ use hhh_text::Tokenizer;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-const CHAT_FIELDS: &[&str] = &["messages", "max_completion_tokens", "logprobs", "top_logprobs", "add_generation_prompt"];
+pub const CHAT_FIELDS: &[&str] = &["messages", "max_completion_tokens", "logprobs", "top_logprobs", "add_generation_prompt"];
 
 /// Flatten OpenAI messages into template messages (text parts only).
 pub fn template_messages(msgs: &[ChatMessage]) -> Result<Vec<hhh_text::ChatMessage>, ApiError> {

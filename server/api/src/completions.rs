@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-const COMPLETION_FIELDS: &[&str] = &["prompt", "echo", "logprobs"];
+pub const COMPLETION_FIELDS: &[&str] = &["prompt", "echo", "logprobs"];
 
 /// Accumulates legacy-format logprobs, keeping `text_offset` consistent with the text.
 struct LogprobBuilder {

@@ -24,7 +24,12 @@ pub const UNSUPPORTED_FIELDS: &[&str] = &[
 /// Read the body (413 over the limit), parse JSON, check field names, deserialize.
 pub async fn read_json<T: DeserializeOwned>(body: Body, limits: &Limits, allowed: &[&str]) -> Result<T, ApiError> {
     let bytes = axum::body::to_bytes(body, limits.max_body_bytes).await.map_err(|_| ApiError::too_large(limits.max_body_bytes))?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| ApiError::bad_request(format!("Request body is not valid UTF-8: {e}")))?;
+    parse_json(&bytes, allowed)
+}
+
+/// The synchronous part of [`read_json`] (also the fuzzing entry point).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], allowed: &[&str]) -> Result<T, ApiError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| ApiError::bad_request(format!("Request body is not valid UTF-8: {e}")))?;
     let mut v: Value = serde_json::from_str(text).map_err(|e| ApiError::bad_request(format!("Invalid JSON in request body: {e}")))?;
     let obj = v.as_object_mut().ok_or_else(|| ApiError::bad_request("Request body must be a JSON object."))?;
     for f in IGNORED_FIELDS {
@@ -40,9 +45,17 @@ pub async fn read_json<T: DeserializeOwned>(body: Body, limits: &Limits, allowed
     }
     check_types(obj)?;
     serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
+        let mut path = e.path().to_string();
         let inner = e.into_inner().to_string();
-        if path.is_empty() || path == "." {
+        if path == "." {
+            path.clear();
+        }
+        // serde reports a missing field at its parent's path: name the field itself.
+        if let Some(field) = inner.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+            let full = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+            return ApiError::invalid(&full, format!("Missing required field `{full}`."));
+        }
+        if path.is_empty() {
             ApiError::bad_request(format!("Invalid request: {inner}"))
         } else {
             ApiError::invalid(&path, format!("Invalid value for `{path}`: {inner}"))
@@ -68,7 +81,7 @@ fn check_types(obj: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
             Some("a string")
         } else if k == "messages" && !v.is_array() {
             Some("an array of messages")
-        } else if k == "stop" && !(v.is_string() || v.is_array() || v.is_null()) {
+        } else if k == "stop" && !(v.is_string() || v.is_null() || v.as_array().is_some_and(|a| a.iter().all(Value::is_string))) {
             Some("a string or an array of strings")
         } else {
             None
