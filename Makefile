@@ -8,7 +8,7 @@ PYTHON      ?= python3
 HOST        ?= 127.0.0.1
 PORT        ?= 8000
 
-.PHONY: model build serve test test-rust test-python bench fixtures clean
+.PHONY: model build serve test test-deps test-rust test-python bench fixtures clean
 
 model: $(MODEL_FILE)
 
@@ -26,7 +26,16 @@ build:
 serve: model build
 	./target/release/hhh-server serve --model $(MODEL_FILE) --host $(HOST) --port $(PORT)
 
-test: model test-rust test-python
+test: model test-deps test-rust test-python
+
+# The reliability tests run a real Prometheus server and promtool (Debian's `prometheus`).
+test-deps:
+	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then \
+		echo "installing Debian's prometheus (needed by server/bin/tests/prometheus.rs)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq || true; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus >/dev/null; \
+	fi
 
 test-rust:
 	cargo test --workspace
