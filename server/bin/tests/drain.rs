@@ -54,7 +54,7 @@ async fn open_streams(base: &str, n: usize, max_tokens: usize) -> Vec<(reqwest::
         assert_eq!(r.status(), 200);
         let mut seen = Vec::new();
         let mut st = r;
-        while !String::from_utf8_lossy(&seen).matches("data: ").nth(1).is_some() {
+        while String::from_utf8_lossy(&seen).matches("data: ").nth(1).is_none() {
             seen.extend_from_slice(&st.chunk().await.unwrap().expect("stream open"));
         }
         res.push((st, seen));

@@ -55,7 +55,7 @@ impl LlamaConfig {
     pub fn from_hf_json(text: &str) -> Result<Self> {
         let c: HfConfig = serde_json::from_str(text)?;
         let kv = c.num_key_value_heads.unwrap_or(c.num_attention_heads);
-        if c.num_attention_heads == 0 || c.num_attention_heads % kv != 0 {
+        if c.num_attention_heads == 0 || !c.num_attention_heads.is_multiple_of(kv) {
             return Err(ModelError::Invalid("num_attention_heads must be a multiple of num_key_value_heads".into()));
         }
         Ok(Self {
@@ -118,7 +118,7 @@ impl LlamaConfig {
             rope_theta: f("rope.freq_base").unwrap_or(10_000.0),
             max_position_embeddings: u("context_length").unwrap_or(4096),
             rope_interleaved: arch != "qwen2",
-            tie_word_embeddings: ct.tensor_infos.get("output.weight").is_none(),
+            tie_word_embeddings: !ct.tensor_infos.contains_key("output.weight"),
             eos_token_ids: tok_u32("tokenizer.ggml.eos_token_id").into_iter().collect(),
             bos_token_id: tok_u32("tokenizer.ggml.bos_token_id"),
         })

@@ -38,7 +38,7 @@ pub struct Q4_1Matrix {
 impl Q4_1Matrix {
     /// From raw GGUF bytes of a `[n, k]` Q4_1 tensor.
     pub fn from_bytes(bytes: &[u8], n: usize, k: usize) -> Option<Self> {
-        if k % QK != 0 || bytes.len() != n * k / QK * 20 {
+        if !k.is_multiple_of(QK) || bytes.len() != n * k / QK * 20 {
             return None;
         }
         let blocks = bytes.chunks_exact(20).map(|c| c.try_into().unwrap_or([0; 20])).collect();
