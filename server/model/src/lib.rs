@@ -11,6 +11,7 @@
 
 pub mod attention;
 pub mod config;
+mod embedding;
 pub mod error;
 pub mod llama;
 pub mod q4_1;

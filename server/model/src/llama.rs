@@ -31,7 +31,8 @@ impl Weight {
         Ok(Weight::Candle(QMatMul::from_qtensor(t)?))
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `exact`: candle's scalar Q4_1 arithmetic instead of the SIMD kernel (reference mode).
+    fn forward(&self, x: &Tensor, exact: bool) -> Result<Tensor> {
         match self {
             Weight::Candle(w) => Ok(w.forward(x)?),
             Weight::Q4_1(w) => {
@@ -40,7 +41,8 @@ impl Weight {
                     return Err(ModelError::Invalid(format!("matmul: input width {k} != weight width {}", w.k)));
                 }
                 let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                Ok(Tensor::from_vec(w.matmul(&xs, m), (m, w.n), x.device())?)
+                let y = crate::q4_1::Q4_1Matrix::matmul_many(&[w], &xs, m, !exact).pop().unwrap_or_default();
+                Ok(Tensor::from_vec(y, (m, w.n), x.device())?)
             }
         }
     }
@@ -54,8 +56,28 @@ struct Linear {
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.w.forward(x)?;
+    /// Several projections of the same input, as flat row-major vectors. Bias-free Q4_1
+    /// projections of one input width run fused ([`crate::q4_1::Q4_1Matrix::matmul_many`]).
+    fn forward_many(ls: &[&Linear], x: &Tensor, exact: bool) -> Result<Vec<Vec<f32>>> {
+        let (m, k) = x.dims2()?;
+        let fused: Option<Vec<&crate::q4_1::Q4_1Matrix>> = ls
+            .iter()
+            .map(|l| match (&l.w, &l.b) {
+                (Weight::Q4_1(w), None) if w.k == k => Some(w),
+                _ => None,
+            })
+            .collect();
+        match fused {
+            Some(ws) => {
+                let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                Ok(crate::q4_1::Q4_1Matrix::matmul_many(&ws, &xs, m, !exact))
+            }
+            None => ls.iter().map(|l| Ok(l.forward(x, exact)?.flatten_all()?.to_vec1::<f32>()?)).collect(),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, exact: bool) -> Result<Tensor> {
+        let y = self.w.forward(x, exact)?;
         Ok(match &self.b {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -80,16 +102,17 @@ struct Layer {
 #[derive(Debug)]
 pub struct LlamaModel {
     pub cfg: LlamaConfig,
-    /// `[vocab, hidden]`, f32.
-    embed: Tensor,
+    /// `[vocab, hidden]` token embeddings (Q8_0 kept quantized).
+    embed: crate::embedding::Embedding,
     layers: Vec<Layer>,
     norm: Tensor,
     lm_head: QMatMul,
     rope: Rope,
     /// Human-readable weight type, e.g. `q4_1` or `f32`.
     pub dtype_name: String,
-    /// Use candle's dense attention ops over gathered KV instead of the paged kernel
-    /// (`HHH_DENSE_ATTENTION=1`; for numerical cross-checks only).
+    /// Reference arithmetic: candle's dense attention ops over the gathered paged KV instead of
+    /// the paged kernel, and candle's scalar Q4_1 dot products instead of the SIMD tile kernel
+    /// (`HHH_DENSE_ATTENTION=1`; for exact cross-checks against candle only — slow).
     pub dense_attention: bool,
 }
 
@@ -112,7 +135,7 @@ impl LlamaModel {
         let mut qt = |name: &str| ct.tensor(&mut file, name, &dev).map_err(|e| ModelError::Invalid(format!("tensor `{name}`: {e}")));
         let dtype_name = format!("{:?}", qt("blk.0.attn_q.weight")?.dtype()).to_lowercase();
         let embed_q = qt("token_embd.weight")?;
-        let embed = embed_q.dequantize(&dev)?;
+        let embed = crate::embedding::Embedding::from_qtensor(&embed_q)?;
         let norm = qt("output_norm.weight")?.dequantize(&dev)?;
         let lm_head = match qt("output.weight") {
             Ok(t) => QMatMul::from_qtensor(t)?,
@@ -199,6 +222,7 @@ impl LlamaModel {
             });
         }
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, cfg.rope_interleaved);
+        let embed = crate::embedding::Embedding::Dense(embed);
         Ok(Self { cfg, embed, layers, norm, lm_head, rope, dtype_name, dense_attention: std::env::var("HHH_DENSE_ATTENTION").is_ok_and(|v| v == "1") })
     }
 
@@ -207,19 +231,21 @@ impl LlamaModel {
     pub fn forward(&self, ids: &[u32], positions: &[usize], seqs: &[SeqMeta], kv: &mut PagedKvCache, want_rows: &[u32]) -> Result<Tensor> {
         let c = &self.cfg;
         let rows = ids.len();
+        let exact = self.dense_attention;
         if positions.iter().any(|&p| p >= self.rope.max_pos()) {
             return Err(ModelError::Invalid(format!("position beyond the model's context ({})", self.rope.max_pos())));
         }
         let dev = Device::Cpu;
-        let ids_t = Tensor::from_slice(ids, rows, &dev)?;
-        let mut x = self.embed.index_select(&ids_t, 0)?;
+        let mut x = self.embed.lookup(ids)?;
         let eps = c.rms_norm_eps as f32;
         let (qw, kw) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
         for (li, l) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &l.attn_norm, eps)?;
-            let mut q = l.q.forward(&h)?.flatten_all()?.to_vec1::<f32>()?;
-            let mut k = l.k.forward(&h)?.flatten_all()?.to_vec1::<f32>()?;
-            let v = l.v.forward(&h)?.flatten_all()?.to_vec1::<f32>()?;
+            let mut qkv = Linear::forward_many(&[&l.q, &l.k, &l.v], &h, exact)?.into_iter();
+            let (mut q, mut k, v) = match (qkv.next(), qkv.next(), qkv.next()) {
+                (Some(q), Some(k), Some(v)) => (q, k, v),
+                _ => return Err(ModelError::Invalid("q/k/v projection".into())),
+            };
             for (r, &pos) in positions.iter().enumerate() {
                 self.rope.apply(&mut q[r * qw..(r + 1) * qw], c.head_dim, pos);
                 self.rope.apply(&mut k[r * kw..(r + 1) * kw], c.head_dim, pos);
@@ -231,10 +257,17 @@ impl LlamaModel {
                 cpu::paged_attention(kv, li, seqs, &q, c.num_heads)
             };
             let att = Tensor::from_vec(att, (rows, qw), &dev)?;
-            x = (l.o.forward(&att)? + &x)?;
+            x = (l.o.forward(&att, exact)? + &x)?;
             let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, eps)?;
-            let m = (candle_nn::ops::silu(&l.gate.forward(&h)?)? * l.up.forward(&h)?)?;
-            x = (l.down.forward(&m)? + &x)?;
+            let mut gu = Linear::forward_many(&[&l.gate, &l.up], &h, exact)?.into_iter();
+            let (g, u) = match (gu.next(), gu.next()) {
+                (Some(g), Some(u)) => (g, u),
+                _ => return Err(ModelError::Invalid("gate/up projection".into())),
+            };
+            // silu(g) * u with candle's formula (`x / (1 + exp(-x))`).
+            let mv: Vec<f32> = g.iter().zip(&u).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect();
+            let m = Tensor::from_vec(mv, (rows, u.len() / rows.max(1)), &dev)?;
+            x = (l.down.forward(&m, exact)? + &x)?;
         }
         let sel = Tensor::from_slice(want_rows, want_rows.len(), &dev)?;
         let x = x.index_select(&sel, 0)?;

@@ -33,6 +33,20 @@ pub struct PagedKvCache {
     pub values: Vec<Vec<f32>>,
 }
 
+/// A zeroed buffer whose pages are all touched now. The pool is the server's largest
+/// allocation: faulting it in at start makes the resident size honest from the first scrape
+/// (no slow climb as the LRU free list cycles through never-used blocks) and makes a pool that
+/// does not fit fail at start-up rather than under load (an OOM kill mid-request).
+fn prefaulted(n: usize) -> Vec<f32> {
+    let mut v = vec![0.0f32; n];
+    // `vec![0.0; n]` maps lazily zeroed pages; black_box keeps the stores from being elided.
+    let s = std::hint::black_box(&mut v[..]);
+    for i in (0..n).step_by(1024) {
+        s[i] = 0.0;
+    }
+    v
+}
+
 impl PagedKvCache {
     pub fn new(num_layers: usize, num_blocks: usize, block_size: usize, num_kv_heads: usize, head_dim: usize) -> Self {
         let n = num_blocks * block_size * num_kv_heads * head_dim;
@@ -41,8 +55,8 @@ impl PagedKvCache {
             block_size,
             num_kv_heads,
             head_dim,
-            keys: (0..num_layers).map(|_| vec![0.0; n]).collect(),
-            values: (0..num_layers).map(|_| vec![0.0; n]).collect(),
+            keys: (0..num_layers).map(|_| prefaulted(n)).collect(),
+            values: (0..num_layers).map(|_| prefaulted(n)).collect(),
         }
     }
 
