@@ -36,7 +36,7 @@ if [[ -z "${LLAMA_SERVER:-}" ]]; then
 fi
 
 wait_ready() { for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$1/health" >/dev/null && return 0; sleep 0.2; done; return 1; }
-start_ours() { RUST_LOG=warn ./target/release/hhh-server serve --model $MODEL --port $PORT_OURS --threads 2 --max-num-seqs 64 & echo $! > $OUT/pid; wait_ready $PORT_OURS; }
+start_ours() { RUST_LOG=warn ./target/release/hhh-server serve --model $MODEL --port $PORT_OURS --threads 2 --max-num-seqs 64 --num-kv-blocks 1024 & echo $! > $OUT/pid; wait_ready $PORT_OURS; }
 start_llama() { $LLAMA_SERVER -m $MODEL -t 2 -tb 2 -np "$1" -c 16384 -cb --host 127.0.0.1 --port $PORT_LLAMA --log-disable >/dev/null 2>&1 & echo $! > $OUT/pid; wait_ready $PORT_LLAMA; }
 stop() { kill "$(cat $OUT/pid)" 2>/dev/null || true; wait "$(cat $OUT/pid)" 2>/dev/null || true; sleep 1; }
 peak_rss() { awk '/VmHWM/ {print int($2/1024)}' /proc/"$(cat $OUT/pid)"/status; }
