@@ -224,7 +224,7 @@ impl<E: Executor> EngineLoop<E> {
         match &ev {
             EngineEvent::Token(_) => self.tracker.token(id, std::time::Instant::now()),
             EngineEvent::Finished { .. } => self.tracker.ended(id, true),
-            EngineEvent::PromptLogprobs { .. } => {}
+            EngineEvent::PromptLogprobs { .. } | EngineEvent::Pooled(_) => {}
         }
         let ok = self.senders.get(&id).is_some_and(|s| s.send(ev).is_ok());
         if done {

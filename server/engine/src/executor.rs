@@ -1,6 +1,6 @@
 //! The seam between the engine and the model: one mixed batch in, sampled tokens out.
 
-use crate::request::{RequestId, SamplingParams, TokenId};
+use crate::request::{PooledOutput, RequestId, SamplingParams, TokenId};
 
 /// One sequence's share of a step.
 #[derive(Debug, Clone)]
@@ -14,6 +14,7 @@ pub struct BatchSeq {
     /// `start_pos + tokens.len()` positions.
     pub block_table: Vec<u32>,
     /// Sample a token after the last position (the sequence is caught up after this step).
+    /// For a pooling request (`params.pooling`), pool the last position instead.
     pub sample: bool,
     pub params: SamplingParams,
     /// Generated tokens so far (for penalties).
@@ -53,8 +54,10 @@ pub type SampledToken = TokenLogprob;
 /// The model's answer for one sequence of the batch.
 #[derive(Debug, Clone, Default)]
 pub struct SeqOutput {
-    /// Present iff the `BatchSeq` asked to sample.
+    /// Present iff the `BatchSeq` asked to sample (and is not a pooling request).
     pub sampled: Option<SampledToken>,
+    /// Present iff the `BatchSeq` asked to sample and is a pooling request.
+    pub pooled: Option<PooledOutput>,
     /// Logprob of each `prompt_targets` token.
     pub prompt_logprobs: Vec<TokenLogprob>,
 }

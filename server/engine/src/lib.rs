@@ -25,5 +25,5 @@ pub use client::EngineInfo;
 pub use engine_loop::{spawn_engine, EngineConfig, EngineStats};
 pub use error::EngineError;
 pub use executor::{Batch, BatchSeq, Executor, SampledToken, SeqOutput, StepOutput, TokenLogprob};
-pub use request::{EngineEvent, FinishReason, RequestId, SamplingParams, TokenId};
+pub use request::{EngineEvent, FinishReason, PooledOutput, PoolingParams, RequestId, SamplingParams, TokenId};
 pub use scheduler::{Scheduler, SchedulerConfig};

@@ -34,6 +34,25 @@ pub struct SamplingParams {
     pub stop_token_ids: Vec<TokenId>,
     /// Keep generating past EOS until `max_tokens`.
     pub ignore_eos: bool,
+    /// Prefill only: once the whole prompt is computed, return the pooled output of its last
+    /// token ([`EngineEvent::Pooled`]) instead of sampling, and finish. `max_tokens` should be 0.
+    pub pooling: Option<PoolingParams>,
+}
+
+/// What a prefill-only (scoring) request returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolingParams {
+    /// Also return the final hidden state (after the model's last norm) of the last token.
+    pub return_hidden: bool,
+}
+
+/// The pooled output of a scoring request's last token.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PooledOutput {
+    /// The reward head's outputs (`num_labels` values); empty when the model has no head.
+    pub scores: Vec<f32>,
+    /// The final hidden state, when asked for.
+    pub hidden: Option<Vec<f32>>,
 }
 
 impl Default for SamplingParams {
@@ -52,6 +71,7 @@ impl Default for SamplingParams {
             max_tokens: 16,
             stop_token_ids: Vec::new(),
             ignore_eos: false,
+            pooling: None,
         }
     }
 }
@@ -158,6 +178,8 @@ pub enum EngineEvent {
     PromptLogprobs { start: usize, logprobs: Vec<crate::executor::TokenLogprob> },
     /// One generated token.
     Token(crate::executor::SampledToken),
+    /// The result of a pooling (scoring) request; `Finished` follows.
+    Pooled(PooledOutput),
     /// The request is done; no more events follow.
     Finished {
         reason: FinishReason,

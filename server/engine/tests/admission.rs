@@ -16,7 +16,7 @@ impl Executor for Slow {
     fn execute(&mut self, batch: &Batch) -> Result<StepOutput, String> {
         std::thread::sleep(self.0);
         Ok(StepOutput {
-            seqs: batch.seqs.iter().map(|s| SeqOutput { sampled: s.sample.then(|| TokenLogprob { token: 7, logprob: 0.0, top: vec![] }), prompt_logprobs: vec![] }).collect(),
+            seqs: batch.seqs.iter().map(|s| SeqOutput { sampled: s.sample.then(|| TokenLogprob { token: 7, logprob: 0.0, top: vec![] }), prompt_logprobs: vec![], pooled: None }).collect(),
         })
     }
 }

@@ -15,10 +15,12 @@ mod embedding;
 pub mod error;
 pub mod llama;
 pub mod q4_1;
+pub mod reward_head;
 pub mod runner;
 pub mod sampler;
 
 pub use config::LlamaConfig;
 pub use error::ModelError;
 pub use llama::LlamaModel;
+pub use reward_head::RewardHead;
 pub use runner::{ModelRunner, RunnerConfig};

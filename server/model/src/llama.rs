@@ -229,6 +229,18 @@ impl LlamaModel {
     /// Run the flattened batch through every layer, writing K/V into `kv`, and return logits
     /// `[want_rows.len(), vocab]` for the requested rows.
     pub fn forward(&self, ids: &[u32], positions: &[usize], seqs: &[SeqMeta], kv: &mut PagedKvCache, want_rows: &[u32]) -> Result<Tensor> {
+        let h = self.forward_hidden(ids, positions, seqs, kv, want_rows)?;
+        self.logits(&h)
+    }
+
+    /// LM head over final hidden states `[rows, hidden]`.
+    pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
+        Ok(self.lm_head.forward(h)?)
+    }
+
+    /// Like [`Self::forward`], but return the final hidden states (after the last norm)
+    /// `[want_rows.len(), hidden]` instead of logits.
+    pub fn forward_hidden(&self, ids: &[u32], positions: &[usize], seqs: &[SeqMeta], kv: &mut PagedKvCache, want_rows: &[u32]) -> Result<Tensor> {
         let c = &self.cfg;
         let rows = ids.len();
         let exact = self.dense_attention;
@@ -271,7 +283,6 @@ impl LlamaModel {
         }
         let sel = Tensor::from_slice(want_rows, want_rows.len(), &dev)?;
         let x = x.index_select(&sel, 0)?;
-        let x = candle_nn::ops::rms_norm(&x, &self.norm, eps)?;
-        Ok(self.lm_head.forward(&x)?)
+        Ok(candle_nn::ops::rms_norm(&x, &self.norm, eps)?)
     }
 }

@@ -3,8 +3,9 @@
 use crate::attention::{PagedKvCache, SeqMeta};
 use crate::error::Result;
 use crate::llama::LlamaModel;
+use crate::reward_head::RewardHead;
 use crate::sampler;
-use hhh_engine::{Batch, Executor, SeqOutput, StepOutput, TokenLogprob};
+use hhh_engine::{Batch, Executor, PooledOutput, SeqOutput, StepOutput, TokenLogprob};
 
 /// KV pool geometry.
 #[derive(Debug, Clone, Copy)]
@@ -13,17 +14,31 @@ pub struct RunnerConfig {
     pub block_size: usize,
 }
 
-/// Owns the model and the paged KV cache; lives on the engine thread.
+/// Owns the model, its optional reward head and the paged KV cache; lives on the engine thread.
 pub struct ModelRunner {
     model: LlamaModel,
     kv: PagedKvCache,
+    /// Applied to the final hidden state of pooling requests.
+    head: Option<RewardHead>,
 }
 
 impl ModelRunner {
     pub fn new(model: LlamaModel, cfg: RunnerConfig) -> Self {
         let c = &model.cfg;
         let kv = PagedKvCache::new(c.num_layers, cfg.num_blocks, cfg.block_size, c.num_kv_heads, c.head_dim);
-        Self { model, kv }
+        Self { model, kv, head: None }
+    }
+
+    /// Attach a reward head (its width must be the model's hidden size).
+    pub fn with_head(mut self, head: RewardHead) -> Result<Self> {
+        if head.hidden_size != self.model.cfg.hidden_size {
+            return Err(crate::ModelError::Invalid(format!(
+                "reward head width {} != model hidden size {}",
+                head.hidden_size, self.model.cfg.hidden_size
+            )));
+        }
+        self.head = Some(head);
+        Ok(self)
     }
 
     pub fn model(&self) -> &LlamaModel {
@@ -35,8 +50,11 @@ impl ModelRunner {
         let mut ids = Vec::with_capacity(n);
         let mut positions = Vec::with_capacity(n);
         let mut metas = Vec::with_capacity(batch.seqs.len());
+        // Rows that need logits (prompt logprobs, sampling) and rows that are pooled.
         let mut want: Vec<u32> = Vec::new();
-        // Per sequence: index in `want` of its first prompt-logprob row and of its sample row.
+        let mut pool_rows: Vec<u32> = Vec::new();
+        // Per sequence: index in `want` of its first prompt-logprob row, of its sample row, and
+        // index in `pool_rows` of its pooled row.
         let mut plan = Vec::with_capacity(batch.seqs.len());
         for s in &batch.seqs {
             let row_start = ids.len();
@@ -45,20 +63,33 @@ impl ModelRunner {
             metas.push(SeqMeta { row_start, num_rows: s.tokens.len(), start_pos: s.start_pos, block_table: s.block_table.clone() });
             let plp = want.len();
             want.extend((0..s.prompt_targets.len()).map(|i| (row_start + i) as u32));
-            let samp = if s.sample {
-                want.push((row_start + s.tokens.len() - 1) as u32);
-                Some(want.len() - 1)
-            } else {
-                None
-            };
-            plan.push((plp, samp));
+            let last = (row_start + s.tokens.len() - 1) as u32;
+            let (mut samp, mut pool) = (None, None);
+            if s.sample && s.params.pooling.is_some() {
+                pool_rows.push(last);
+                pool = Some(pool_rows.len() - 1);
+            } else if s.sample {
+                want.push(last);
+                samp = Some(want.len() - 1);
+            }
+            plan.push((plp, samp, pool));
         }
-        let logits = self.model.forward(&ids, &positions, &metas, &mut self.kv, &want)?;
-        let vocab = logits.dim(1)?;
-        let logits = logits.flatten_all()?.to_vec1::<f32>()?;
+        // One pass for both kinds of rows; the LM head runs only over rows that need logits.
+        let all_rows: Vec<u32> = want.iter().chain(&pool_rows).copied().collect();
+        let hidden = self.model.forward_hidden(&ids, &positions, &metas, &mut self.kv, &all_rows)?;
+        let (logits, vocab) = if want.is_empty() {
+            (Vec::new(), 0)
+        } else {
+            let h = hidden.narrow(0, 0, want.len())?;
+            let l = self.model.logits(&h)?;
+            let vocab = l.dim(1)?;
+            (l.flatten_all()?.to_vec1::<f32>()?, vocab)
+        };
+        let pooled_h: Vec<f32> = if pool_rows.is_empty() { Vec::new() } else { hidden.narrow(0, want.len(), pool_rows.len())?.flatten_all()?.to_vec1::<f32>()? };
+        let hs = self.model.cfg.hidden_size;
         let row = |i: usize| &logits[i * vocab..(i + 1) * vocab];
         let mut out = StepOutput { seqs: Vec::with_capacity(batch.seqs.len()) };
-        for (s, (plp, samp)) in batch.seqs.iter().zip(plan) {
+        for (s, (plp, samp, pool)) in batch.seqs.iter().zip(plan) {
             let k = s.params.prompt_logprobs.unwrap_or(0);
             let prompt_logprobs = s
                 .prompt_targets
@@ -70,7 +101,12 @@ impl ModelRunner {
                 })
                 .collect();
             let sampled = samp.map(|i| sampler::sample(row(i), &s.params, &s.prompt_tokens, &s.output_tokens));
-            out.seqs.push(SeqOutput { sampled, prompt_logprobs });
+            let pooled = pool.map(|i| {
+                let h = &pooled_h[i * hs..(i + 1) * hs];
+                let ret_hidden = s.params.pooling.is_some_and(|p| p.return_hidden);
+                PooledOutput { scores: self.head.as_ref().map(|hd| hd.apply(h)).unwrap_or_default(), hidden: ret_hidden.then(|| h.to_vec()) }
+            });
+            out.seqs.push(SeqOutput { sampled, prompt_logprobs, pooled });
         }
         Ok(out)
     }

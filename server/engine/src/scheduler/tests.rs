@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::executor::{Executor, SampledToken, SeqOutput, StepOutput};
-use crate::request::{EngineEvent, FinishReason, SamplingParams};
+use crate::request::{EngineEvent, FinishReason, PooledOutput, PoolingParams, SamplingParams};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
@@ -42,7 +42,13 @@ impl Executor for FakeExec {
                         self.slots[b * self.block_size + p % self.block_size].expect("KV slot never written")
                     })
                     .collect();
-                o.sampled = Some(SampledToken { token: next_token(&hist), logprob: 0.0, top: vec![] });
+                if s.params.pooling.is_some() {
+                    // The "score" is a digest of the whole history as read back from the KV slots.
+                    let digest = hist.iter().fold(0u64, |h, &t| h.wrapping_mul(31).wrapping_add(t as u64));
+                    o.pooled = Some(PooledOutput { scores: vec![digest as f32], hidden: None });
+                } else {
+                    o.sampled = Some(SampledToken { token: next_token(&hist), logprob: 0.0, top: vec![] });
+                }
             }
             out.seqs.push(o);
         }
@@ -240,4 +246,51 @@ fn random_operations_keep_invariants() {
             assert_eq!(fin[id], reason);
         }
     }
+}
+
+/// Pooling (scoring) requests: prefill only, one `Pooled` event then `Finished` with no
+/// completion tokens; N requests sharing a conversation reuse its blocks (even when admitted in
+/// the same step) and still see their whole own prompt; every block is freed at the end.
+#[test]
+fn pooling_requests_prefill_only_and_share_prefix() {
+    let (bs, nb) = (4, 64);
+    let mut s = Scheduler::new(cfg(nb, bs, 64)).unwrap();
+    let mut ex = FakeExec { block_size: bs, slots: vec![None; nb * bs] };
+    let conv: Vec<u32> = (0..21).map(|i| (i * 7 % 40 + 10) as u32).collect();
+    let pool = SamplingParams { max_tokens: 0, pooling: Some(PoolingParams::default()), ..params(0) };
+    let mut prompts = HashMap::new();
+    for id in 1..=4u64 {
+        let mut p = conv.clone();
+        p.extend((0..id as u32 + 2).map(|i| 11 + i * id as u32 % 30));
+        prompts.insert(id, p.clone());
+        s.add_request(Request::new(id, p, pool.clone())).unwrap();
+    }
+    let mut pooled = HashMap::new();
+    let mut fin = HashMap::new();
+    while s.has_work() {
+        let o = s.schedule();
+        let batch = s.build_batch(&o);
+        let res = ex.execute(&batch).unwrap();
+        for (id, ev) in s.update(&o, res) {
+            match ev {
+                EngineEvent::Pooled(p) => assert!(pooled.insert(id, p.scores[0]).is_none(), "one Pooled event per request"),
+                EngineEvent::Finished { reason, completion_tokens, .. } => {
+                    assert!(pooled.contains_key(&id), "Pooled comes before Finished");
+                    assert_eq!(completion_tokens, 0);
+                    fin.insert(id, reason);
+                }
+                EngineEvent::Token(_) => panic!("a pooling request generated a token"),
+                EngineEvent::PromptLogprobs { .. } => {}
+            }
+        }
+        s.check_invariants().unwrap();
+    }
+    for (id, p) in &prompts {
+        let digest = p.iter().fold(0u64, |h, &t| h.wrapping_mul(31).wrapping_add(t as u64));
+        assert_eq!(pooled[id], digest as f32, "request {id} pooled over its own full prompt");
+        assert_eq!(fin[id], FinishReason::Stop);
+    }
+    // Requests 2..4 found the conversation's 5 full blocks of 4 tokens in the cache.
+    assert_eq!(s.kv().prefix_hit_tokens, 3 * 20);
+    assert_eq!(s.kv().num_free_blocks(), nb);
 }

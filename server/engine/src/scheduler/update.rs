@@ -23,6 +23,13 @@ impl Scheduler {
                     events.push((s.id, EngineEvent::PromptLogprobs { start: already, logprobs: lps }));
                 }
             }
+            if let Some(p) = o.pooled {
+                events.push((s.id, EngineEvent::Pooled(p)));
+                if let Some(ev) = self.finish(s.id, FinishReason::Stop, None) {
+                    events.push((s.id, ev));
+                }
+                continue;
+            }
             let Some(tok) = o.sampled else { continue };
             req.output.push(tok.token);
             let t = tok.token;
