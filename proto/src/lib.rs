@@ -6,6 +6,9 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub mod scoring;
+pub use scoring::*;
+
 /// `stop`: one string or a list.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
@@ -227,6 +230,12 @@ pub struct ModelCard {
     pub created: u64,
     pub owned_by: String,
     pub max_model_len: usize,
+    /// `"policy"` (generates; may also score, with a reward head) or `"preference"` (scores only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Endpoint families the model answers: `"generate"` and/or `"score"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

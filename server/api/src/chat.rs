@@ -13,7 +13,7 @@ use axum::Json;
 use futures::stream::{self, StreamExt};
 use hhh_engine::TokenLogprob;
 use hhh_proto::*;
-use hhh_text::Tokenizer;
+use hhh_text::{ChatTemplate, Tokenizer};
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -52,10 +52,14 @@ pub fn template_messages(msgs: &[ChatMessage]) -> Result<Vec<hhh_text::ChatMessa
 
 /// Render and tokenize a conversation off the async runtime.
 pub async fn chat_prompt(st: &AppState, msgs: Vec<hhh_text::ChatMessage>, add_generation_prompt: bool) -> Result<Vec<u32>, ApiError> {
-    let st2 = st.clone();
+    render_chat(st.template.clone(), st.tokenizer.clone(), msgs, add_generation_prompt).await
+}
+
+/// [`chat_prompt`] for any model's template and tokenizer.
+pub async fn render_chat(template: Arc<Option<ChatTemplate>>, tokenizer: Arc<Tokenizer>, msgs: Vec<hhh_text::ChatMessage>, add_generation_prompt: bool) -> Result<Vec<u32>, ApiError> {
     tokio::task::spawn_blocking(move || {
-        let t = st2.template.as_ref().as_ref().ok_or_else(|| ApiError::bad_request("This model has no chat template; use /v1/completions."))?;
-        hhh_text::encode_chat(t, &st2.tokenizer, &msgs, add_generation_prompt).map_err(|e| match e {
+        let t = template.as_ref().as_ref().ok_or_else(|| ApiError::bad_request("This model has no chat template; use /v1/completions."))?;
+        hhh_text::encode_chat(t, &tokenizer, &msgs, add_generation_prompt).map_err(|e| match e {
             hhh_text::TextError::Template(m) => ApiError::invalid("messages", m),
             e => ApiError::internal(e.to_string()),
         })
@@ -83,9 +87,7 @@ pub fn chat_logprob(tok: &Tokenizer, t: &TokenLogprob) -> ChatTokenLogprob {
 
 pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>, body: Body) -> Result<Response, ApiError> {
     let req: ChatCompletionRequest = read_json(body, &st.limits, CHAT_FIELDS).await?;
-    if req.model != st.model_name {
-        return Err(ApiError::model_not_found(&req.model));
-    }
+    st.check_generation_model(&req.model)?;
     let msgs = template_messages(&req.messages)?;
     let n = n_choices(&req.sampling, &st.limits)?;
     let stops = stop_strings(&req.sampling, &st.limits)?;

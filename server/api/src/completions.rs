@@ -85,9 +85,7 @@ async fn prompts(st: &AppState, input: PromptInput) -> Result<Vec<Prompt>, ApiEr
 
 pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>, body: Body) -> Result<Response, ApiError> {
     let req: CompletionRequest = read_json(body, &st.limits, COMPLETION_FIELDS).await?;
-    if req.model != st.model_name {
-        return Err(ApiError::model_not_found(&req.model));
-    }
+    st.check_generation_model(&req.model)?;
     let n = n_choices(&req.sampling, &st.limits)?;
     let stops = stop_strings(&req.sampling, &st.limits)?;
     let logprobs = match req.logprobs {

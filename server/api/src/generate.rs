@@ -140,6 +140,8 @@ fn choice_stream(index: usize, mut handle: RequestHandle, tok: Arc<Tokenizer>, s
             };
             match ev {
                 EngineEvent::PromptLogprobs { start, logprobs } => yield ChoiceEvent::PromptLogprobs { index, start, logprobs },
+                // Generation requests never pool.
+                EngineEvent::Pooled(_) => {}
                 EngineEvent::Token(t) => {
                     completion_tokens += 1;
                     obs.token();

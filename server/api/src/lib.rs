@@ -14,6 +14,7 @@ pub mod error;
 pub mod generate;
 pub mod middleware;
 pub mod misc;
+pub mod scoring;
 pub mod validate;
 
 use axum::routing::{get, post};
@@ -38,6 +39,8 @@ pub struct Limits {
     pub max_n: usize,
     /// Largest `top_logprobs` / `logprobs`.
     pub max_logprobs: usize,
+    /// Most inputs per scoring call (`/v1/rewards`, `/v1/preferences`, `/get_reward`, `/pooling`).
+    pub max_score_inputs: usize,
     /// Most stop strings (and stop token ids) per request.
     pub max_stop: usize,
     /// Longest stop string, in characters.
@@ -46,8 +49,23 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 4 << 20, max_n: 16, max_logprobs: 20, max_stop: 16, max_stop_chars: 1000 }
+        Self { max_body_bytes: 4 << 20, max_n: 16, max_logprobs: 20, max_score_inputs: 256, max_stop: 16, max_stop_chars: 1000 }
     }
+}
+
+/// A model that answers scoring requests: it has a reward head.
+#[derive(Clone)]
+pub struct Scorer {
+    /// The name clients use in `model`.
+    pub name: String,
+    /// `"policy"` (the chat model with a reward head) or `"preference"` (scoring only).
+    pub kind: &'static str,
+    pub engine: EngineClient,
+    pub tokenizer: Arc<Tokenizer>,
+    /// Renders (conversation, response) inputs; `None`: only raw-text inputs are accepted.
+    pub template: Arc<Option<ChatTemplate>>,
+    /// Outputs of the head per input (1 for a scalar reward).
+    pub num_labels: usize,
 }
 
 /// Everything a handler needs; cheap to clone.
@@ -59,6 +77,11 @@ pub struct AppState {
     pub template: Arc<Option<ChatTemplate>>,
     /// The name clients use in `model`.
     pub model_name: String,
+    /// The primary model generates text; false for a sequence-classification reward model,
+    /// which only scores.
+    pub generates: bool,
+    /// Models that score (the primary one first when it has a head).
+    pub scorers: Arc<Vec<Scorer>>,
     pub limits: Limits,
     /// Model loaded and warmed up; `/health` is 503 until then.
     pub ready: Arc<AtomicBool>,
@@ -87,6 +110,8 @@ impl AppState {
             tokenizer: Arc::new(tokenizer),
             template: Arc::new(template),
             model_name,
+            generates: true,
+            scorers: Arc::new(Vec::new()),
             limits,
             ready: Arc::new(AtomicBool::new(false)),
             draining: Arc::new(AtomicBool::new(false)),
@@ -99,6 +124,35 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// 404 for an unknown model, 400 for a model that cannot generate.
+    pub fn check_generation_model(&self, model: &str) -> Result<(), ApiError> {
+        if model == self.model_name && self.generates {
+            return Ok(());
+        }
+        if self.scorers.iter().any(|s| s.name == model) {
+            return Err(ApiError::invalid("model", format!("`{model}` is a preference model: it only scores (use /v1/rewards or /v1/preferences).")));
+        }
+        Err(ApiError::model_not_found(model))
+    }
+
+    /// The scoring model named `model`: 404 when unknown, 400 when it has no reward head.
+    pub fn scorer(&self, model: &str) -> Result<&Scorer, ApiError> {
+        if let Some(s) = self.scorers.iter().find(|s| s.name == model) {
+            return Ok(s);
+        }
+        if model == self.model_name {
+            return Err(ApiError::invalid("model", format!("`{model}` has no reward head, so it cannot score; serve it with --reward-head, or serve a preference model with --preference-model.")));
+        }
+        Err(ApiError::model_not_found(model))
+    }
+
+    /// The default scoring model (for routes without a `model` field).
+    pub fn default_scorer(&self) -> Result<&Scorer, ApiError> {
+        self.scorers.first().ok_or_else(|| ApiError::bad_request("No model with a reward head is served; start the server with --preference-model or --reward-head."))
+    }
+}
+
 /// The full router. `/health*` and `/metrics` are open; every other route is behind the API
 /// keys (when configured) and the drain. With `metrics = false`, `/metrics` is left out (it is
 /// then served on `--metrics-port` by [`metrics_router`]).
@@ -107,6 +161,10 @@ pub fn router(state: AppState, metrics: bool) -> Router {
         .route("/v1/chat/completions", post(chat::handler))
         .route("/v1/completions", post(completions::handler))
         .route("/v1/models", get(misc::models))
+        .route("/v1/rewards", post(scoring::rewards))
+        .route("/v1/preferences", post(scoring::preferences))
+        .route("/get_reward", post(scoring::get_reward))
+        .route("/pooling", post(scoring::pooling))
         .route("/health", get(misc::health))
         .route("/health/live", get(misc::live))
         .route("/health/ready", get(misc::ready))

@@ -13,10 +13,25 @@ use hhh_proto::*;
 use std::sync::atomic::Ordering;
 
 pub async fn models(State(st): State<AppState>) -> Json<ModelList> {
-    Json(ModelList {
-        object: "list".into(),
-        data: vec![ModelCard { id: st.model_name.clone(), object: "model".into(), created: st.created, owned_by: "hhh-serve".into(), max_model_len: st.engine.info().max_model_len }],
-    })
+    let card = |id: &str, kind: &str, caps: Vec<&str>, max_model_len| ModelCard {
+        id: id.to_string(),
+        object: "model".into(),
+        created: st.created,
+        owned_by: "hhh-serve".into(),
+        max_model_len,
+        kind: Some(kind.to_string()),
+        capabilities: caps.into_iter().map(String::from).collect(),
+    };
+    let primary_scores = st.scorers.iter().any(|s| s.name == st.model_name);
+    let mut data = Vec::new();
+    if st.generates {
+        let caps = if primary_scores { vec!["generate", "score"] } else { vec!["generate"] };
+        data.push(card(&st.model_name, "policy", caps, st.engine.info().max_model_len));
+    }
+    for s in st.scorers.iter().filter(|s| !(st.generates && s.name == st.model_name)) {
+        data.push(card(&s.name, s.kind, vec!["score"], s.engine.info().max_model_len));
+    }
+    Json(ModelList { object: "list".into(), data })
 }
 
 /// 200 once the model is loaded and warmed up, 503 before (and after the engine stops).

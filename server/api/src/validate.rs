@@ -27,8 +27,19 @@ pub async fn read_json<T: DeserializeOwned>(body: Body, limits: &Limits, allowed
     parse_json(&bytes, allowed)
 }
 
+/// [`read_json`] for non-generation routes: only `allowed` fields (no sampling fields).
+pub async fn read_json_only<T: DeserializeOwned>(body: Body, limits: &Limits, allowed: &[&str]) -> Result<T, ApiError> {
+    let bytes = axum::body::to_bytes(body, limits.max_body_bytes).await.map_err(|_| ApiError::too_large(limits.max_body_bytes))?;
+    parse_json_fields(&bytes, allowed, false)
+}
+
 /// The synchronous part of [`read_json`] (also the fuzzing entry point).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], allowed: &[&str]) -> Result<T, ApiError> {
+    parse_json_fields(bytes, allowed, true)
+}
+
+/// Parse, check field names (`allowed`, plus the sampling fields when `sampling`), deserialize.
+pub fn parse_json_fields<T: DeserializeOwned>(bytes: &[u8], allowed: &[&str], sampling: bool) -> Result<T, ApiError> {
     let text = std::str::from_utf8(bytes).map_err(|e| ApiError::bad_request(format!("Request body is not valid UTF-8: {e}")))?;
     let mut v: Value = serde_json::from_str(text).map_err(|e| ApiError::bad_request(format!("Invalid JSON in request body: {e}")))?;
     let obj = v.as_object_mut().ok_or_else(|| ApiError::bad_request("Request body must be a JSON object."))?;
@@ -39,7 +50,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], allowed: &[&str]) -> Result
         if UNSUPPORTED_FIELDS.contains(&key.as_str()) {
             return Err(ApiError::invalid(key, format!("`{key}` is not supported by this server.")));
         }
-        if !allowed.contains(&key.as_str()) && !SAMPLING_FIELDS.contains(&key.as_str()) {
+        if !allowed.contains(&key.as_str()) && !(sampling && SAMPLING_FIELDS.contains(&key.as_str())) {
             return Err(ApiError::invalid(key, format!("Unknown field `{key}`.")));
         }
     }
@@ -162,6 +173,7 @@ pub fn sampling_params(s: &SamplingFields, max_tokens: usize, logprobs: Option<u
         max_tokens,
         stop_token_ids,
         ignore_eos: s.ignore_eos.unwrap_or(false),
+        pooling: None,
     })
 }
 

@@ -2,14 +2,15 @@
 //! tokenizer, start the engine thread, warm up, and serve the router.
 
 pub mod serve;
+pub mod train;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use hhh_api::{metrics_router, router, ApiKeys, AppState, Limits};
+use hhh_api::{metrics_router, router, ApiKeys, AppState, Limits, Scorer};
 use hhh_metrics::Metrics;
 use hhh_engine::{spawn_engine, EngineClient, EngineConfig, EngineEvent, SamplingParams, SchedulerConfig};
 use hhh_model::attention::PagedKvCache;
-use hhh_model::{LlamaModel, ModelRunner, RunnerConfig};
+use hhh_model::{LlamaModel, ModelRunner, RewardHead, RunnerConfig};
 use hhh_text::Tokenizer;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -99,6 +100,26 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "HHH_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Reward-head file (JSON, see docs/preference-model.md) for `--model`: the chat model then
+    /// also answers /v1/rewards and /v1/preferences.
+    #[arg(long, env = "HHH_REWARD_HEAD")]
+    pub reward_head: Option<PathBuf>,
+    /// A second model, for scoring only, with its own engine and KV pool: a Hugging Face
+    /// `*ForSequenceClassification` directory, or any model with `--preference-head`.
+    #[arg(long, env = "HHH_PREFERENCE_MODEL")]
+    pub preference_model: Option<PathBuf>,
+    /// Reward-head file for `--preference-model` (not needed for sequence-classification models).
+    #[arg(long, env = "HHH_PREFERENCE_HEAD")]
+    pub preference_head: Option<PathBuf>,
+    /// Name of the preference model in `model` (default: its file or directory name + `-pm`).
+    #[arg(long, env = "HHH_PREFERENCE_MODEL_NAME")]
+    pub preference_model_name: Option<String>,
+    /// KV-cache size of the preference model in GiB (ignored with --preference-num-kv-blocks).
+    #[arg(long, env = "HHH_PREFERENCE_KV_CACHE_GB", default_value_t = 0.25)]
+    pub preference_kv_cache_gb: f64,
+    /// Exact number of KV-cache blocks of the preference model.
+    #[arg(long, env = "HHH_PREFERENCE_NUM_KV_BLOCKS")]
+    pub preference_num_kv_blocks: Option<usize>,
 }
 
 fn secs(s: f64) -> Option<Duration> {
@@ -106,15 +127,85 @@ fn secs(s: f64) -> Option<Duration> {
 }
 
 fn served_name(a: &ServeArgs) -> String {
-    if let Some(n) = &a.served_model_name {
-        return n.clone();
+    match &a.served_model_name {
+        Some(n) => n.clone(),
+        None => default_name(&a.model),
     }
-    let stem = a.model.file_stem().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_else(|| "model".into());
+}
+
+fn default_name(path: &std::path::Path) -> String {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_else(|| "model".into());
     if stem.starts_with("smollm2-135m-instruct") {
         "smollm2-135m-instruct".into()
     } else {
         stem
     }
+}
+
+/// A model loaded behind its own engine thread.
+struct LoadedEngine {
+    engine: EngineClient,
+    tokenizer: Tokenizer,
+    dtype: String,
+    /// Outputs of the reward head, when the model has one.
+    num_labels: Option<usize>,
+    /// A sequence-classification checkpoint (scores only).
+    seq_cls: bool,
+}
+
+/// Load a model (and its reward head: `head_file`, or the `score` weight of a
+/// sequence-classification directory), size its KV pool and start its engine.
+fn load_engine(a: &ServeArgs, path: &std::path::Path, head_file: Option<&std::path::Path>, kv_gb: f64, kv_blocks: Option<usize>, metrics: Arc<Metrics>) -> anyhow::Result<LoadedEngine> {
+    let tokenizer = Tokenizer::load(path).with_context(|| format!("loading the tokenizer of {}", path.display()))?;
+    let t0 = std::time::Instant::now();
+    let model = LlamaModel::load(path).with_context(|| format!("loading {}", path.display()))?;
+    let builtin = if path.is_dir() { RewardHead::from_hf_dir(path)? } else { None };
+    let seq_cls = builtin.is_some();
+    let head = match (builtin, head_file) {
+        (Some(_), Some(f)) => anyhow::bail!("{} is a sequence-classification model with its own score head; drop the head file {}", path.display(), f.display()),
+        (Some(h), None) => Some(h),
+        (None, Some(f)) => Some(RewardHead::from_file(f).with_context(|| format!("loading the reward head {}", f.display()))?),
+        (None, None) => None,
+    };
+    let c = model.cfg.clone();
+    let max_model_len = a.max_model_len.unwrap_or(c.max_position_embeddings.min(8192)).min(c.max_position_embeddings);
+    anyhow::ensure!(a.max_model_len.is_none_or(|m| m <= c.max_position_embeddings), "--max-model-len exceeds the context {} of {}", c.max_position_embeddings, path.display());
+    let per_block = PagedKvCache::bytes_per_token(c.num_layers, c.num_kv_heads, c.head_dim) * a.block_size;
+    let num_blocks = kv_blocks.unwrap_or(((kv_gb * (1u64 << 30) as f64) / per_block as f64) as usize);
+    anyhow::ensure!(num_blocks > 0, "the KV cache of {} must hold at least one block", path.display());
+    let num_labels = head.as_ref().map(|h| h.num_labels);
+    tracing::info!(model = %path.display(), dtype = %model.dtype_name, layers = c.num_layers, load_s = t0.elapsed().as_secs_f32(),
+        num_blocks, block_size = a.block_size, kv_tokens = num_blocks * a.block_size, kv_mib = (num_blocks * per_block) >> 20, reward_head = ?num_labels, "model loaded");
+    let mut eos = c.eos_token_ids.clone();
+    for &e in tokenizer.eos_token_ids() {
+        if !eos.contains(&e) {
+            eos.push(e);
+        }
+    }
+    let cfg = EngineConfig {
+        max_waiting_requests: a.max_waiting_requests,
+        max_waiting_tokens: a.max_waiting_tokens,
+        metrics,
+        scheduler: SchedulerConfig {
+            max_num_seqs: a.max_num_seqs,
+            max_num_batched_tokens: a.max_num_batched_tokens,
+            max_model_len,
+            block_size: a.block_size,
+            num_blocks,
+            enable_prefix_caching: !a.no_prefix_caching,
+            eos_token_ids: eos,
+        },
+    };
+    let bs = a.block_size;
+    let dtype = model.dtype_name.clone();
+    let engine = spawn_engine(cfg, move || {
+        let r = ModelRunner::new(model, RunnerConfig { num_blocks, block_size: bs });
+        match head {
+            Some(h) => r.with_head(h).map_err(|e| e.to_string()),
+            None => Ok(r),
+        }
+    })?;
+    Ok(LoadedEngine { engine, tokenizer, dtype, num_labels, seq_cls })
 }
 
 /// A running server.
@@ -125,6 +216,8 @@ pub struct Server {
     pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
     pub engine: EngineClient,
+    /// Engines of extra (preference) models, stopped with the main one.
+    pub extra_engines: Vec<EngineClient>,
     listener: tokio::net::TcpListener,
     metrics_listener: Option<tokio::net::TcpListener>,
     header_read_timeout: Duration,
@@ -150,6 +243,9 @@ impl Server {
         };
         serve::serve_until(self.listener, app, self.header_read_timeout, stop).await;
         self.engine.shutdown();
+        for e in &self.extra_engines {
+            e.shutdown();
+        }
         Ok(())
     }
 }
@@ -160,43 +256,40 @@ pub async fn start(a: ServeArgs) -> anyhow::Result<Server> {
         std::env::set_var("RAYON_NUM_THREADS", t.to_string());
         std::env::set_var("CANDLE_NUM_THREADS", t.to_string());
     }
-    let tokenizer = Tokenizer::load(&a.model).with_context(|| format!("loading the tokenizer of {}", a.model.display()))?;
-    let t0 = std::time::Instant::now();
-    let model = LlamaModel::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
-    let c = model.cfg.clone();
-    let max_model_len = a.max_model_len.unwrap_or(c.max_position_embeddings.min(8192));
-    anyhow::ensure!(max_model_len <= c.max_position_embeddings, "--max-model-len {max_model_len} exceeds the model's context {}", c.max_position_embeddings);
-    let per_block = PagedKvCache::bytes_per_token(c.num_layers, c.num_kv_heads, c.head_dim) * a.block_size;
-    let num_blocks = a.num_kv_blocks.unwrap_or(((a.kv_cache_gb * (1u64 << 30) as f64) / per_block as f64) as usize);
-    anyhow::ensure!(num_blocks > 0, "the KV cache must hold at least one block");
-    tracing::info!(model = %a.model.display(), dtype = %model.dtype_name, layers = c.num_layers, load_s = t0.elapsed().as_secs_f32(),
-        num_blocks, block_size = a.block_size, kv_tokens = num_blocks * a.block_size, kv_mib = (num_blocks * per_block) >> 20, "model loaded");
-    let mut eos = c.eos_token_ids.clone();
-    for &e in tokenizer.eos_token_ids() {
-        if !eos.contains(&e) {
-            eos.push(e);
-        }
-    }
     let metrics = Arc::new(Metrics::new());
-    metrics.model_info.with_label_values(&[&served_name(&a), &model.dtype_name, "cpu", &a.block_size.to_string()]).set(1);
-    let cfg = EngineConfig {
-        max_waiting_requests: a.max_waiting_requests,
-        max_waiting_tokens: a.max_waiting_tokens,
-        metrics: metrics.clone(),
-        scheduler: SchedulerConfig {
-            max_num_seqs: a.max_num_seqs,
-            max_num_batched_tokens: a.max_num_batched_tokens,
-            max_model_len,
-            block_size: a.block_size,
-            num_blocks,
-            enable_prefix_caching: !a.no_prefix_caching,
-            eos_token_ids: eos,
-        },
-    };
-    let bs = a.block_size;
-    let engine = spawn_engine(cfg, move || Ok(ModelRunner::new(model, RunnerConfig { num_blocks, block_size: bs })))?;
+    let main = load_engine(&a, &a.model, a.reward_head.as_deref(), a.kv_cache_gb, a.num_kv_blocks, metrics.clone())?;
+    let name = served_name(&a);
+    metrics.model_info.with_label_values(&[&name, &main.dtype, "cpu", &a.block_size.to_string()]).set(1);
+    let engine = main.engine.clone();
     let limits = Limits { max_body_bytes: a.max_body_bytes, max_n: a.max_n, ..Limits::default() };
-    let mut state = AppState::new(engine.clone(), tokenizer, served_name(&a), limits, metrics).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut state = AppState::new(engine.clone(), main.tokenizer, name.clone(), limits, metrics).map_err(|e| anyhow::anyhow!("{e}"))?;
+    state.generates = !main.seq_cls;
+    let mut scorers = Vec::new();
+    if let Some(n) = main.num_labels {
+        let kind = if main.seq_cls { "preference" } else { "policy" };
+        scorers.push(Scorer { name: name.clone(), kind, engine: engine.clone(), tokenizer: state.tokenizer.clone(), template: state.template.clone(), num_labels: n });
+    }
+    let mut extra_engines = Vec::new();
+    if let Some(pm) = &a.preference_model {
+        // Its own registry: the exported metrics describe the main engine (see docs/metrics.md).
+        let loaded = load_engine(&a, pm, a.preference_head.as_deref(), a.preference_kv_cache_gb, a.preference_num_kv_blocks, Arc::new(Metrics::new()))?;
+        let Some(n) = loaded.num_labels else {
+            anyhow::bail!("--preference-model {} has no reward head: give --preference-head, or a *ForSequenceClassification directory", pm.display())
+        };
+        let pm_name = a.preference_model_name.clone().unwrap_or_else(|| format!("{}-pm", default_name(pm)));
+        anyhow::ensure!(pm_name != name, "the preference model's name `{pm_name}` is the same as the chat model's; set --preference-model-name");
+        let template = match loaded.tokenizer.chat_template() {
+            Some(src) => Some(hhh_text::ChatTemplate::new(src, loaded.tokenizer.bos_token(), loaded.tokenizer.eos_token())?),
+            None => None,
+        };
+        warm_up(&loaded.engine).await?;
+        extra_engines.push(loaded.engine.clone());
+        scorers.push(Scorer { name: pm_name, kind: "preference", engine: loaded.engine, tokenizer: Arc::new(loaded.tokenizer), template: Arc::new(template), num_labels: n });
+    }
+    if !scorers.is_empty() {
+        tracing::info!(models = ?scorers.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), "scoring enabled on /v1/rewards, /v1/preferences, /get_reward, /pooling");
+    }
+    state.scorers = Arc::new(scorers);
     let mut keys = a.api_keys.clone();
     if let Some(f) = &a.api_key_file {
         let text = std::fs::read_to_string(f).with_context(|| format!("reading the API key file {}", f.display()))?;
@@ -221,6 +314,7 @@ pub async fn start(a: ServeArgs) -> anyhow::Result<Server> {
         metrics_addr: metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
         state,
         engine,
+        extra_engines,
         listener,
         metrics_listener,
         header_read_timeout: secs(a.header_read_timeout).unwrap_or(Duration::from_secs(30)),

@@ -5,6 +5,7 @@
 //! exits 0 once it is done. A second signal exits at once (status 130).
 
 use clap::{Parser, Subcommand};
+use hhh_server::train::TrainArgs;
 use hhh_server::{start, LogFormat, ServeArgs};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -19,11 +20,24 @@ struct Cli {
 enum Cmd {
     /// Load a model and serve the OpenAI-compatible API.
     Serve(ServeArgs),
+    /// Fit a linear reward head on a model's final hidden states from preference pairs
+    /// (Bradley–Terry; see docs/preference-model.md).
+    TrainRewardHead(TrainArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Serve(args) => serve_main(args),
+        Cmd::TrainRewardHead(args) => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+            tracing_subscriber::fmt().with_env_filter(filter).init();
+            hhh_server::train::run(args)
+        }
+    }
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let Cmd::Serve(args) = Cli::parse().cmd;
+async fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     match args.log_format {
         LogFormat::Json => tracing_subscriber::fmt().json().flatten_event(true).with_current_span(false).with_env_filter(filter).init(),
