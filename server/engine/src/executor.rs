@@ -21,9 +21,12 @@ pub struct BatchSeq {
     pub output_tokens: Vec<TokenId>,
     /// Prompt tokens (for the repetition penalty).
     pub prompt_tokens: Vec<TokenId>,
-    /// For prompt logprobs: the token that follows each computed position, as far as it is
-    /// part of the prompt (`len <= tokens.len()`); empty when not requested.
+    /// For prompt logprobs: the token that follows each computed position from
+    /// `prompt_targets_offset` on, as far as it is part of the prompt
+    /// (`prompt_targets_offset + len <= tokens.len()`); empty when not requested.
     pub prompt_targets: Vec<TokenId>,
+    /// Index in `tokens` of the first position whose successor is in `prompt_targets`.
+    pub prompt_targets_offset: usize,
 }
 
 /// A whole step: every scheduled sequence.

@@ -28,6 +28,10 @@ pub struct SamplingParams {
     pub logprobs: Option<usize>,
     /// Report logprobs of the prompt tokens with this many alternatives (`None`: none).
     pub prompt_logprobs: Option<usize>,
+    /// With `prompt_logprobs`: only positions `>= prompt_logprobs_start` get logprobs, and the
+    /// prefix cache may serve the tokens before it (label scoring: a shared prompt followed by a
+    /// short option whose probability is wanted). 0 or 1: every position from 1.
+    pub prompt_logprobs_start: usize,
     /// Maximum number of tokens to generate.
     pub max_tokens: usize,
     /// Token ids that end generation (the model's EOS is added unless `ignore_eos`).
@@ -68,6 +72,7 @@ impl Default for SamplingParams {
             seed: 0,
             logprobs: None,
             prompt_logprobs: None,
+            prompt_logprobs_start: 0,
             max_tokens: 16,
             stop_token_ids: Vec::new(),
             ignore_eos: false,

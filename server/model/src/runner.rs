@@ -62,7 +62,8 @@ impl ModelRunner {
             positions.extend((0..s.tokens.len()).map(|i| s.start_pos + i));
             metas.push(SeqMeta { row_start, num_rows: s.tokens.len(), start_pos: s.start_pos, block_table: s.block_table.clone() });
             let plp = want.len();
-            want.extend((0..s.prompt_targets.len()).map(|i| (row_start + i) as u32));
+            let off = row_start + s.prompt_targets_offset;
+            want.extend((0..s.prompt_targets.len()).map(|i| (off + i) as u32));
             let last = (row_start + s.tokens.len() - 1) as u32;
             let (mut samp, mut pool) = (None, None);
             if s.sample && s.params.pooling.is_some() {

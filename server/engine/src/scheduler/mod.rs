@@ -202,8 +202,16 @@ impl Scheduler {
                 continue;
             };
             let toks = req.all_tokens();
-            let use_cache = req.params.prompt_logprobs.is_none();
-            let prefix = if use_cache { self.kv.find_cached_prefix(&toks) } else { CachedPrefix::default() };
+            // Cached positions get no prompt logprobs: with them, only the part before the first
+            // wanted position (whose predecessor must be computed) may come from the cache.
+            let prefix = match req.params.prompt_logprobs {
+                None => self.kv.find_cached_prefix(&toks),
+                Some(_) if req.params.prompt_logprobs_start > 1 => {
+                    let upto = req.params.prompt_logprobs_start.min(toks.len());
+                    self.kv.find_cached_prefix(&toks[..upto])
+                }
+                Some(_) => CachedPrefix::default(),
+            };
             let computed = prefix.num_tokens(self.cfg.block_size);
             let n = (toks.len() - computed).min(budget);
             if !self.kv.allocate(id, &prefix, computed + n) {
@@ -232,10 +240,12 @@ impl Scheduler {
             let p = &req.params;
             let penalties = p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 || p.repetition_penalty != 1.0;
             let plen = req.prompt.len();
-            let prompt_targets = if p.prompt_logprobs.is_some() && s.start_pos + 1 < plen {
-                req.tokens_range(s.start_pos + 1, (end + 1).min(plen))
+            // Position `first` is the first whose logprob is wanted and computed this step.
+            let first = (s.start_pos + 1).max(p.prompt_logprobs_start);
+            let (prompt_targets, prompt_targets_offset) = if p.prompt_logprobs.is_some() && first < (end + 1).min(plen) {
+                (req.tokens_range(first, (end + 1).min(plen)), first - 1 - s.start_pos)
             } else {
-                Vec::new()
+                (Vec::new(), 0)
             };
             seqs.push(BatchSeq {
                 request_id: s.id,
@@ -247,6 +257,7 @@ impl Scheduler {
                 output_tokens: if penalties { req.output.clone() } else { Vec::new() },
                 prompt_tokens: if p.repetition_penalty != 1.0 { req.prompt.clone() } else { Vec::new() },
                 prompt_targets,
+                prompt_targets_offset,
             });
         }
         Batch { seqs }

@@ -34,6 +34,16 @@ impl Executor for FakeExec {
                 self.slots[b * self.block_size + pos % self.block_size] = Some(t);
             }
             let mut o = SeqOutput::default();
+            // Prompt logprob of the token after row r: a digest of the history up to r, read
+            // back from the KV slots.
+            for (i, &t) in s.prompt_targets.iter().enumerate() {
+                let row = s.start_pos + s.prompt_targets_offset + i;
+                let digest = (0..=row).fold(0u64, |h, p| {
+                    let b = s.block_table[p / self.block_size] as usize;
+                    h.wrapping_mul(31).wrapping_add(self.slots[b * self.block_size + p % self.block_size].expect("KV slot never written") as u64)
+                });
+                o.prompt_logprobs.push(crate::executor::TokenLogprob { token: t, logprob: -((digest % 1000) as f32), top: vec![] });
+            }
             if s.sample {
                 let end = s.start_pos + s.tokens.len();
                 let hist: Vec<u32> = (0..end)
@@ -292,5 +302,56 @@ fn pooling_requests_prefill_only_and_share_prefix() {
     }
     // Requests 2..4 found the conversation's 5 full blocks of 4 tokens in the cache.
     assert_eq!(s.kv().prefix_hit_tokens, 3 * 20);
+    assert_eq!(s.kv().num_free_blocks(), nb);
+}
+
+/// Label scoring: prompt logprobs only from `prompt_logprobs_start` on, with the shared prompt
+/// served from the prefix cache; the logprobs cover exactly the option positions and are those of
+/// each request's own history.
+#[test]
+fn prompt_logprobs_from_a_start_position_use_the_prefix_cache() {
+    let (bs, nb) = (4, 64);
+    let mut s = Scheduler::new(cfg(nb, bs, 16)).unwrap();
+    let mut ex = FakeExec { block_size: bs, slots: vec![None; nb * bs] };
+    let shared: Vec<u32> = (0..21).map(|i| (i * 7 % 40 + 10) as u32).collect();
+    let start = shared.len();
+    let options: [Vec<u32>; 3] = [vec![11, 12, 13], vec![14, 15], vec![16]];
+    let params = SamplingParams { max_tokens: 1, prompt_logprobs: Some(0), prompt_logprobs_start: start, ..params(1) };
+    let mut got: HashMap<u64, Vec<(usize, f32)>> = HashMap::new();
+    let mut run = |s: &mut Scheduler, ex: &mut FakeExec, got: &mut HashMap<u64, Vec<(usize, f32)>>| {
+        while s.has_work() {
+            let o = s.schedule();
+            let batch = s.build_batch(&o);
+            assert!(batch.num_tokens() <= 16);
+            let res = ex.execute(&batch).unwrap();
+            for (id, ev) in s.update(&o, res) {
+                if let EngineEvent::PromptLogprobs { start, logprobs } = ev {
+                    got.entry(id).or_default().extend(logprobs.iter().enumerate().map(|(i, l)| (start + i, l.logprob)));
+                }
+            }
+            s.check_invariants().unwrap();
+        }
+    };
+    for (i, opt) in options.iter().enumerate().take(2) {
+        let mut p = shared.clone();
+        p.extend(opt);
+        s.add_request(Request::new(i as u64 + 1, p, params.clone())).unwrap();
+    }
+    run(&mut s, &mut ex, &mut got);
+    let hits_before = s.kv().prefix_hit_tokens;
+    let mut p = shared.clone();
+    p.extend(&options[2]);
+    s.add_request(Request::new(3, p, params.clone())).unwrap();
+    run(&mut s, &mut ex, &mut got);
+    // The third request found the shared prompt's 5 full blocks in the cache.
+    assert_eq!(s.kv().prefix_hit_tokens - hits_before, 20);
+    for (i, opt) in options.iter().enumerate() {
+        let mut full = shared.clone();
+        full.extend(opt);
+        let want: Vec<(usize, f32)> = (start..full.len())
+            .map(|pos| (pos, -((full[..pos].iter().fold(0u64, |h, &t| h.wrapping_mul(31).wrapping_add(t as u64)) % 1000) as f32)))
+            .collect();
+        assert_eq!(got[&(i as u64 + 1)], want, "request {}", i + 1);
+    }
     assert_eq!(s.kv().num_free_blocks(), nb);
 }

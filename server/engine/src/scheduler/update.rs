@@ -13,8 +13,9 @@ impl Scheduler {
             let Some(req) = self.requests.get_mut(&s.id) else { continue };
             req.num_computed_tokens = s.start_pos + s.num_new_tokens;
             if !o.prompt_logprobs.is_empty() {
-                // Logprobs for positions start+1..; skip any already sent before a preemption.
-                let first = s.start_pos + 1;
+                // Logprobs for positions from `first` on (as in `build_batch`); skip any already
+                // sent before a preemption.
+                let first = (s.start_pos + 1).max(req.params.prompt_logprobs_start);
                 let already = req.prompt_logprobs_sent.max(first);
                 let skip = already - first;
                 if skip < o.prompt_logprobs.len() {
