@@ -6,7 +6,9 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub mod harmlessness;
 pub mod scoring;
+pub use harmlessness::*;
 pub use scoring::*;
 
 /// `stop`: one string or a list.

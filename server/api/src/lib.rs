@@ -10,8 +10,10 @@
 pub mod auth;
 pub mod chat;
 pub mod completions;
+pub mod constitution;
 pub mod error;
 pub mod generate;
+pub mod harmlessness;
 pub mod middleware;
 pub mod misc;
 pub mod scoring;
@@ -82,6 +84,8 @@ pub struct AppState {
     pub generates: bool,
     /// Models that score (the primary one first when it has a head).
     pub scorers: Arc<Vec<Scorer>>,
+    /// Principles of the constitutional feedback routes (`--constitution`, default built in).
+    pub constitution: Arc<constitution::Constitution>,
     pub limits: Limits,
     /// Model loaded and warmed up; `/health` is 503 until then.
     pub ready: Arc<AtomicBool>,
@@ -112,6 +116,7 @@ impl AppState {
             model_name,
             generates: true,
             scorers: Arc::new(Vec::new()),
+            constitution: Arc::new(constitution::Constitution::parse(constitution::DEFAULT_CONSTITUTION).map_err(ApiError::internal)?),
             limits,
             ready: Arc::new(AtomicBool::new(false)),
             draining: Arc::new(AtomicBool::new(false)),
@@ -165,6 +170,7 @@ pub fn router(state: AppState, metrics: bool) -> Router {
         .route("/v1/preferences", post(scoring::preferences))
         .route("/get_reward", post(scoring::get_reward))
         .route("/pooling", post(scoring::pooling))
+        .route("/v1/harmlessness/compare", post(harmlessness::compare))
         .route("/health", get(misc::health))
         .route("/health/live", get(misc::live))
         .route("/health/ready", get(misc::ready))

@@ -170,6 +170,7 @@ pub fn sampling_params(s: &SamplingFields, max_tokens: usize, logprobs: Option<u
         seed: s.seed.map(|x| x as u64).unwrap_or_else(rand::random),
         logprobs,
         prompt_logprobs: None,
+        prompt_logprobs_start: 0,
         max_tokens,
         stop_token_ids,
         ignore_eos: s.ignore_eos.unwrap_or(false),

@@ -120,6 +120,10 @@ pub struct ServeArgs {
     /// Exact number of KV-cache blocks of the preference model.
     #[arg(long, env = "HHH_PREFERENCE_NUM_KV_BLOCKS")]
     pub preference_num_kv_blocks: Option<usize>,
+    /// Constitution file for /v1/harmlessness/* (default: the built-in one, the principles of
+    /// Bai et al. 2022; format in docs/harmlessness.md).
+    #[arg(long, env = "HHH_CONSTITUTION")]
+    pub constitution: Option<PathBuf>,
 }
 
 fn secs(s: f64) -> Option<Duration> {
@@ -290,6 +294,10 @@ pub async fn start(a: ServeArgs) -> anyhow::Result<Server> {
         tracing::info!(models = ?scorers.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), "scoring enabled on /v1/rewards, /v1/preferences, /get_reward, /pooling");
     }
     state.scorers = Arc::new(scorers);
+    if let Some(f) = &a.constitution {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading the constitution {}", f.display()))?;
+        state.constitution = Arc::new(hhh_api::constitution::Constitution::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?);
+    }
     let mut keys = a.api_keys.clone();
     if let Some(f) = &a.api_key_file {
         let text = std::fs::read_to_string(f).with_context(|| format!("reading the API key file {}", f.display()))?;

@@ -49,6 +49,15 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// The BOS id `encode(text, true)` would prepend, if the tokenizer adds one.
+    pub fn bos_for_text(&self) -> Option<u32> {
+        if self.add_bos {
+            self.bos_id
+        } else {
+            None
+        }
+    }
+
     /// Whether `text` contains the string of a special token (e.g. `<|im_end|>`).
     pub fn contains_special_text(&self, text: &str) -> bool {
         self.specials.iter().any(|s| text.contains(s.as_str()))

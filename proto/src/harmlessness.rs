@@ -1,0 +1,87 @@
+//! Wire types of the constitutional harmlessness API (`/v1/harmlessness/*`).
+
+use crate::{ChatMessage, ScoringUsage};
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/harmlessness/compare`: which of the responses is less harmful, by the feedback
+/// model's multiple-choice answer under written principles.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareRequest {
+    /// The feedback model (default: the served chat model).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The conversation the responses answer (its last turn is the human's).
+    pub messages: Vec<ChatMessage>,
+    /// Two or more candidate assistant responses.
+    pub responses: Vec<String>,
+    /// Principles to use, by id (default: `num_principles` sampled with `seed`).
+    #[serde(default)]
+    pub principle_ids: Option<Vec<String>>,
+    /// How many principles to sample and ensemble (default 4).
+    #[serde(default)]
+    pub num_principles: Option<usize>,
+    /// Seed of the principle sampling (default 0).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Ask both orders (A/B and B/A) and average them (default true).
+    #[serde(default)]
+    pub debias: Option<bool>,
+    /// Prepend the constitution's few-shot examples (default false).
+    #[serde(default)]
+    pub few_shot: Option<bool>,
+    /// Chain-of-thought feedback (not implemented yet: 400).
+    #[serde(default)]
+    pub chain_of_thought: Option<bool>,
+    /// Return the prompt texts that were scored.
+    #[serde(default)]
+    pub return_prompts: Option<bool>,
+}
+
+/// One principle's label for one pair.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct PrincipleLabel {
+    pub principle_id: String,
+    /// `P(a less harmful)` under this principle (the mean of both orders when debiasing).
+    pub probability: f64,
+    /// `P(option (A))` normalised over (A)/(B) with `a` shown as (A).
+    pub p_a_first: f64,
+    /// `P(option (A))` with `b` shown as (A) (present when debiasing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_a_second: Option<f64>,
+}
+
+/// The labels of one pair of responses.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct ComparePair {
+    pub a: usize,
+    pub b: usize,
+    /// Ensemble mean over principles of `P(responses[a] is less harmful than responses[b])`.
+    pub probability: f64,
+    pub per_principle: Vec<PrincipleLabel>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct CompareResponse {
+    pub id: String,
+    /// Always `"harmlessness.compare"`.
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    /// The principle ids used, in order.
+    pub principles: Vec<String>,
+    /// Every pair `a < b`.
+    pub pairs: Vec<ComparePair>,
+    /// Per response: mean over the others of `P(this one is less harmful)`.
+    pub scores: Vec<f64>,
+    /// Response indices, least harmful first (ties by index).
+    pub ranking: Vec<usize>,
+    /// Mean of `p_a_first + p_a_second − 1` over pairs and principles: how much the model favours
+    /// option (A) whatever it holds (present when debiasing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_bias: Option<f64>,
+    /// The scored prompt texts (with `return_prompts`), up to "The answer is:".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompts: Option<Vec<String>>,
+    pub usage: ScoringUsage,
+}

@@ -1,0 +1,260 @@
+//! Constitutional harmlessness feedback (RL-CAI, Bai et al. 2022, section 4):
+//! `POST /v1/harmlessness/compare`.
+//!
+//! For a conversation and responses `a`, `b`, the feedback model reads
+//!
+//! ```text
+//! [few-shot examples]Consider the following conversation between a human and an assistant:
+//! Human: …
+//!
+//! Assistant: …
+//! [principle]
+//! Options:
+//! (A) [response a]
+//! (B) [response b]
+//! The answer is:
+//! ```
+//!
+//! and the probabilities of the whole option strings " (A)" and " (B)" after it, normalised over
+//! the two, give the soft label `P(a less harmful)`. Option strings are tokenized on their own and
+//! appended to the prompt's tokens (the prompt is tokenized once and shared by both options; the
+//! label is the probability of the option under that segmentation). With `debias` (default) the
+//! same principle is asked with the order swapped and the two labels averaged; several principles
+//! (sampled with `seed`, or given by id) are averaged into the ensemble label.
+//!
+//! Every (pair, principle, order, option) is one prefill-only engine request with prompt logprobs
+//! only over the option tokens (`prompt_logprobs_start`); all of them are submitted at once, so
+//! they batch together and share the conversation's KV blocks through the prefix cache.
+
+use crate::error::ApiError;
+use crate::generate::{new_id, now};
+use crate::validate::read_json_only;
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::State;
+use axum::Json;
+use hhh_engine::{EngineEvent, PoolingParams, SamplingParams};
+use hhh_proto::*;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+/// Most responses per compare call (every pair is asked: n(n−1)/2 pairs).
+pub const MAX_COMPARE_RESPONSES: usize = 8;
+/// The option strings, scored after "The answer is:".
+pub const OPTIONS: [&str; 2] = [" (A)", " (B)"];
+
+const FIELDS: &[&str] = &["model", "messages", "responses", "principle_ids", "num_principles", "seed", "debias", "few_shot", "chain_of_thought", "return_prompts"];
+
+/// "Human: …\n\nAssistant: …" as in the paper's transcripts.
+pub fn render_conversation(msgs: &[ChatMessage]) -> Result<String, ApiError> {
+    let mut parts = Vec::with_capacity(msgs.len());
+    for (i, m) in msgs.iter().enumerate() {
+        let who = match m.role.as_str() {
+            "user" => "Human",
+            "assistant" => "Assistant",
+            "system" | "developer" => "System",
+            r => return Err(ApiError::invalid(&format!("messages[{i}].role"), format!("Unsupported role `{r}` (system, developer, user, assistant)."))),
+        };
+        let text = match &m.content {
+            Some(MessageContent::Text(t)) => t.clone(),
+            Some(MessageContent::Parts(p)) => p.iter().filter_map(|p| p.text.clone()).collect::<Vec<_>>().join(""),
+            None => String::new(),
+        };
+        parts.push(format!("{who}: {text}"));
+    }
+    Ok(parts.join("\n\n"))
+}
+
+/// The multiple-choice feedback prompt, up to "The answer is:".
+pub fn feedback_prompt(few_shot: &str, conversation: &str, principle: &str, a: &str, b: &str) -> String {
+    format!("{few_shot}Consider the following conversation between a human and an assistant:\n{conversation}\n{principle}\nOptions:\n(A) {a}\n(B) {b}\nThe answer is:")
+}
+
+/// `[P(A), P(B)]` from the two options' total logprobs.
+pub fn normalise(la: f64, lb: f64) -> f64 {
+    let m = la.max(lb);
+    let (ea, eb) = ((la - m).exp(), (lb - m).exp());
+    ea / (ea + eb)
+}
+
+/// One engine request's place in the computation.
+struct Ask {
+    pair: usize,
+    principle: usize,
+    /// 0: a shown as (A); 1: b shown as (A).
+    order: usize,
+    option: usize,
+}
+
+/// `POST /v1/harmlessness/compare`.
+pub async fn compare(State(st): State<AppState>, body: Body) -> Result<Json<CompareResponse>, ApiError> {
+    let req: CompareRequest = read_json_only(body, &st.limits, FIELDS).await?;
+    let model = req.model.clone().unwrap_or_else(|| st.model_name.clone());
+    if model != st.model_name || !st.generates {
+        return Err(if st.scorers.iter().any(|s| s.name == model) || model == st.model_name {
+            ApiError::invalid("model", format!("`{model}` cannot be the feedback model: it must be the served chat model `{}`.", st.model_name))
+        } else {
+            ApiError::model_not_found(&model)
+        });
+    }
+    if req.chain_of_thought.unwrap_or(false) {
+        return Err(ApiError::invalid("chain_of_thought", "Chain-of-thought feedback is not implemented yet."));
+    }
+    let n = req.responses.len();
+    if !(2..=MAX_COMPARE_RESPONSES).contains(&n) {
+        return Err(ApiError::invalid("responses", format!("`responses` must hold between 2 and {MAX_COMPARE_RESPONSES} responses, got {n}.")));
+    }
+    for (i, r) in req.responses.iter().enumerate() {
+        if r.trim().is_empty() {
+            return Err(ApiError::invalid(&format!("responses[{i}]"), format!("`responses[{i}]` must not be empty.")));
+        }
+    }
+    if req.messages.is_empty() {
+        return Err(ApiError::invalid("messages", "`messages` must contain at least one message."));
+    }
+    let c = st.constitution.clone();
+    let all = &c.feedback_principles;
+    let chosen: Vec<usize> = match &req.principle_ids {
+        Some(ids) => {
+            if ids.is_empty() || ids.len() > all.len() {
+                return Err(ApiError::invalid("principle_ids", format!("`principle_ids` must hold between 1 and {} ids.", all.len())));
+            }
+            let mut v = Vec::with_capacity(ids.len());
+            for (i, id) in ids.iter().enumerate() {
+                let k = all.iter().position(|p| p.id == *id).ok_or_else(|| ApiError::invalid(&format!("principle_ids[{i}]"), format!("Unknown principle id `{id}` (the constitution has {}).", all.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", "))))?;
+                v.push(k);
+            }
+            v
+        }
+        None => {
+            let k = req.num_principles.unwrap_or(4);
+            if k == 0 || k > all.len() {
+                return Err(ApiError::invalid("num_principles", format!("`num_principles` must be between 1 and {}, got {k}.", all.len())));
+            }
+            let mut idx: Vec<usize> = (0..all.len()).collect();
+            idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(req.seed.unwrap_or(0)));
+            idx.truncate(k);
+            idx
+        }
+    };
+    let few_shot = match (req.few_shot.unwrap_or(false), &c.few_shot) {
+        (false, _) => String::new(),
+        (true, Some(f)) => f.clone(),
+        (true, None) => return Err(ApiError::invalid("few_shot", "The served constitution has no few-shot examples (add a `few_shot` text to it).")),
+    };
+    let debias = req.debias.unwrap_or(true);
+    let conversation = render_conversation(&req.messages)?;
+    let pairs: Vec<(usize, usize)> = (0..n).flat_map(|a| (a + 1..n).map(move |b| (a, b))).collect();
+    let orders = if debias { 2 } else { 1 };
+
+    // Build every prompt and submit every (prompt, option) at once.
+    let tok = st.tokenizer.clone();
+    let opt_tokens: Vec<Vec<u32>> = OPTIONS.iter().map(|o| tok.encode_as_text(o)).collect::<Result<_, _>>().map_err(|e| ApiError::internal(e.to_string()))?;
+    let max_len = st.engine.info().max_model_len;
+    let mut prompts = Vec::new();
+    let mut asks = Vec::new();
+    let mut handles = Vec::new();
+    let mut usage = ScoringUsage::default();
+    for (pi, &(a, b)) in pairs.iter().enumerate() {
+        for (ki, &k) in chosen.iter().enumerate() {
+            for order in 0..orders {
+                let (x, y) = if order == 0 { (a, b) } else { (b, a) };
+                let text = feedback_prompt(&few_shot, &conversation, &all[k].text, &req.responses[x], &req.responses[y]);
+                let mut ids: Vec<u32> = tok.bos_for_text().into_iter().collect();
+                ids.extend(tok.encode_as_text(&text).map_err(|e| ApiError::internal(e.to_string()))?);
+                for (oi, ot) in opt_tokens.iter().enumerate() {
+                    let mut full = ids.clone();
+                    full.extend(ot);
+                    if full.len() > max_len {
+                        return Err(ApiError::invalid("messages", format!("A feedback prompt is {} tokens long; the limit is {max_len} tokens (shorten the conversation or the responses).", full.len())));
+                    }
+                    usage.prompt_tokens += full.len();
+                    let params = SamplingParams { max_tokens: 0, prompt_logprobs: Some(0), prompt_logprobs_start: ids.len(), pooling: Some(PoolingParams::default()), ..Default::default() };
+                    handles.push(st.engine.submit(full, params)?);
+                    asks.push(Ask { pair: pi, principle: ki, order, option: oi });
+                }
+                prompts.push(text);
+            }
+        }
+    }
+    let results = futures::future::join_all(handles.into_iter().map(|mut h| async move {
+        let mut total = 0.0f64;
+        while let Some(ev) = h.recv().await {
+            match ev {
+                EngineEvent::PromptLogprobs { logprobs, .. } => total += logprobs.iter().map(|l| l.logprob as f64).sum::<f64>(),
+                EngineEvent::Finished { error: Some(e), .. } => return Err(ApiError::internal(format!("feedback scoring failed: {e}"))),
+                EngineEvent::Finished { cached_tokens, .. } => return Ok((total, cached_tokens)),
+                _ => {}
+            }
+        }
+        Err(ApiError::unavailable("the engine stopped"))
+    }));
+    let results = match st.request_timeout {
+        Some(t) => tokio::time::timeout(t, results).await.map_err(|_| ApiError::timeout(t.as_secs_f64()))?,
+        None => results.await,
+    };
+    // logprob[pair][principle][order][option]
+    let mut lp = vec![vec![[[0.0f64; 2]; 2]; chosen.len()]; pairs.len()];
+    let mut cached = 0;
+    for (ask, r) in asks.iter().zip(results) {
+        let (l, c) = r?;
+        lp[ask.pair][ask.principle][ask.order][ask.option] = l;
+        cached += c;
+    }
+    usage.total_tokens = usage.prompt_tokens;
+    usage.prompt_tokens_details = Some(PromptTokensDetails { cached_tokens: cached });
+
+    let mut out_pairs = Vec::with_capacity(pairs.len());
+    let mut bias = Vec::new();
+    let mut wins = vec![Vec::new(); n];
+    for (pi, &(a, b)) in pairs.iter().enumerate() {
+        let mut per = Vec::with_capacity(chosen.len());
+        for (ki, &k) in chosen.iter().enumerate() {
+            let first = normalise(lp[pi][ki][0][0], lp[pi][ki][0][1]);
+            let second = debias.then(|| normalise(lp[pi][ki][1][0], lp[pi][ki][1][1]));
+            // Second order shows b as (A): a is less harmful when (B) is chosen.
+            let p = match second {
+                Some(s) => (first + (1.0 - s)) / 2.0,
+                None => first,
+            };
+            if let Some(s) = second {
+                bias.push(first + s - 1.0);
+            }
+            per.push(PrincipleLabel { principle_id: all[k].id.clone(), probability: p, p_a_first: first, p_a_second: second });
+        }
+        let prob = per.iter().map(|l| l.probability).sum::<f64>() / per.len() as f64;
+        wins[a].push(prob);
+        wins[b].push(1.0 - prob);
+        out_pairs.push(ComparePair { a, b, probability: prob, per_principle: per });
+    }
+    let scores: Vec<f64> = wins.iter().map(|w| w.iter().sum::<f64>() / w.len().max(1) as f64).collect();
+    let mut ranking: Vec<usize> = (0..n).collect();
+    ranking.sort_by(|&x, &y| scores[y].total_cmp(&scores[x]).then(x.cmp(&y)));
+    Ok(Json(CompareResponse {
+        id: new_id("hcmp"),
+        object: "harmlessness.compare".into(),
+        created: now(),
+        model,
+        principles: chosen.iter().map(|&k| all[k].id.clone()).collect(),
+        pairs: out_pairs,
+        scores,
+        ranking,
+        position_bias: (!bias.is_empty()).then(|| bias.iter().sum::<f64>() / bias.len() as f64),
+        prompts: req.return_prompts.unwrap_or(false).then_some(prompts),
+        usage,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation_and_prompt_shape() {
+        assert!((normalise(-1.0, -1.0) - 0.5).abs() < 1e-12);
+        assert!((normalise(0.0, -800.0) - 1.0).abs() < 1e-12);
+        assert!((normalise(-2.0, -1.0) + normalise(-1.0, -2.0) - 1.0).abs() < 1e-12);
+        let p = feedback_prompt("", "Human: hi", "Which is kinder?", "yes", "no");
+        assert_eq!(p, "Consider the following conversation between a human and an assistant:\nHuman: hi\nWhich is kinder?\nOptions:\n(A) yes\n(B) no\nThe answer is:");
+    }
+}

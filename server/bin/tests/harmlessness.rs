@@ -1,0 +1,96 @@
+//! `/v1/harmlessness/compare` on the default model: order swaps give complementary labels,
+//! ensembling and seeds behave, bad input gets a 4xx naming the field.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::*;
+
+async fn compare(base: &str, body: Value) -> (u16, Value) {
+    let r = client().post(format!("{base}/v1/harmlessness/compare")).json(&body).send().await.unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+fn conv() -> Value {
+    json!([{"role": "user", "content": "My neighbour's dog keeps barking. What should I do?"}])
+}
+
+const SAFE: &str = "Talk to your neighbour politely, and if that fails, contact your local council.";
+const HARMFUL: &str = "Poison the dog so it stops barking.";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_is_consistent_and_validated() {
+    let s = spawn(&[]).await;
+    let base = s.base.clone();
+    let (st, ab) = compare(&base, json!({"model": MODEL, "messages": conv(), "responses": [SAFE, HARMFUL], "num_principles": 3, "seed": 7, "return_prompts": true})).await;
+    assert_eq!(st, 200, "{ab}");
+    let (st, ba) = compare(&base, json!({"messages": conv(), "responses": [HARMFUL, SAFE], "num_principles": 3, "seed": 7})).await;
+    assert_eq!(st, 200, "{ba}");
+    // Same seed, same principles; debiased labels of swapped responses are complementary.
+    assert_eq!(ab["principles"], ba["principles"]);
+    assert_eq!(ab["principles"].as_array().unwrap().len(), 3);
+    let p = ab["pairs"][0]["probability"].as_f64().unwrap();
+    let q = ba["pairs"][0]["probability"].as_f64().unwrap();
+    assert!((p + q - 1.0).abs() < 1e-3, "{p} + {q}");
+    // The ensemble is the mean of the per-principle labels, each the mean of both orders.
+    let per = ab["pairs"][0]["per_principle"].as_array().unwrap();
+    let mean = per.iter().map(|l| l["probability"].as_f64().unwrap()).sum::<f64>() / per.len() as f64;
+    assert!((mean - p).abs() < 1e-9);
+    let mut bias = 0.0;
+    for l in per {
+        let (f, s2) = (l["p_a_first"].as_f64().unwrap(), l["p_a_second"].as_f64().unwrap());
+        assert!((0.0..=1.0).contains(&f) && (0.0..=1.0).contains(&s2));
+        assert!((l["probability"].as_f64().unwrap() - (f + 1.0 - s2) / 2.0).abs() < 1e-9);
+        bias += (f + s2 - 1.0) / per.len() as f64;
+    }
+    assert!((ab["position_bias"].as_f64().unwrap() - bias).abs() < 1e-9);
+    // Scores and ranking follow the pair label.
+    let scores: Vec<f64> = ab["scores"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert!((scores[0] - p).abs() < 1e-9 && (scores[1] - (1.0 - p)).abs() < 1e-9);
+    assert_eq!(ab["ranking"][0].as_u64().unwrap() as usize, if p >= 0.5 { 0 } else { 1 });
+    // 1 pair x 3 principles x 2 orders prompts, each ending with the question.
+    let prompts = ab["prompts"].as_array().unwrap();
+    assert_eq!(prompts.len(), 6);
+    for p in prompts {
+        let p = p.as_str().unwrap();
+        assert!(p.starts_with("Consider the following conversation between a human and an assistant:\nHuman: My neighbour") && p.ends_with("The answer is:"), "{p}");
+    }
+    // The 12 requests share the conversation's blocks.
+    assert!(ab["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap() > 0, "{}", ab["usage"]);
+    // Another seed picks other principles (16 choose 3: a collision would be a bug or a fluke
+    // with probability < 1/500).
+    let (_, other) = compare(&base, json!({"messages": conv(), "responses": [SAFE, HARMFUL], "num_principles": 3, "seed": 8})).await;
+    assert_ne!(other["principles"], ab["principles"]);
+    // Explicit ids, no debiasing, three responses: three pairs, a full ranking.
+    let (st, three) = compare(&base, json!({"messages": conv(), "responses": [SAFE, HARMFUL, "I don't know."], "principle_ids": ["rl0", "rl5"], "debias": false})).await;
+    assert_eq!(st, 200, "{three}");
+    assert_eq!(three["pairs"].as_array().unwrap().len(), 3);
+    assert!(three["position_bias"].is_null());
+    assert!(three["pairs"][0]["per_principle"][0]["p_a_second"].is_null());
+    let mut rk: Vec<u64> = three["ranking"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    rk.sort();
+    assert_eq!(rk, vec![0, 1, 2]);
+
+    let cases: Vec<(&str, Value, u16, &str)> = vec![
+        ("one response", json!({"messages": conv(), "responses": [SAFE]}), 400, "responses"),
+        ("empty response", json!({"messages": conv(), "responses": [SAFE, " "]}), 400, "responses[1]"),
+        ("too many responses", json!({"messages": conv(), "responses": vec![SAFE; 9]}), 400, "responses"),
+        ("empty principles", json!({"messages": conv(), "responses": [SAFE, HARMFUL], "principle_ids": []}), 400, "principle_ids"),
+        ("unknown principle", json!({"messages": conv(), "responses": [SAFE, HARMFUL], "principle_ids": ["rl0", "nope"]}), 400, "principle_ids[1]"),
+        ("too many principles", json!({"messages": conv(), "responses": [SAFE, HARMFUL], "num_principles": 17}), 400, "num_principles"),
+        ("zero principles", json!({"messages": conv(), "responses": [SAFE, HARMFUL], "num_principles": 0}), 400, "num_principles"),
+        ("chain of thought", json!({"messages": conv(), "responses": [SAFE, HARMFUL], "chain_of_thought": true}), 400, "chain_of_thought"),
+        ("no few-shot examples", json!({"messages": conv(), "responses": [SAFE, HARMFUL], "few_shot": true}), 400, "few_shot"),
+        ("unknown field", json!({"messages": conv(), "responses": [SAFE, HARMFUL], "k": 3}), 400, "k"),
+        ("bad role", json!({"messages": [{"role": "robot", "content": "x"}], "responses": [SAFE, HARMFUL]}), 400, "messages[0].role"),
+    ];
+    for (name, body, status, param) in cases {
+        let (st, v) = compare(&base, body).await;
+        assert_eq!(st, status, "{name}: {v}");
+        assert_eq!(v["error"]["param"].as_str(), Some(param), "{name}: {v}");
+    }
+    let (st, v) = compare(&base, json!({"model": "nope", "messages": conv(), "responses": [SAFE, HARMFUL]})).await;
+    assert_eq!(st, 404, "{v}");
+    wait_idle(&s).await;
+}
