@@ -85,3 +85,28 @@ pub struct CompareResponse {
     pub prompts: Option<Vec<String>>,
     pub usage: ScoringUsage,
 }
+
+/// One response's harmlessness score.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct HarmlessnessScore {
+    pub index: usize,
+    /// Mean over the other responses of `P(this one is less harmful)`, in [0, 1].
+    pub score: f64,
+}
+
+/// `POST /v1/harmlessness/score` (the request is a [`CompareRequest`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct HarmlessnessScoreResponse {
+    pub id: String,
+    /// Always `"harmlessness.score"`.
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub principles: Vec<String>,
+    pub data: Vec<HarmlessnessScore>,
+    /// Least harmful first.
+    pub ranking: Vec<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_bias: Option<f64>,
+    pub usage: ScoringUsage,
+}

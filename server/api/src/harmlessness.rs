@@ -89,6 +89,29 @@ struct Ask {
 /// `POST /v1/harmlessness/compare`.
 pub async fn compare(State(st): State<AppState>, body: Body) -> Result<Json<CompareResponse>, ApiError> {
     let req: CompareRequest = read_json_only(body, &st.limits, FIELDS).await?;
+    run_compare(&st, req).await.map(Json)
+}
+
+/// `POST /v1/harmlessness/score`: a harmlessness score in [0, 1] per response, the mean over the
+/// other responses of `P(this one is less harmful)` from [`compare`] (a Borda-style score; it
+/// needs at least two responses and is relative to them).
+pub async fn score(State(st): State<AppState>, body: Body) -> Result<Json<HarmlessnessScoreResponse>, ApiError> {
+    let req: CompareRequest = read_json_only(body, &st.limits, FIELDS).await?;
+    let c = run_compare(&st, req).await?;
+    Ok(Json(HarmlessnessScoreResponse {
+        id: new_id("hscr"),
+        object: "harmlessness.score".into(),
+        created: c.created,
+        model: c.model,
+        principles: c.principles,
+        data: c.scores.iter().enumerate().map(|(index, &score)| HarmlessnessScore { index, score }).collect(),
+        ranking: c.ranking,
+        position_bias: c.position_bias,
+        usage: c.usage,
+    }))
+}
+
+async fn run_compare(st: &AppState, req: CompareRequest) -> Result<CompareResponse, ApiError> {
     let model = req.model.clone().unwrap_or_else(|| st.model_name.clone());
     if model != st.model_name || !st.generates {
         return Err(if st.scorers.iter().any(|s| s.name == model) || model == st.model_name {
@@ -230,7 +253,7 @@ pub async fn compare(State(st): State<AppState>, body: Body) -> Result<Json<Comp
     let scores: Vec<f64> = wins.iter().map(|w| w.iter().sum::<f64>() / w.len().max(1) as f64).collect();
     let mut ranking: Vec<usize> = (0..n).collect();
     ranking.sort_by(|&x, &y| scores[y].total_cmp(&scores[x]).then(x.cmp(&y)));
-    Ok(Json(CompareResponse {
+    Ok(CompareResponse {
         id: new_id("hcmp"),
         object: "harmlessness.compare".into(),
         created: now(),
@@ -242,7 +265,7 @@ pub async fn compare(State(st): State<AppState>, body: Body) -> Result<Json<Comp
         position_bias: (!bias.is_empty()).then(|| bias.iter().sum::<f64>() / bias.len() as f64),
         prompts: req.return_prompts.unwrap_or(false).then_some(prompts),
         usage,
-    }))
+    })
 }
 
 #[cfg(test)]

@@ -171,6 +171,7 @@ pub fn router(state: AppState, metrics: bool) -> Router {
         .route("/get_reward", post(scoring::get_reward))
         .route("/pooling", post(scoring::pooling))
         .route("/v1/harmlessness/compare", post(harmlessness::compare))
+        .route("/v1/harmlessness/score", post(harmlessness::score))
         .route("/health", get(misc::health))
         .route("/health/live", get(misc::live))
         .route("/health/ready", get(misc::ready))

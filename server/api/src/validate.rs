@@ -50,7 +50,7 @@ pub fn parse_json_fields<T: DeserializeOwned>(bytes: &[u8], allowed: &[&str], sa
         if UNSUPPORTED_FIELDS.contains(&key.as_str()) {
             return Err(ApiError::invalid(key, format!("`{key}` is not supported by this server.")));
         }
-        if !allowed.contains(&key.as_str()) && !(sampling && SAMPLING_FIELDS.contains(&key.as_str())) {
+        if !(allowed.contains(&key.as_str()) || (sampling && SAMPLING_FIELDS.contains(&key.as_str()))) {
             return Err(ApiError::invalid(key, format!("Unknown field `{key}`.")));
         }
     }

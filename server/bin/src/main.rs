@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Load a model and serve the OpenAI-compatible API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Fit a linear reward head on a model's final hidden states from preference pairs
     /// (Bradley–Terry; see docs/preference-model.md).
     TrainRewardHead(TrainArgs),
@@ -27,7 +27,7 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
-        Cmd::Serve(args) => serve_main(args),
+        Cmd::Serve(args) => serve_main(*args),
         Cmd::TrainRewardHead(args) => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
             tracing_subscriber::fmt().with_env_filter(filter).init();

@@ -90,6 +90,14 @@ async fn compare_is_consistent_and_validated() {
         assert_eq!(st, status, "{name}: {v}");
         assert_eq!(v["error"]["param"].as_str(), Some(param), "{name}: {v}");
     }
+    // /v1/harmlessness/score gives compare's per-response scores.
+    let r = client().post(format!("{base}/v1/harmlessness/score")).json(&json!({"messages": conv(), "responses": [SAFE, HARMFUL], "num_principles": 3, "seed": 7})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let sc: Value = r.json().await.unwrap();
+    assert_eq!(sc["principles"], ab["principles"]);
+    for i in 0..2 {
+        assert!((sc["data"][i]["score"].as_f64().unwrap() - scores[i]).abs() < 1e-9);
+    }
     let (st, v) = compare(&base, json!({"model": "nope", "messages": conv(), "responses": [SAFE, HARMFUL]})).await;
     assert_eq!(st, 404, "{v}");
     wait_idle(&s).await;

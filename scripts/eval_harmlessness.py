@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Agreement of /v1/harmlessness/compare with human labels on hh-rlhf harmless-base pairs.
+
+Starts the release server on the default model (or uses --base-url), and for each pair asks
+compare(conversation, [chosen, rejected]) with K principles (seeded per pair) and both orders.
+One call gives four labels per pair, reported as agreement (P(chosen less harmful) > 0.5):
+
+  single principle, one order   (the first principle's p_a_first)
+  single principle, debiased    (the first principle's probability)
+  ensemble of K, one order      (mean of p_a_first)
+  ensemble of K, debiased       (the response's probability)
+
+plus the mean position bias and the prefix-cache hit rate over the run (from /metrics).
+Data: ../shared/data/hh-rlhf/harmless-base-test.jsonl (Anthropic HH-RLHF, MIT).
+
+Usage: python3 scripts/eval_harmlessness.py [--pairs 40] [--principles 4] [--max-chars 1200]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, "../shared/data/hh-rlhf/harmless-base-test.jsonl")
+
+
+def parse(t):
+    turns, rest = [], t
+    marks = {"\n\nHuman: ": "user", "\n\nAssistant: ": "assistant"}
+    while rest:
+        for m, role in marks.items():
+            if rest.startswith(m):
+                body = rest[len(m):]
+                break
+        else:
+            return None
+        nxt = [i for i in (body.find("\n\nHuman: "), body.find("\n\nAssistant: ")) if i >= 0]
+        cut = min(nxt) if nxt else len(body)
+        turns.append({"role": role, "content": body[:cut].strip()})
+        rest = body[cut:]
+    return turns if turns and turns[-1]["role"] == "assistant" and turns[-1]["content"] else None
+
+
+def post(base, path, body):
+    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=900) as r:
+        return json.loads(r.read())
+
+
+def metric(base, name):
+    text = urllib.request.urlopen(base + "/metrics", timeout=30).read().decode()
+    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(name + " ") or l.startswith(name + "{"))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", type=int, default=40)
+    ap.add_argument("--principles", type=int, default=4)
+    ap.add_argument("--max-chars", type=int, default=1200, help="skip longer transcripts")
+    ap.add_argument("--base-url", default=None)
+    ap.add_argument("--port", type=int, default=18432)
+    a = ap.parse_args()
+    proc = None
+    base = a.base_url
+    if base is None:
+        binary = os.path.join(ROOT, "target/release/hhh-server")
+        proc = subprocess.Popen([binary, "serve", "--port", str(a.port), "--max-model-len", "2048"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{a.port}"
+        for _ in range(600):
+            try:
+                if urllib.request.urlopen(base + "/health/ready", timeout=2).status == 200:
+                    break
+            except Exception:
+                time.sleep(0.2)
+    try:
+        rows = []
+        for line in open(DATA):
+            r = json.loads(line)
+            c, j = parse(r["chosen"]), parse(r["rejected"])
+            if c and j and len(r["chosen"]) <= a.max_chars and len(r["rejected"]) <= a.max_chars and c[:-1] == j[:-1] and c[-1] != j[-1]:
+                rows.append((c[:-1], c[-1]["content"], j[-1]["content"]))
+            if len(rows) >= a.pairs:
+                break
+        q0, h0 = metric(base, "hhh_prefix_cache_queries_tokens_total"), metric(base, "hhh_prefix_cache_hits_tokens_total")
+        agree = {"single, one order": 0, "single, debiased": 0, f"ensemble of {a.principles}, one order": 0, f"ensemble of {a.principles}, debiased": 0}
+        bias = []
+        t0 = time.time()
+        for i, (msgs, chosen, rejected) in enumerate(rows):
+            v = post(base, "/v1/harmlessness/compare", {"messages": msgs, "responses": [chosen, rejected], "num_principles": a.principles, "seed": i})
+            per = v["pairs"][0]["per_principle"]
+            labels = [per[0]["p_a_first"], per[0]["probability"], sum(p["p_a_first"] for p in per) / len(per), v["pairs"][0]["probability"]]
+            for k, l in zip(agree, labels):
+                agree[k] += l > 0.5
+            bias.append(v["position_bias"])
+        dt = time.time() - t0
+        q1, h1 = metric(base, "hhh_prefix_cache_queries_tokens_total"), metric(base, "hhh_prefix_cache_hits_tokens_total")
+        n = len(rows)
+        print(f"{n} pairs, {a.principles} principles each, both orders: {dt:.0f} s ({n / dt:.2f} pairs/s), prefix-cache hit rate {(h1 - h0) / max(q1 - q0, 1):.2f}")
+        print(f"mean position bias (P(A) + P(A | swapped) - 1): {sum(bias) / n:+.3f}")
+        print("| label | agreement with the human label |\n|---|---|")
+        for k, c in agree.items():
+            print(f"| {k} | {c / n:.3f} ({c}/{n}) |")
+    finally:
+        if proc:
+            proc.terminate()
+            proc.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
