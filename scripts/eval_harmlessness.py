@@ -3,7 +3,9 @@
 
 Starts the release server on the default model (or uses --base-url), and for each pair asks
 compare(conversation, [chosen, rejected]) with K principles (seeded per pair) and both orders.
-One call gives four labels per pair, reported as agreement (P(chosen less harmful) > 0.5):
+The human-preferred response is shown first in even pairs and second in odd pairs (so that a
+position bias cannot pass for agreement). One call gives four labels per pair, reported as
+agreement (P(chosen less harmful) > 0.5):
 
   single principle, one order   (the first principle's p_a_first)
   single principle, debiased    (the first principle's probability)
@@ -89,9 +91,13 @@ def main():
         bias = []
         t0 = time.time()
         for i, (msgs, chosen, rejected) in enumerate(rows):
-            v = post(base, "/v1/harmlessness/compare", {"messages": msgs, "responses": [chosen, rejected], "num_principles": a.principles, "seed": i})
+            swap = i % 2 == 1
+            resp = [rejected, chosen] if swap else [chosen, rejected]
+            v = post(base, "/v1/harmlessness/compare", {"messages": msgs, "responses": resp, "num_principles": a.principles, "seed": i})
             per = v["pairs"][0]["per_principle"]
             labels = [per[0]["p_a_first"], per[0]["probability"], sum(p["p_a_first"] for p in per) / len(per), v["pairs"][0]["probability"]]
+            if swap:  # labels are P(responses[0] less harmful) = P(rejected ...)
+                labels = [1 - l for l in labels]
             for k, l in zip(agree, labels):
                 agree[k] += l > 0.5
             bias.append(v["position_bias"])

@@ -110,3 +110,52 @@ pub struct HarmlessnessScoreResponse {
     pub position_bias: Option<f64>,
     pub usage: ScoringUsage,
 }
+
+/// `POST /v1/harmlessness/revise`: critique and revise a response (SL-CAI) for K rounds.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviseRequest {
+    /// The model that critiques and revises (default: the served chat model).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The conversation the response answers (its last turn is the human's).
+    pub messages: Vec<ChatMessage>,
+    pub response: String,
+    /// Rounds of critique and revision (default 1).
+    #[serde(default)]
+    pub rounds: Option<usize>,
+    /// Critique/revision principles by id, one per round (default: sampled with `seed`, no repeats).
+    #[serde(default)]
+    pub principle_ids: Option<Vec<String>>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Sampling temperature of critiques and revisions (default 0: greedy).
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Token limit of each critique and each revision (default 128).
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+}
+
+/// One critique–revision round.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct RevisionRound {
+    pub principle_id: String,
+    pub critique_request: String,
+    pub critique: String,
+    pub revision_request: String,
+    pub revision: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ReviseResponse {
+    pub id: String,
+    /// Always `"harmlessness.revision"`.
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub rounds: Vec<RevisionRound>,
+    /// The last round's revision (the input response when a revision came back empty).
+    pub final_response: String,
+    pub usage: crate::Usage,
+}

@@ -16,6 +16,7 @@ pub mod generate;
 pub mod harmlessness;
 pub mod middleware;
 pub mod misc;
+pub mod revise;
 pub mod scoring;
 pub mod validate;
 
@@ -172,6 +173,7 @@ pub fn router(state: AppState, metrics: bool) -> Router {
         .route("/pooling", post(scoring::pooling))
         .route("/v1/harmlessness/compare", post(harmlessness::compare))
         .route("/v1/harmlessness/score", post(harmlessness::score))
+        .route("/v1/harmlessness/revise", post(revise::revise))
         .route("/health", get(misc::health))
         .route("/health/live", get(misc::live))
         .route("/health/ready", get(misc::ready))

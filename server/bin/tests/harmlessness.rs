@@ -98,6 +98,40 @@ async fn compare_is_consistent_and_validated() {
     for i in 0..2 {
         assert!((sc["data"][i]["score"].as_f64().unwrap() - scores[i]).abs() < 1e-9);
     }
+    // Critique and revision: two rounds with distinct principles, deterministic at temperature 0.
+    let rev_body = json!({"messages": conv(), "response": HARMFUL, "rounds": 2, "seed": 3, "max_tokens": 24});
+    let post_rev = |b: Value| {
+        let base = base.clone();
+        async move {
+            let r = client().post(format!("{base}/v1/harmlessness/revise")).json(&b).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (st, rev) = post_rev(rev_body.clone()).await;
+    assert_eq!(st, 200, "{rev}");
+    let rounds = rev["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2);
+    assert_ne!(rounds[0]["principle_id"], rounds[1]["principle_id"]);
+    for r in rounds {
+        assert!(!r["critique_request"].as_str().unwrap().is_empty() && !r["revision_request"].as_str().unwrap().is_empty());
+    }
+    let last = rounds.iter().rev().map(|r| r["revision"].as_str().unwrap()).find(|t| !t.is_empty()).unwrap_or(HARMFUL);
+    assert_eq!(rev["final_response"].as_str().unwrap(), last);
+    assert!(rev["usage"]["completion_tokens"].as_u64().unwrap() <= 4 * 24);
+    let (_, again) = post_rev(rev_body).await;
+    assert_eq!(again["rounds"], rev["rounds"], "greedy revision is deterministic");
+    for (name, body, param) in [
+        ("zero rounds", json!({"messages": conv(), "response": HARMFUL, "rounds": 0}), "rounds"),
+        ("too many rounds", json!({"messages": conv(), "response": HARMFUL, "rounds": 5}), "rounds"),
+        ("ids per round", json!({"messages": conv(), "response": HARMFUL, "rounds": 2, "principle_ids": ["harmful0"]}), "principle_ids"),
+        ("unknown id", json!({"messages": conv(), "response": HARMFUL, "principle_ids": ["nope"]}), "principle_ids[0]"),
+        ("empty response", json!({"messages": conv(), "response": ""}), "response"),
+        ("max_tokens 0", json!({"messages": conv(), "response": HARMFUL, "max_tokens": 0}), "max_tokens"),
+    ] {
+        let (st, v) = post_rev(body).await;
+        assert_eq!(st, 400, "{name}: {v}");
+        assert_eq!(v["error"]["param"].as_str(), Some(param), "{name}: {v}");
+    }
     let (st, v) = compare(&base, json!({"model": "nope", "messages": conv(), "responses": [SAFE, HARMFUL]})).await;
     assert_eq!(st, 404, "{v}");
     wait_idle(&s).await;

@@ -1,0 +1,131 @@
+//! Critique and revision (SL-CAI, Bai et al. 2022, section 3): `POST /v1/harmlessness/revise`.
+//!
+//! Each round samples (or takes by id) a critique/revision principle and continues the paper's
+//! transcript format with the chat model, as raw text:
+//!
+//! ```text
+//! Human: …
+//!
+//! Assistant: [current response]
+//!
+//! CritiqueRequest: [critique request]
+//!
+//! Critique: [generated, stops at a blank line]
+//!
+//! RevisionRequest: [revision request]
+//!
+//! Revision: [generated] → the next round's response
+//! ```
+
+use crate::error::ApiError;
+use crate::generate::{new_id, now, submit_choice, ChoiceEvent};
+use crate::harmlessness::render_conversation;
+use crate::middleware::RequestCtx;
+use crate::validate::read_json_only;
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::Json;
+use futures::StreamExt;
+use hhh_engine::SamplingParams;
+use hhh_proto::*;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::sync::Arc;
+
+/// Most rounds per call.
+pub const MAX_ROUNDS: usize = 4;
+/// Largest `max_tokens` of one critique or revision.
+pub const MAX_STEP_TOKENS: usize = 512;
+const FIELDS: &[&str] = &["model", "messages", "response", "rounds", "principle_ids", "seed", "temperature", "max_tokens"];
+/// Where a generated critique or revision ends.
+const STOPS: [&str; 4] = ["\n\nHuman:", "\n\nCritiqueRequest:", "\n\nRevisionRequest:", "\n\n"];
+
+/// Generate a continuation of `prompt` (raw text) and return its text and token count.
+async fn continue_text(st: &AppState, ctx: &Arc<RequestCtx>, prompt: &str, params: SamplingParams) -> Result<(String, usize, usize), ApiError> {
+    let mut ids: Vec<u32> = st.tokenizer.bos_for_text().into_iter().collect();
+    ids.extend(st.tokenizer.encode_as_text(prompt).map_err(|e| ApiError::internal(e.to_string()))?);
+    let max_len = st.engine.info().max_model_len;
+    if ids.len() + params.max_tokens > max_len {
+        return Err(ApiError::invalid("messages", format!("The revision transcript reached {} tokens, plus `max_tokens` {} exceeds the context of {max_len} tokens (fewer rounds, shorter text or a smaller max_tokens).", ids.len(), params.max_tokens)));
+    }
+    let prompt_len = ids.len();
+    let mut stream = Box::pin(submit_choice(st, ctx, 0, ids, params, STOPS.iter().map(|s| s.to_string()).collect())?);
+    let mut text = String::new();
+    while let Some(ev) = stream.next().await {
+        match ev {
+            ChoiceEvent::Delta { text: t, .. } => text.push_str(&t),
+            ChoiceEvent::Done { error: Some(e), .. } => return Err(e),
+            ChoiceEvent::Done { usage, .. } => return Ok((text.trim().to_string(), prompt_len, usage.completion_tokens)),
+            ChoiceEvent::PromptLogprobs { .. } => {}
+        }
+    }
+    Err(ApiError::unavailable("the engine stopped"))
+}
+
+/// `POST /v1/harmlessness/revise`.
+pub async fn revise(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>, body: Body) -> Result<Json<ReviseResponse>, ApiError> {
+    let req: ReviseRequest = read_json_only(body, &st.limits, FIELDS).await?;
+    let model = req.model.clone().unwrap_or_else(|| st.model_name.clone());
+    st.check_generation_model(&model)?;
+    if req.messages.is_empty() {
+        return Err(ApiError::invalid("messages", "`messages` must contain at least one message."));
+    }
+    if req.response.trim().is_empty() {
+        return Err(ApiError::invalid("response", "`response` must not be empty."));
+    }
+    let all = &st.constitution.critique_revision;
+    if all.is_empty() {
+        return Err(ApiError::bad_request("The served constitution has no critique/revision principles."));
+    }
+    let rounds = req.rounds.unwrap_or(1);
+    let limit = MAX_ROUNDS.min(all.len());
+    if rounds == 0 || rounds > limit {
+        return Err(ApiError::invalid("rounds", format!("`rounds` must be between 1 and {limit}, got {rounds}.")));
+    }
+    let chosen: Vec<usize> = match &req.principle_ids {
+        Some(ids) => {
+            if ids.len() != rounds {
+                return Err(ApiError::invalid("principle_ids", format!("`principle_ids` must hold one id per round ({rounds}), got {}.", ids.len())));
+            }
+            ids.iter()
+                .enumerate()
+                .map(|(i, id)| all.iter().position(|p| p.id == *id).ok_or_else(|| ApiError::invalid(&format!("principle_ids[{i}]"), format!("Unknown critique/revision principle id `{id}`."))))
+                .collect::<Result<_, _>>()?
+        }
+        None => {
+            let mut idx: Vec<usize> = (0..all.len()).collect();
+            idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(req.seed.unwrap_or(0)));
+            idx.truncate(rounds);
+            idx
+        }
+    };
+    let max_tokens = req.max_tokens.unwrap_or(128);
+    if max_tokens == 0 || max_tokens > MAX_STEP_TOKENS {
+        return Err(ApiError::invalid("max_tokens", format!("`max_tokens` must be between 1 and {MAX_STEP_TOKENS}, got {max_tokens}.")));
+    }
+    let temperature = req.temperature.unwrap_or(0.0);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(ApiError::invalid("temperature", format!("`temperature` must be in [0, 2], got {temperature}.")));
+    }
+    let conversation = render_conversation(&req.messages)?;
+    let mut current = req.response.clone();
+    let mut out = Vec::with_capacity(rounds);
+    let mut usage = Usage::default();
+    for (r, &k) in chosen.iter().enumerate() {
+        let p = &all[k];
+        let params = |step: u64| SamplingParams { temperature, max_tokens, seed: req.seed.unwrap_or(0).wrapping_add(2 * r as u64 + step), ..Default::default() };
+        let base = format!("{conversation}\n\nAssistant: {current}\n\nCritiqueRequest: {}\n\nCritique:", p.critique_request);
+        let (critique, pt, ct) = continue_text(&st, &ctx, &base, params(0)).await?;
+        let with_rev = format!("{base} {critique}\n\nRevisionRequest: {}\n\nRevision:", p.revision_request);
+        let (revision, pt2, ct2) = continue_text(&st, &ctx, &with_rev, params(1)).await?;
+        usage.prompt_tokens += pt + pt2;
+        usage.completion_tokens += ct + ct2;
+        if !revision.is_empty() {
+            current = revision.clone();
+        }
+        out.push(RevisionRound { principle_id: p.id.clone(), critique_request: p.critique_request.clone(), critique, revision_request: p.revision_request.clone(), revision });
+    }
+    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+    Ok(Json(ReviseResponse { id: new_id("hrev"), object: "harmlessness.revision".into(), created: now(), model, rounds: out, final_response: current, usage }))
+}
