@@ -64,12 +64,14 @@ def main():
     ap.add_argument("--max-chars", type=int, default=1200, help="skip longer transcripts")
     ap.add_argument("--base-url", default=None)
     ap.add_argument("--port", type=int, default=18432)
+    ap.add_argument("--no-prefix-caching", action="store_true", help="start the server with prefix caching off (benchmark baseline)")
     a = ap.parse_args()
     proc = None
     base = a.base_url
     if base is None:
         binary = os.path.join(ROOT, "target/release/hhh-server")
-        proc = subprocess.Popen([binary, "serve", "--port", str(a.port), "--max-model-len", "2048"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        extra = ["--no-prefix-caching"] if a.no_prefix_caching else []
+        proc = subprocess.Popen([binary, "serve", "--port", str(a.port), "--max-model-len", "2048"] + extra, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{a.port}"
         for _ in range(600):
             try:

@@ -18,6 +18,8 @@ pub mod q4_1;
 pub mod reward_head;
 pub mod runner;
 pub mod sampler;
+#[doc(hidden)]
+pub mod testing;
 
 pub use config::LlamaConfig;
 pub use error::ModelError;
