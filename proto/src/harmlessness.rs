@@ -159,3 +159,51 @@ pub struct ReviseResponse {
     pub final_response: String,
     pub usage: crate::Usage,
 }
+
+/// The `harmlessness` extension of `/v1/chat/completions`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HarmlessnessOptions {
+    /// Candidates to sample (default 4; replaces `n`).
+    #[serde(default)]
+    pub candidates: Option<usize>,
+    /// `"constitutional"` (default: the chat model's feedback under principles) or `"preference"`
+    /// (the first served reward model).
+    #[serde(default)]
+    pub scorer: Option<String>,
+    /// Principles to ensemble (constitutional; default 4).
+    #[serde(default)]
+    pub principles: Option<usize>,
+    /// Seed of the principle sampling (default 0).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// `"best"` (default): return only the least harmful candidate; `"all"`: every candidate,
+    /// scored, in sampling order.
+    #[serde(default)]
+    pub select: Option<String>,
+}
+
+/// One choice's harmlessness.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct ChoiceHarmlessness {
+    /// Constitutional: mean P(less harmful) against the other candidates; preference: the reward.
+    pub score: f64,
+    /// 0 = least harmful.
+    pub rank: usize,
+    /// Index of the candidate in sampling order.
+    pub candidate: usize,
+}
+
+/// Every candidate's score and what was selected.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct HarmlessnessSummary {
+    pub scorer: String,
+    /// Scores of all candidates, in sampling order.
+    pub scores: Vec<f64>,
+    /// The candidate returned first (the least harmful).
+    pub selected: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub principles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_bias: Option<f64>,
+}

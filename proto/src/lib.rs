@@ -90,6 +90,9 @@ pub struct ChatCompletionRequest {
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<i64>,
     pub add_generation_prompt: Option<bool>,
+    /// Extension: sample candidates, score their harmlessness, optionally keep the best.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harmlessness: Option<crate::harmlessness::HarmlessnessOptions>,
 }
 
 /// `prompt`: a string, a list of strings, a list of token ids, or a list of such lists.
@@ -158,6 +161,9 @@ pub struct ChatChoice {
     pub message: AssistantMessage,
     pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Option<String>,
+    /// With the `harmlessness` extension: this choice's score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harmlessness: Option<crate::harmlessness::ChoiceHarmlessness>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -168,6 +174,9 @@ pub struct ChatCompletionResponse {
     pub model: String,
     pub choices: Vec<ChatChoice>,
     pub usage: Usage,
+    /// With the `harmlessness` extension: every candidate's score and the selection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harmlessness: Option<crate::harmlessness::HarmlessnessSummary>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

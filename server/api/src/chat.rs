@@ -17,7 +17,7 @@ use hhh_text::{ChatTemplate, Tokenizer};
 use std::convert::Infallible;
 use std::sync::Arc;
 
-pub const CHAT_FIELDS: &[&str] = &["messages", "max_completion_tokens", "logprobs", "top_logprobs", "add_generation_prompt"];
+pub const CHAT_FIELDS: &[&str] = &["messages", "max_completion_tokens", "logprobs", "top_logprobs", "add_generation_prompt", "harmlessness"];
 
 /// Flatten OpenAI messages into template messages (text parts only).
 pub fn template_messages(msgs: &[ChatMessage]) -> Result<Vec<hhh_text::ChatMessage>, ApiError> {
@@ -89,7 +89,10 @@ pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<R
     let req: ChatCompletionRequest = read_json(body, &st.limits, CHAT_FIELDS).await?;
     st.check_generation_model(&req.model)?;
     let msgs = template_messages(&req.messages)?;
-    let n = n_choices(&req.sampling, &st.limits)?;
+    let n = match &req.harmlessness {
+        Some(h) => crate::harmlessness::check_options(h, req.sampling.stream, req.sampling.n, st.limits.max_n)?,
+        None => n_choices(&req.sampling, &st.limits)?,
+    };
     let stops = stop_strings(&req.sampling, &st.limits)?;
     let top = match (req.logprobs.unwrap_or(false), req.top_logprobs) {
         (_, Some(k)) if k < 0 || k as usize > st.limits.max_logprobs => {
@@ -117,7 +120,7 @@ pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<R
         return Ok(([("x-accel-buffering", "no")], sse(st, id, req.model, stream::select_all(streams), n, prompt_len, include_usage, top.is_some())).into_response());
     }
     let mut choices: Vec<ChatChoice> = (0..n)
-        .map(|i| ChatChoice { index: i, message: AssistantMessage { role: "assistant".into(), content: String::new() }, logprobs: top.map(|_| ChatLogprobs::default()), finish_reason: None })
+        .map(|i| ChatChoice { index: i, message: AssistantMessage { role: "assistant".into(), content: String::new() }, logprobs: top.map(|_| ChatLogprobs::default()), finish_reason: None, harmlessness: None })
         .collect();
     let mut usage = Usage { prompt_tokens: prompt_len, ..Default::default() };
     let mut all = stream::select_all(streams);
@@ -141,7 +144,14 @@ pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<R
         }
     }
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
-    Ok(Json(ChatCompletionResponse { id, object: "chat.completion".into(), created: now(), model: req.model, choices, usage }).into_response())
+    let (choices, harmlessness) = match &req.harmlessness {
+        Some(h) => {
+            let (c, summary) = crate::harmlessness::select_choices(&st, &req.messages, h, choices).await?;
+            (c, Some(summary))
+        }
+        None => (choices, None),
+    };
+    Ok(Json(ChatCompletionResponse { id, object: "chat.completion".into(), created: now(), model: req.model, choices, usage, harmlessness }).into_response())
 }
 
 #[allow(clippy::too_many_arguments)]

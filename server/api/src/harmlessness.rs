@@ -281,3 +281,93 @@ mod tests {
         assert_eq!(p, "Consider the following conversation between a human and an assistant:\nHuman: hi\nWhich is kinder?\nOptions:\n(A) yes\n(B) no\nThe answer is:");
     }
 }
+
+/// Placeholder scored in place of an empty candidate (the feedback prompt needs text).
+pub const EMPTY_CANDIDATE: &str = "(no response)";
+
+/// The chat `harmlessness` extension: score every candidate choice (constitutional feedback of
+/// the chat model, or the first reward model), rank them, and keep only the least harmful with
+/// `select: "best"`. Returns the choices to send (re-indexed from 0) and the summary.
+pub async fn select_choices(st: &AppState, messages: &[ChatMessage], opts: &HarmlessnessOptions, choices: Vec<ChatChoice>) -> Result<(Vec<ChatChoice>, HarmlessnessSummary), ApiError> {
+    let texts: Vec<String> = choices.iter().map(|c| if c.message.content.trim().is_empty() { EMPTY_CANDIDATE.to_string() } else { c.message.content.clone() }).collect();
+    let scorer = opts.scorer.clone().unwrap_or_else(|| "constitutional".into());
+    let (scores, principles, position_bias) = match scorer.as_str() {
+        "constitutional" => {
+            let req = CompareRequest {
+                model: None,
+                messages: messages.to_vec(),
+                responses: texts,
+                principle_ids: None,
+                num_principles: Some(opts.principles.unwrap_or(4)),
+                seed: opts.seed,
+                debias: Some(true),
+                few_shot: None,
+                chain_of_thought: None,
+                return_prompts: None,
+            };
+            let c = run_compare(st, req).await.map_err(|e| rename_param(e, "harmlessness"))?;
+            (c.scores, c.principles, c.position_bias)
+        }
+        "preference" => {
+            let sc = st.scorers.first().ok_or_else(|| ApiError::invalid("harmlessness.scorer", "No reward model is served (start the server with --preference-model or --reward-head)."))?;
+            let r = crate::scoring::rewards_for(st, sc, messages, &texts).await?;
+            (r.into_iter().map(f64::from).collect(), Vec::new(), None)
+        }
+        other => return Err(ApiError::invalid("harmlessness.scorer", format!("Unknown scorer `{other}` (constitutional, preference)."))),
+    };
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&x, &y| scores[y].total_cmp(&scores[x]).then(x.cmp(&y)));
+    let mut rank = vec![0; scores.len()];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i] = r;
+    }
+    let mut choices: Vec<ChatChoice> = choices
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            c.harmlessness = Some(ChoiceHarmlessness { score: scores[i], rank: rank[i], candidate: i });
+            c
+        })
+        .collect();
+    let selected = order[0];
+    if opts.select.as_deref().unwrap_or("best") == "best" {
+        let mut best = choices.swap_remove(selected);
+        best.index = 0;
+        choices = vec![best];
+    }
+    Ok((choices, HarmlessnessSummary { scorer, scores, selected, principles, position_bias }))
+}
+
+/// Errors of the inner compare name the extension's fields.
+fn rename_param(mut e: ApiError, prefix: &str) -> ApiError {
+    if let Some(p) = &e.param {
+        e.param = Some(match p.as_str() {
+            "num_principles" => format!("{prefix}.principles"),
+            "responses" => format!("{prefix}.candidates"),
+            other => other.to_string(),
+        });
+    }
+    e
+}
+
+/// Validate the extension; returns the number of candidates to sample.
+pub fn check_options(opts: &HarmlessnessOptions, stream: bool, n: Option<i64>, max_n: usize) -> Result<usize, ApiError> {
+    if stream {
+        return Err(ApiError::invalid("harmlessness", "`harmlessness` needs the candidates before anything is sent: it cannot be combined with `stream` yet."));
+    }
+    if n.is_some_and(|n| n != 1) {
+        return Err(ApiError::invalid("n", "With `harmlessness`, set the number of samples with `harmlessness.candidates`, not `n`."));
+    }
+    let k = opts.candidates.unwrap_or(4);
+    let min = if opts.scorer.as_deref() == Some("preference") { 1 } else { 2 };
+    let max = max_n.min(MAX_COMPARE_RESPONSES);
+    if k < min || k > max {
+        return Err(ApiError::invalid("harmlessness.candidates", format!("`harmlessness.candidates` must be between {min} and {max}, got {k}.")));
+    }
+    if let Some(s) = &opts.select {
+        if s != "best" && s != "all" {
+            return Err(ApiError::invalid("harmlessness.select", format!("`harmlessness.select` must be `best` or `all`, got `{s}`.")));
+        }
+    }
+    Ok(k)
+}

@@ -156,6 +156,15 @@ pub async fn rewards(State(st): State<AppState>, body: Body) -> Result<Json<Rewa
     Ok(Json(RewardsResponse { id: new_id("rwd"), object: "list".into(), created: now(), model: sc.name.clone(), data, usage: scored.usage }))
 }
 
+/// Rewards of several responses to one conversation (used by the chat `harmlessness` extension).
+pub async fn rewards_for(st: &AppState, sc: &Scorer, messages: &[ChatMessage], responses: &[String]) -> Result<Vec<f32>, ApiError> {
+    let mut prepared = Vec::with_capacity(responses.len());
+    for (i, r) in responses.iter().enumerate() {
+        prepared.push(Prepared { tokens: render_pair(sc, "", messages, r).await?, field: format!("choices[{i}]") });
+    }
+    score(st, sc, prepared, false).await?.outputs.iter().map(reward_of).collect()
+}
+
 /// `sigmoid(a - b)` in f64.
 pub fn preference_probability(a: f32, b: f32) -> f64 {
     1.0 / (1.0 + (-(a as f64 - b as f64)).exp())

@@ -132,6 +132,53 @@ async fn compare_is_consistent_and_validated() {
         assert_eq!(st, 400, "{name}: {v}");
         assert_eq!(v["error"]["param"].as_str(), Some(param), "{name}: {v}");
     }
+    // The chat extension: three sampled candidates scored by the constitutional feedback; the
+    // scores equal /v1/harmlessness/score on the same texts; "best" returns the top candidate.
+    let chat = |h: Value| {
+        let base = base.clone();
+        async move {
+            let body = json!({"model": MODEL, "messages": conv(), "max_tokens": 16, "temperature": 0.9, "seed": 11, "harmlessness": h});
+            let r = client().post(format!("{base}/v1/chat/completions")).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (st, all) = chat(json!({"candidates": 3, "principles": 2, "select": "all"})).await;
+    assert_eq!(st, 200, "{all}");
+    let texts: Vec<String> = all["choices"].as_array().unwrap().iter().map(|c| c["message"]["content"].as_str().unwrap().to_string()).collect();
+    assert_eq!(texts.len(), 3);
+    let hs: Vec<f64> = all["harmlessness"]["scores"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    let resp: Vec<String> = texts.iter().map(|t| if t.trim().is_empty() { "(no response)".to_string() } else { t.clone() }).collect();
+    let r = client().post(format!("{base}/v1/harmlessness/score")).json(&json!({"messages": conv(), "responses": resp, "num_principles": 2, "seed": 0})).send().await.unwrap();
+    let direct: Value = r.json().await.unwrap();
+    for i in 0..3 {
+        assert!((direct["data"][i]["score"].as_f64().unwrap() - hs[i]).abs() < 1e-6, "{direct} vs {hs:?}");
+        assert_eq!(all["choices"][i]["harmlessness"]["score"].as_f64().unwrap(), hs[i]);
+    }
+    let sel = all["harmlessness"]["selected"].as_u64().unwrap() as usize;
+    assert!(hs.iter().all(|&x| x <= hs[sel]));
+    let (st, best) = chat(json!({"candidates": 3, "principles": 2})).await;
+    assert_eq!(st, 200, "{best}");
+    assert_eq!(best["choices"].as_array().unwrap().len(), 1);
+    assert_eq!(best["choices"][0]["message"]["content"].as_str().unwrap(), texts[sel], "same seed, same candidates, same selection");
+    assert_eq!(best["choices"][0]["harmlessness"]["rank"], 0);
+    for (name, h, extra, param) in [
+        ("stream", json!({}), json!({"stream": true}), "harmlessness"),
+        ("n with candidates", json!({}), json!({"n": 2}), "n"),
+        ("one constitutional candidate", json!({"candidates": 1}), json!({}), "harmlessness.candidates"),
+        ("no reward model", json!({"scorer": "preference"}), json!({}), "harmlessness.scorer"),
+        ("bad select", json!({"select": "worst"}), json!({}), "harmlessness.select"),
+        ("unknown option", json!({"k": 1}), json!({}), "harmlessness.k"),
+    ] {
+        let mut body = json!({"model": MODEL, "messages": conv(), "max_tokens": 4, "harmlessness": h});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let r = client().post(format!("{base}/v1/chat/completions")).json(&body).send().await.unwrap();
+        let st = r.status().as_u16();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(st, 400, "{name}: {v}");
+        assert_eq!(v["error"]["param"].as_str(), Some(param), "{name}: {v}");
+    }
     let (st, v) = compare(&base, json!({"model": "nope", "messages": conv(), "responses": [SAFE, HARMFUL]})).await;
     assert_eq!(st, 404, "{v}");
     wait_idle(&s).await;
