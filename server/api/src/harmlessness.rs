@@ -170,13 +170,14 @@ async fn run_compare(st: &AppState, req: CompareRequest) -> Result<CompareRespon
     let pairs: Vec<(usize, usize)> = (0..n).flat_map(|a| (a + 1..n).map(move |b| (a, b))).collect();
     let orders = if debias { 2 } else { 1 };
 
-    // Build every prompt and submit every (prompt, option) at once.
+    // Build every prompt; every (prompt, option) is one engine request, submitted together (in
+    // waves of `scoring::MAX_IN_FLIGHT` for large calls).
     let tok = st.tokenizer.clone();
     let opt_tokens: Vec<Vec<u32>> = OPTIONS.iter().map(|o| tok.encode_as_text(o)).collect::<Result<_, _>>().map_err(|e| ApiError::internal(e.to_string()))?;
     let max_len = st.engine.info().max_model_len;
     let mut prompts = Vec::new();
     let mut asks = Vec::new();
-    let mut handles = Vec::new();
+    let mut jobs = Vec::new();
     let mut usage = ScoringUsage::default();
     for (pi, &(a, b)) in pairs.iter().enumerate() {
         for (ki, &k) in chosen.iter().enumerate() {
@@ -193,14 +194,14 @@ async fn run_compare(st: &AppState, req: CompareRequest) -> Result<CompareRespon
                     }
                     usage.prompt_tokens += full.len();
                     let params = SamplingParams { max_tokens: 0, prompt_logprobs: Some(0), prompt_logprobs_start: ids.len(), pooling: Some(PoolingParams::default()), ..Default::default() };
-                    handles.push(st.engine.submit(full, params)?);
+                    jobs.push((full, params));
                     asks.push(Ask { pair: pi, principle: ki, order, option: oi });
                 }
                 prompts.push(text);
             }
         }
     }
-    let results = futures::future::join_all(handles.into_iter().map(|mut h| async move {
+    let results = crate::scoring::run_waves(&st.engine, jobs, st.request_timeout, |mut h| async move {
         let mut total = 0.0f64;
         while let Some(ev) = h.recv().await {
             match ev {
@@ -211,16 +212,12 @@ async fn run_compare(st: &AppState, req: CompareRequest) -> Result<CompareRespon
             }
         }
         Err(ApiError::unavailable("the engine stopped"))
-    }));
-    let results = match st.request_timeout {
-        Some(t) => tokio::time::timeout(t, results).await.map_err(|_| ApiError::timeout(t.as_secs_f64()))?,
-        None => results.await,
-    };
+    })
+    .await?;
     // logprob[pair][principle][order][option]
     let mut lp = vec![vec![[[0.0f64; 2]; 2]; chosen.len()]; pairs.len()];
     let mut cached = 0;
-    for (ask, r) in asks.iter().zip(results) {
-        let (l, c) = r?;
+    for (ask, (l, c)) in asks.iter().zip(results) {
         lp[ask.pair][ask.principle][ask.order][ask.option] = l;
         cached += c;
     }

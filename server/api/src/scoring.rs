@@ -20,7 +20,7 @@ use crate::{AppState, Scorer};
 use axum::body::Body;
 use axum::extract::State;
 use axum::Json;
-use hhh_engine::{EngineEvent, PooledOutput, PoolingParams, SamplingParams};
+use hhh_engine::{EngineClient, EngineEvent, PooledOutput, PoolingParams, RequestHandle, SamplingParams};
 use hhh_proto::*;
 
 /// One tokenized input and the field name errors about it should carry.
@@ -88,13 +88,15 @@ async fn score(st: &AppState, sc: &Scorer, inputs: Vec<Prepared>, return_hidden:
         }
     }
     let params = SamplingParams { max_tokens: 0, temperature: 0.0, pooling: Some(PoolingParams { return_hidden }), ..Default::default() };
-    let mut handles = Vec::with_capacity(inputs.len());
     let mut usage = ScoringUsage::default();
-    for p in inputs {
-        usage.prompt_tokens += p.tokens.len();
-        handles.push(sc.engine.submit(p.tokens, params.clone())?);
-    }
-    let all = futures::future::join_all(handles.into_iter().map(|mut h| async move {
+    let jobs: Vec<_> = inputs
+        .into_iter()
+        .map(|p| {
+            usage.prompt_tokens += p.tokens.len();
+            (p.tokens, params.clone())
+        })
+        .collect();
+    let results = run_waves(&sc.engine, jobs, st.request_timeout, |mut h| async move {
         let mut out = None;
         while let Some(ev) = h.recv().await {
             match ev {
@@ -105,21 +107,52 @@ async fn score(st: &AppState, sc: &Scorer, inputs: Vec<Prepared>, return_hidden:
             }
         }
         Err(ApiError::unavailable("the engine stopped"))
-    }));
-    let results = match st.request_timeout {
-        Some(t) => tokio::time::timeout(t, all).await.map_err(|_| ApiError::timeout(t.as_secs_f64()))?,
-        None => all.await,
-    };
+    })
+    .await?;
     let mut outputs = Vec::with_capacity(results.len());
     let mut cached = 0;
-    for r in results {
-        let (o, c) = r?;
+    for (o, c) in results {
         outputs.push(o);
         cached += c;
     }
     usage.total_tokens = usage.prompt_tokens;
     usage.prompt_tokens_details = Some(PromptTokensDetails { cached_tokens: cached });
     Ok(Scored { outputs, usage })
+}
+
+/// Most engine requests one scoring call keeps in flight. Larger calls go in waves, so that one
+/// call never fills the admission queue (`--max-waiting-requests`) by itself; later waves still
+/// reuse the blocks of earlier ones through the prefix cache.
+pub const MAX_IN_FLIGHT: usize = 64;
+
+/// Submit `jobs` in waves of [`MAX_IN_FLIGHT`] (or half the admission queue if smaller), drive each request's events with `collect`, and
+/// return the results in job order. `timeout` bounds the whole call (408). Dropping the future
+/// (client gone) drops the handles, which aborts the requests.
+pub(crate) async fn run_waves<T, F, Fut>(engine: &EngineClient, jobs: Vec<(Vec<u32>, SamplingParams)>, timeout: Option<std::time::Duration>, collect: F) -> Result<Vec<T>, ApiError>
+where
+    F: Fn(RequestHandle) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    // Half the admission queue at most, so that other clients still get in.
+    let wave = MAX_IN_FLIGHT.min((engine.info().max_waiting_requests / 2).max(1));
+    let work = async {
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut it = jobs.into_iter().peekable();
+        while it.peek().is_some() {
+            let mut hs = Vec::with_capacity(wave);
+            for (prompt, params) in it.by_ref().take(wave) {
+                hs.push(engine.submit(prompt, params)?);
+            }
+            for r in futures::future::join_all(hs.into_iter().map(&collect)).await {
+                out.push(r?);
+            }
+        }
+        Ok(out)
+    };
+    match timeout {
+        Some(t) => tokio::time::timeout(t, work).await.map_err(|_| ApiError::timeout(t.as_secs_f64()))?,
+        None => work.await,
+    }
 }
 
 fn reward_of(o: &PooledOutput) -> Result<f32, ApiError> {

@@ -183,3 +183,21 @@ async fn compare_is_consistent_and_validated() {
     assert_eq!(st, 404, "{v}");
     wait_idle(&s).await;
 }
+
+/// Calls that need more engine requests than the admission queue holds go in waves instead of
+/// being refused: 3 responses x 4 principles x 2 orders x 2 options = 48 requests against a queue
+/// of 16, and 40 reward inputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_calls_fit_a_small_admission_queue() {
+    let head = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../heads/smollm2-135m-instruct-hh-harmless.json");
+    let s = spawn(&["--max-waiting-requests", "16", "--reward-head", head.to_str().unwrap()]).await;
+    let (st, v) = compare(&s.base, json!({"messages": conv(), "responses": ["a", "b", "c"], "num_principles": 4})).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["pairs"].as_array().unwrap().len(), 3);
+    let inputs: Vec<Value> = (0..40).map(|i| json!({"messages": conv(), "response": format!("answer {i}")})).collect();
+    let r = client().post(format!("{}/v1/rewards", s.base)).json(&json!({"model": MODEL, "input": inputs})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 40);
+    wait_idle(&s).await;
+}
