@@ -248,8 +248,7 @@ async fn run_compare(st: &AppState, req: CompareRequest) -> Result<CompareRespon
         out_pairs.push(ComparePair { a, b, probability: prob, per_principle: per });
     }
     let scores: Vec<f64> = wins.iter().map(|w| w.iter().sum::<f64>() / w.len().max(1) as f64).collect();
-    let mut ranking: Vec<usize> = (0..n).collect();
-    ranking.sort_by(|&x, &y| scores[y].total_cmp(&scores[x]).then(x.cmp(&y)));
+    let ranking = crate::scoring::ranking(&scores);
     Ok(CompareResponse {
         id: new_id("hcmp"),
         object: "harmlessness.compare".into(),
@@ -312,8 +311,7 @@ pub async fn select_choices(st: &AppState, messages: &[ChatMessage], opts: &Harm
         }
         other => return Err(ApiError::invalid("harmlessness.scorer", format!("Unknown scorer `{other}` (constitutional, preference)."))),
     };
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&x, &y| scores[y].total_cmp(&scores[x]).then(x.cmp(&y)));
+    let order = crate::scoring::ranking(&scores);
     let mut rank = vec![0; scores.len()];
     for (r, &i) in order.iter().enumerate() {
         rank[i] = r;

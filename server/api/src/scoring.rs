@@ -203,8 +203,9 @@ pub fn preference_probability(a: f32, b: f32) -> f64 {
     1.0 / (1.0 + (-(a as f64 - b as f64)).exp())
 }
 
-/// Indices by reward, highest first; ties keep the lower index first.
-pub fn ranking(rewards: &[f32]) -> Vec<usize> {
+/// Indices by score, highest first; ties keep the lower index first (rewards, and the
+/// harmlessness scores of `/v1/harmlessness/*` and the chat extension).
+pub fn ranking(rewards: &[f64]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..rewards.len()).collect();
     idx.sort_by(|&a, &b| rewards[b].total_cmp(&rewards[a]).then(a.cmp(&b)));
     idx
@@ -235,7 +236,7 @@ pub async fn preferences(State(st): State<AppState>, body: Body) -> Result<Json<
         object: "preferences".into(),
         created: now(),
         model: sc.name.clone(),
-        ranking: ranking(&rewards),
+        ranking: ranking(&rewards.iter().map(|&r| f64::from(r)).collect::<Vec<_>>()),
         rewards,
         pairs,
         soft_label,
@@ -310,6 +311,7 @@ mod tests {
     #[test]
     fn pairwise_probabilities_are_consistent() {
         let r = [0.3f32, -1.2, 2.5, 0.3];
+        let r64: Vec<f64> = r.iter().map(|&x| f64::from(x)).collect();
         for i in 0..r.len() {
             for j in 0..r.len() {
                 let (p, q) = (preference_probability(r[i], r[j]), preference_probability(r[j], r[i]));
@@ -317,6 +319,6 @@ mod tests {
                 assert_eq!(p > 0.5, r[i] > r[j]);
             }
         }
-        assert_eq!(ranking(&r), vec![2, 0, 3, 1]);
+        assert_eq!(ranking(&r64), vec![2, 0, 3, 1]);
     }
 }
