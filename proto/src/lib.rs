@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub mod harmlessness;
+pub mod hh_rlhf;
 pub mod scoring;
 pub use harmlessness::*;
 pub use scoring::*;

@@ -60,36 +60,10 @@ struct Pair {
     rejected: Vec<u32>,
 }
 
-/// Split an hh-rlhf transcript into turns; `None` unless it alternates and ends with the
-/// assistant.
+/// Split an hh-rlhf transcript into chat turns (see [`hhh_proto::hh_rlhf`]).
 pub fn parse_transcript(t: &str) -> Option<Vec<ChatMessage>> {
-    const H: &str = "\n\nHuman: ";
-    const A: &str = "\n\nAssistant: ";
-    let mut turns = Vec::new();
-    let mut rest = t;
-    loop {
-        let (role, body) = if let Some(r) = rest.strip_prefix(H) {
-            ("user", r)
-        } else if let Some(r) = rest.strip_prefix(A) {
-            ("assistant", r)
-        } else if let Some(r) = rest.strip_prefix("\n\nAssistant:") {
-            ("assistant", r)
-        } else {
-            return None;
-        };
-        let next = [body.find(H), body.find(A), body.find("\n\nAssistant:")].into_iter().flatten().min();
-        let (content, tail) = match next {
-            Some(i) => (&body[..i], &body[i..]),
-            None => (body, ""),
-        };
-        turns.push(ChatMessage { role: role.into(), content: content.trim().to_string() });
-        if tail.is_empty() {
-            break;
-        }
-        rest = tail;
-    }
-    let alternates = turns.iter().enumerate().all(|(i, m)| m.role == if i % 2 == 0 { "user" } else { "assistant" });
-    (alternates && turns.last().is_some_and(|m| m.role == "assistant")).then_some(turns)
+    let turns = hhh_proto::hh_rlhf::parse_transcript(t)?;
+    Some(turns.into_iter().map(|t| ChatMessage { role: t.role.into(), content: t.content }).collect())
 }
 
 /// splitmix64: the seeded hash that assigns pairs to the test split.
@@ -226,20 +200,4 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     println!("| random heads (20) | {rmean:.3} ± {rsd:.3} |");
     println!("wrote {}", a.out.display());
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_hh_transcripts() {
-        let t = "\n\nHuman: hi there\n\nAssistant: hello\n\nHuman: how?\n\nAssistant: like this";
-        let m = parse_transcript(t).unwrap();
-        assert_eq!(m.iter().map(|m| m.role.as_str()).collect::<Vec<_>>(), ["user", "assistant", "user", "assistant"]);
-        assert_eq!(m[3].content, "like this");
-        assert!(parse_transcript("\n\nHuman: only a question").is_none());
-        assert!(parse_transcript("no markers").is_none());
-        assert_eq!(parse_transcript("\n\nHuman: q\n\nAssistant:").unwrap()[1].content, "");
-    }
 }
