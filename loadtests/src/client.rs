@@ -98,6 +98,17 @@ impl RequestRecord {
     }
 }
 
+/// The error and its sources, `: `-joined (reqwest's own message hides the cause).
+fn chain(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        out += &format!(": {s}");
+        src = s.source();
+    }
+    out
+}
+
 fn classify(e: &reqwest::Error) -> &'static str {
     if e.is_timeout() {
         "timeout"
@@ -113,7 +124,7 @@ pub async fn execute(http: &reqwest::Client, target: &Target, spec: &RequestSpec
     let t = Instant::now();
     let resp = match target.post(http, spec.endpoint.path()).json(&spec.body).send().await {
         Ok(r) => r,
-        Err(e) => return RequestRecord::failed(spec, start_s, t, classify(&e), e.to_string()),
+        Err(e) => return RequestRecord::failed(spec, start_s, t, classify(&e), chain(&e)),
     };
     let status = resp.status();
     if !status.is_success() {
@@ -168,7 +179,7 @@ async fn stream(http: &reqwest::Client, target: &Target, spec: &RequestSpec, sta
     while let Some(bytes) = body.next().await {
         let bytes = match bytes {
             Ok(b) => b,
-            Err(e) => return RequestRecord::failed(spec, start_s, t, classify(&e), e.to_string()),
+            Err(e) => return RequestRecord::failed(spec, start_s, t, classify(&e), chain(&e)),
         };
         let now = t.elapsed().as_secs_f64();
         for data in sse.push(&bytes) {

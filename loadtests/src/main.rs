@@ -97,6 +97,9 @@ struct Cli {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Reuse HTTP connections (default: one connection per request, which every server handles).
+    #[arg(long)]
+    keep_alive: bool,
 }
 
 fn points(cli: &Cli) -> Result<Vec<PointConfig>, LoadtestError> {
@@ -106,7 +109,7 @@ fn points(cli: &Cli) -> Result<Vec<PointConfig>, LoadtestError> {
     let num_requests = cli.num_requests.or(if cli.duration.is_some() { None } else { Some(64) });
     let conc: Vec<Option<usize>> = if cli.max_concurrency.is_empty() { vec![None] } else { cli.max_concurrency.iter().map(|&c| Some(c)).collect() };
     let rates: Vec<Option<f64>> = if cli.request_rate.is_empty() { vec![None] } else { cli.request_rate.iter().map(|&r| Some(r)).collect() };
-    if conc.iter().any(|c| *c == Some(0)) {
+    if conc.contains(&Some(0)) {
         return Err(LoadtestError::Config("--max-concurrency must be ≥ 1".into()));
     }
     let mut out = Vec::new();
@@ -119,7 +122,7 @@ fn points(cli: &Cli) -> Result<Vec<PointConfig>, LoadtestError> {
 }
 
 async fn first_model(target: &Target) -> Result<String, LoadtestError> {
-    let http = hhh_loadtest::sweep::http_client(1)?;
+    let http = hhh_loadtest::sweep::http_client(1, false)?;
     let mut req = http.get(target.url("/v1/models")).timeout(Duration::from_secs(30));
     if let Some(k) = &target.api_key {
         req = req.bearer_auth(k);
@@ -170,6 +173,7 @@ async fn run(cli: Cli) -> Result<bool, LoadtestError> {
         out_dir: cli.out.clone(),
         keep_requests: !cli.no_per_request,
         progress: !cli.quiet,
+        keep_alive: cli.keep_alive,
     };
     let res = run_sweep(&cfg).await?;
     println!("{}", report::markdown(&res.reports));

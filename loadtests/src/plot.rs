@@ -65,7 +65,6 @@ pub fn write_plots(dir: &Path, reports: &[Report]) -> Result<(), LoadtestError> 
         vec![series("output tok/s", &|r| Some(r.output_token_throughput)), series("total tok/s", &|r| Some(r.total_token_throughput))]
     };
     lines(&dir.join("throughput.svg"), "Throughput", &xl, "per second", &tp)?;
-    let l = |pick: fn(&Report) -> Option<stats::Summary>, q: fn(&stats::Summary) -> f64| move |r: &Report| pick(r).map(|s| q(&s));
     if scoring {
         let e2e = [("E2E p50", (|s: &stats::Summary| s.median) as fn(&stats::Summary) -> f64), ("E2E p90", |s| s.p90), ("E2E p99", |s| s.p99)];
         let v: Vec<_> = e2e.iter().map(|(n, q)| series(n, &|r: &Report| r.latency.e2e_ms.map(|s| q(&s)))).collect();

@@ -27,6 +27,8 @@ pub struct SweepConfig {
     /// Keep every request's record in the reports (needed for CDF plots).
     pub keep_requests: bool,
     pub progress: bool,
+    /// Reuse connections between requests (see [`http_client`]).
+    pub keep_alive: bool,
 }
 
 /// The reports, in point order, and one example failure detail per failure reason.
@@ -36,11 +38,14 @@ pub struct SweepResult {
     pub error_examples: BTreeMap<String, String>,
 }
 
-/// One HTTP client for the whole run: many idle connections kept, no proxies (loopback).
-pub fn http_client(max_concurrency: usize) -> Result<reqwest::Client, LoadtestError> {
+/// One HTTP client for the whole run, no proxies. With `keep_alive` idle connections are reused;
+/// without it every request opens its own connection (the default: servers that close kept-alive
+/// connections after a response, as llama.cpp's does, otherwise fail requests sent on a
+/// connection they are closing — "connection closed before message completed").
+pub fn http_client(max_concurrency: usize, keep_alive: bool) -> Result<reqwest::Client, LoadtestError> {
     reqwest::Client::builder()
         .no_proxy()
-        .pool_max_idle_per_host(max_concurrency.max(16))
+        .pool_max_idle_per_host(if keep_alive { max_concurrency.max(16) } else { 0 })
         .build()
         .map_err(|e| LoadtestError::Config(e.to_string()))
 }
@@ -48,7 +53,7 @@ pub fn http_client(max_concurrency: usize) -> Result<reqwest::Client, LoadtestEr
 /// Run the sweep (see the module docs).
 pub async fn run_sweep(cfg: &SweepConfig) -> Result<SweepResult, LoadtestError> {
     let widest = cfg.points.iter().filter_map(|p| p.max_concurrency).max().unwrap_or(256);
-    let http = http_client(widest)?;
+    let http = http_client(widest, cfg.keep_alive)?;
     runner::warm_up(&http, &cfg.target, &cfg.workload, cfg.warmup).await?;
     if let Some(d) = &cfg.out_dir {
         std::fs::create_dir_all(d).map_err(|e| LoadtestError::Output(format!("{}: {e}", d.display())))?;

@@ -52,6 +52,7 @@ fn sweep(base: &str, workload: Vec<workload::RequestSpec>, points: Vec<PointConf
         out_dir: out,
         keep_requests: true,
         progress: false,
+        keep_alive: false,
     }
 }
 
