@@ -8,7 +8,7 @@ PYTHON      ?= python3
 HOST        ?= 127.0.0.1
 PORT        ?= 8000
 
-.PHONY: model build serve test test-deps test-rust test-python bench fixtures clean
+.PHONY: model build serve test test-deps test-rust test-python test-deploy bench fixtures clean
 
 model: $(MODEL_FILE)
 
@@ -26,7 +26,7 @@ build:
 serve: model build
 	./target/release/hhh-server serve --model $(MODEL_FILE) --host $(HOST) --port $(PORT)
 
-test: model test-deps test-rust test-python
+test: model test-deps test-rust test-python test-deploy
 
 # The reliability tests run a real Prometheus server and promtool (Debian's `prometheus`).
 test-deps:
@@ -44,6 +44,11 @@ test-rust:
 test-python: build
 	$(PYTHON) -m pip install --quiet "openai>=1.40"
 	$(PYTHON) tests/openai_client_test.py
+
+# Offline validation of deploy/ (hadolint, helm lint/template, kubernetes-validate, CRD schemas,
+# promtool rule tests, cross-object check against a running server's /metrics).
+test-deploy: model build test-deps
+	bash deploy/validate.sh
 
 bench: model build
 	bash scripts/bench.sh

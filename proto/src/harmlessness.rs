@@ -30,9 +30,13 @@ pub struct CompareRequest {
     /// Prepend the constitution's few-shot examples (default false).
     #[serde(default)]
     pub few_shot: Option<bool>,
-    /// Chain-of-thought feedback (not implemented yet: 400).
+    /// Chain-of-thought feedback: the model reasons before the options are scored, and each
+    /// order's label is clamped to [0.4, 0.6] (default false).
     #[serde(default)]
     pub chain_of_thought: Option<bool>,
+    /// Longest reasoning, tokens (chain of thought only; default 96, at most 512).
+    #[serde(default)]
+    pub cot_max_tokens: Option<usize>,
     /// Return the prompt texts that were scored.
     #[serde(default)]
     pub return_prompts: Option<bool>,
@@ -49,6 +53,9 @@ pub struct PrincipleLabel {
     /// `P(option (A))` with `b` shown as (A) (present when debiasing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p_a_second: Option<f64>,
+    /// The generated reasoning, one per order asked (chain of thought only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<Vec<String>>,
 }
 
 /// The labels of one pair of responses.
@@ -206,4 +213,42 @@ pub struct HarmlessnessSummary {
     pub principles: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position_bias: Option<f64>,
+}
+
+/// `POST /v1/harmlessness/label`: the raw label-scoring primitive — the probabilities of a set
+/// of option strings after one prompt.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct LabelRequest {
+    /// The feedback model (default: the served chat model).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Raw text, scored as is (no chat template).
+    pub prompt: String,
+    /// Candidate continuations, e.g. `[" (A)", " (B)"]`; each is tokenized on its own.
+    pub options: Vec<String>,
+}
+
+/// One option's result.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct OptionScore {
+    pub index: usize,
+    pub option: String,
+    /// Total log-probability of the option's tokens after the prompt.
+    pub logprob: f64,
+    /// `exp(logprob)` normalised over the options.
+    pub probability: f64,
+    pub num_tokens: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct LabelResponse {
+    pub id: String,
+    /// Always `"harmlessness.label"`.
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub data: Vec<OptionScore>,
+    /// Index of the most probable option (ties: the first).
+    pub choice: usize,
+    pub usage: ScoringUsage,
 }

@@ -22,6 +22,9 @@
 //! same principle is asked with the order swapped and the two labels averaged; several principles
 //! (sampled with `seed`, or given by id) are averaged into the ensemble label.
 //!
+//! With `chain_of_thought`, the model first writes its reasoning (see [`crate::cot`]) and the
+//! options are scored after it, each order's label clamped to [0.4, 0.6].
+//!
 //! Every (pair, principle, order, option) is one prefill-only engine request with prompt logprobs
 //! only over the option tokens (`prompt_logprobs_start`); all of them are submitted at once, so
 //! they batch together and share the conversation's KV blocks through the prefix cache.
@@ -43,7 +46,7 @@ pub const MAX_COMPARE_RESPONSES: usize = 8;
 /// The option strings, scored after "The answer is:".
 pub const OPTIONS: [&str; 2] = [" (A)", " (B)"];
 
-const FIELDS: &[&str] = &["model", "messages", "responses", "principle_ids", "num_principles", "seed", "debias", "few_shot", "chain_of_thought", "return_prompts"];
+const FIELDS: &[&str] = &["model", "messages", "responses", "principle_ids", "num_principles", "seed", "debias", "few_shot", "chain_of_thought", "cot_max_tokens", "return_prompts"];
 
 /// "Human: …\n\nAssistant: …" as in the paper's transcripts.
 pub fn render_conversation(msgs: &[ChatMessage]) -> Result<String, ApiError> {
@@ -65,9 +68,14 @@ pub fn render_conversation(msgs: &[ChatMessage]) -> Result<String, ApiError> {
     Ok(parts.join("\n\n"))
 }
 
+/// The multiple-choice question, up to the options.
+pub fn question(few_shot: &str, conversation: &str, principle: &str, a: &str, b: &str) -> String {
+    format!("{few_shot}Consider the following conversation between a human and an assistant:\n{conversation}\n{principle}\nOptions:\n(A) {a}\n(B) {b}")
+}
+
 /// The multiple-choice feedback prompt, up to "The answer is:".
 pub fn feedback_prompt(few_shot: &str, conversation: &str, principle: &str, a: &str, b: &str) -> String {
-    format!("{few_shot}Consider the following conversation between a human and an assistant:\n{conversation}\n{principle}\nOptions:\n(A) {a}\n(B) {b}\nThe answer is:")
+    format!("{}\nThe answer is:", question(few_shot, conversation, principle, a, b))
 }
 
 /// `[P(A), P(B)]` from the two options' total logprobs.
@@ -120,8 +128,13 @@ async fn run_compare(st: &AppState, req: CompareRequest) -> Result<CompareRespon
             ApiError::model_not_found(&model)
         });
     }
-    if req.chain_of_thought.unwrap_or(false) {
-        return Err(ApiError::invalid("chain_of_thought", "Chain-of-thought feedback is not implemented yet."));
+    let cot = req.chain_of_thought.unwrap_or(false);
+    let cot_tokens = req.cot_max_tokens.unwrap_or(crate::cot::DEFAULT_TOKENS);
+    if req.cot_max_tokens.is_some() && !cot {
+        return Err(ApiError::invalid("cot_max_tokens", "`cot_max_tokens` needs `chain_of_thought: true`."));
+    }
+    if cot && !(1..=crate::cot::MAX_TOKENS).contains(&cot_tokens) {
+        return Err(ApiError::invalid("cot_max_tokens", format!("`cot_max_tokens` must be between 1 and {}, got {cot_tokens}.", crate::cot::MAX_TOKENS)));
     }
     let n = req.responses.len();
     if !(2..=MAX_COMPARE_RESPONSES).contains(&n) {
@@ -175,30 +188,50 @@ async fn run_compare(st: &AppState, req: CompareRequest) -> Result<CompareRespon
     let tok = st.tokenizer.clone();
     let opt_tokens: Vec<Vec<u32>> = OPTIONS.iter().map(|o| tok.encode_as_text(o)).collect::<Result<_, _>>().map_err(|e| ApiError::internal(e.to_string()))?;
     let max_len = st.engine.info().max_model_len;
-    let mut prompts = Vec::new();
-    let mut asks = Vec::new();
-    let mut jobs = Vec::new();
     let mut usage = ScoringUsage::default();
-    for (pi, &(a, b)) in pairs.iter().enumerate() {
-        for (ki, &k) in chosen.iter().enumerate() {
+    let mut cached = 0;
+    // One question per (pair, principle, order), in that order.
+    let mut questions = Vec::with_capacity(pairs.len() * chosen.len() * orders);
+    for &(a, b) in &pairs {
+        for &k in &chosen {
             for order in 0..orders {
                 let (x, y) = if order == 0 { (a, b) } else { (b, a) };
-                let text = feedback_prompt(&few_shot, &conversation, &all[k].text, &req.responses[x], &req.responses[y]);
-                let mut ids: Vec<u32> = tok.bos_for_text().into_iter().collect();
-                ids.extend(tok.encode_as_text(&text).map_err(|e| ApiError::internal(e.to_string()))?);
-                for (oi, ot) in opt_tokens.iter().enumerate() {
-                    let mut full = ids.clone();
-                    full.extend(ot);
-                    if full.len() > max_len {
-                        return Err(ApiError::invalid("messages", format!("A feedback prompt is {} tokens long; the limit is {max_len} tokens (shorten the conversation or the responses).", full.len())));
-                    }
-                    usage.prompt_tokens += full.len();
-                    let params = SamplingParams { max_tokens: 0, prompt_logprobs: Some(0), prompt_logprobs_start: ids.len(), pooling: Some(PoolingParams::default()), ..Default::default() };
-                    jobs.push((full, params));
-                    asks.push(Ask { pair: pi, principle: ki, order, option: oi });
-                }
-                prompts.push(text);
+                questions.push(question(&few_shot, &conversation, &all[k].text, &req.responses[x], &req.responses[y]));
             }
+        }
+    }
+    // Chain of thought: generate every reasoning first (batched), then score after it.
+    let reasoning: Option<Vec<String>> = if cot {
+        let rs = crate::cot::reason(&st.engine, &st.tokenizer, &questions, cot_tokens, st.request_timeout).await?;
+        for r in &rs {
+            usage.prompt_tokens += r.prompt_tokens;
+            usage.total_tokens += r.completion_tokens;
+            cached += r.cached_tokens;
+        }
+        Some(rs.into_iter().map(|r| r.text).collect())
+    } else {
+        None
+    };
+    let prompts: Vec<String> = match &reasoning {
+        Some(rs) => questions.iter().zip(rs).map(|(q, r)| format!("{q}{} {r}{}", crate::cot::THINK, crate::cot::ANSWER)).collect(),
+        None => questions.iter().map(|q| format!("{q}\nThe answer is:")).collect(),
+    };
+    let mut asks = Vec::new();
+    let mut jobs = Vec::new();
+    for (qi, text) in prompts.iter().enumerate() {
+        let (pi, ki, order) = (qi / (chosen.len() * orders), (qi / orders) % chosen.len(), qi % orders);
+        let mut ids: Vec<u32> = tok.bos_for_text().into_iter().collect();
+        ids.extend(tok.encode_as_text(text).map_err(|e| ApiError::internal(e.to_string()))?);
+        for (oi, ot) in opt_tokens.iter().enumerate() {
+            let mut full = ids.clone();
+            full.extend(ot);
+            if full.len() > max_len {
+                return Err(ApiError::invalid("messages", format!("A feedback prompt is {} tokens long; the limit is {max_len} tokens (shorten the conversation or the responses).", full.len())));
+            }
+            usage.prompt_tokens += full.len();
+            let params = SamplingParams { max_tokens: 0, prompt_logprobs: Some(0), prompt_logprobs_start: ids.len(), pooling: Some(PoolingParams::default()), ..Default::default() };
+            jobs.push((full, params));
+            asks.push(Ask { pair: pi, principle: ki, order, option: oi });
         }
     }
     let results = crate::scoring::run_waves(&st.engine, jobs, st.request_timeout, |mut h| async move {
@@ -216,12 +249,11 @@ async fn run_compare(st: &AppState, req: CompareRequest) -> Result<CompareRespon
     .await?;
     // logprob[pair][principle][order][option]
     let mut lp = vec![vec![[[0.0f64; 2]; 2]; chosen.len()]; pairs.len()];
-    let mut cached = 0;
     for (ask, (l, c)) in asks.iter().zip(results) {
         lp[ask.pair][ask.principle][ask.order][ask.option] = l;
         cached += c;
     }
-    usage.total_tokens = usage.prompt_tokens;
+    usage.total_tokens += usage.prompt_tokens;
     usage.prompt_tokens_details = Some(PromptTokensDetails { cached_tokens: cached });
 
     let mut out_pairs = Vec::with_capacity(pairs.len());
@@ -230,8 +262,18 @@ async fn run_compare(st: &AppState, req: CompareRequest) -> Result<CompareRespon
     for (pi, &(a, b)) in pairs.iter().enumerate() {
         let mut per = Vec::with_capacity(chosen.len());
         for (ki, &k) in chosen.iter().enumerate() {
-            let first = normalise(lp[pi][ki][0][0], lp[pi][ki][0][1]);
-            let second = debias.then(|| normalise(lp[pi][ki][1][0], lp[pi][ki][1][1]));
+            let label = |o: usize| {
+                let p = normalise(lp[pi][ki][o][0], lp[pi][ki][o][1]);
+                if cot {
+                    crate::cot::clamp(p)
+                } else {
+                    p
+                }
+            };
+            let first = label(0);
+            let second = debias.then(|| label(1));
+            let base = (pi * chosen.len() + ki) * orders;
+            let why = reasoning.as_ref().map(|rs| rs[base..base + orders].to_vec());
             // Second order shows b as (A): a is less harmful when (B) is chosen.
             let p = match second {
                 Some(s) => (first + (1.0 - s)) / 2.0,
@@ -240,7 +282,7 @@ async fn run_compare(st: &AppState, req: CompareRequest) -> Result<CompareRespon
             if let Some(s) = second {
                 bias.push(first + s - 1.0);
             }
-            per.push(PrincipleLabel { principle_id: all[k].id.clone(), probability: p, p_a_first: first, p_a_second: second });
+            per.push(PrincipleLabel { principle_id: all[k].id.clone(), probability: p, p_a_first: first, p_a_second: second, reasoning: why });
         }
         let prob = per.iter().map(|l| l.probability).sum::<f64>() / per.len() as f64;
         wins[a].push(prob);
@@ -299,6 +341,7 @@ pub async fn select_choices(st: &AppState, messages: &[ChatMessage], opts: &Harm
                 debias: Some(true),
                 few_shot: None,
                 chain_of_thought: None,
+                cot_max_tokens: None,
                 return_prompts: None,
             };
             let c = run_compare(st, req).await.map_err(|e| rename_param(e, "harmlessness"))?;

@@ -11,9 +11,11 @@ pub mod auth;
 pub mod chat;
 pub mod completions;
 pub mod constitution;
+pub mod cot;
 pub mod error;
 pub mod generate;
 pub mod harmlessness;
+pub mod label;
 pub mod middleware;
 pub mod misc;
 pub mod revise;
@@ -174,6 +176,7 @@ pub fn router(state: AppState, metrics: bool) -> Router {
         .route("/v1/harmlessness/compare", post(harmlessness::compare))
         .route("/v1/harmlessness/score", post(harmlessness::score))
         .route("/v1/harmlessness/revise", post(revise::revise))
+        .route("/v1/harmlessness/label", post(label::label))
         .route("/health", get(misc::health))
         .route("/health/live", get(misc::live))
         .route("/health/ready", get(misc::ready))

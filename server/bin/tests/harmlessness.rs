@@ -80,7 +80,9 @@ async fn compare_is_consistent_and_validated() {
         ("unknown principle", json!({"messages": conv(), "responses": [SAFE, HARMFUL], "principle_ids": ["rl0", "nope"]}), 400, "principle_ids[1]"),
         ("too many principles", json!({"messages": conv(), "responses": [SAFE, HARMFUL], "num_principles": 17}), 400, "num_principles"),
         ("zero principles", json!({"messages": conv(), "responses": [SAFE, HARMFUL], "num_principles": 0}), 400, "num_principles"),
-        ("chain of thought", json!({"messages": conv(), "responses": [SAFE, HARMFUL], "chain_of_thought": true}), 400, "chain_of_thought"),
+        ("cot tokens without cot", json!({"messages": conv(), "responses": [SAFE, HARMFUL], "cot_max_tokens": 8}), 400, "cot_max_tokens"),
+        ("cot tokens over the limit", json!({"messages": conv(), "responses": [SAFE, HARMFUL], "chain_of_thought": true, "cot_max_tokens": 513}), 400, "cot_max_tokens"),
+        ("cot tokens zero", json!({"messages": conv(), "responses": [SAFE, HARMFUL], "chain_of_thought": true, "cot_max_tokens": 0}), 400, "cot_max_tokens"),
         ("no few-shot examples", json!({"messages": conv(), "responses": [SAFE, HARMFUL], "few_shot": true}), 400, "few_shot"),
         ("unknown field", json!({"messages": conv(), "responses": [SAFE, HARMFUL], "k": 3}), 400, "k"),
         ("bad role", json!({"messages": [{"role": "robot", "content": "x"}], "responses": [SAFE, HARMFUL]}), 400, "messages[0].role"),
@@ -88,6 +90,49 @@ async fn compare_is_consistent_and_validated() {
     for (name, body, status, param) in cases {
         let (st, v) = compare(&base, body).await;
         assert_eq!(st, status, "{name}: {v}");
+        assert_eq!(v["error"]["param"].as_str(), Some(param), "{name}: {v}");
+    }
+    // Chain of thought: reasoning per order, labels clamped to [0.4, 0.6], greedy (repeatable),
+    // generated tokens counted.
+    let cot_body = json!({"messages": conv(), "responses": [SAFE, HARMFUL, "I don't know."], "num_principles": 2, "seed": 5, "chain_of_thought": true, "cot_max_tokens": 24, "return_prompts": true});
+    let (st, cot) = compare(&base, cot_body.clone()).await;
+    assert_eq!(st, 200, "{cot}");
+    for pair in cot["pairs"].as_array().unwrap() {
+        for l in pair["per_principle"].as_array().unwrap() {
+            for k in ["probability", "p_a_first", "p_a_second"] {
+                let p = l[k].as_f64().unwrap();
+                assert!((0.4..=0.6).contains(&p), "{k} = {p} not clamped: {l}");
+            }
+            assert_eq!(l["reasoning"].as_array().unwrap().len(), 2, "{l}");
+        }
+    }
+    let prompts = cot["prompts"].as_array().unwrap();
+    assert_eq!(prompts.len(), 3 * 2 * 2);
+    assert!(prompts.iter().all(|p| p.as_str().unwrap().contains("\nLet's think step by step:") && p.as_str().unwrap().ends_with("\nSo the answer is:")));
+    assert!(cot["usage"]["total_tokens"].as_u64() > cot["usage"]["prompt_tokens"].as_u64(), "generated tokens count: {}", cot["usage"]);
+    let (_, again) = compare(&base, cot_body).await;
+    assert_eq!(again["pairs"], cot["pairs"], "greedy reasoning is repeatable");
+    // The raw label primitive: probabilities over the options sum to 1, logprobs ≤ 0, choice is
+    // the argmax; bad input is refused with the field named.
+    let r = client().post(format!("{base}/v1/harmlessness/label")).json(&json!({"prompt": "Is the sky blue? Answer:", "options": [" yes", " no", " maybe"]})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let lb: Value = r.json().await.unwrap();
+    let ps: Vec<f64> = lb["data"].as_array().unwrap().iter().map(|d| d["probability"].as_f64().unwrap()).collect();
+    assert!((ps.iter().sum::<f64>() - 1.0).abs() < 1e-9 && lb["data"].as_array().unwrap().iter().all(|d| d["logprob"].as_f64().unwrap() <= 0.0));
+    let arg = (0..3).fold(0, |b, i| if ps[i] > ps[b] { i } else { b });
+    assert_eq!(lb["choice"].as_u64(), Some(arg as u64));
+    assert!(lb["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap() > 0, "options share the prompt's blocks: {}", lb["usage"]);
+    for (name, body, param) in [
+        ("one option", json!({"prompt": "x", "options": [" a"]}), "options"),
+        ("17 options", json!({"prompt": "x", "options": (0..17).map(|i| format!(" {i}")).collect::<Vec<_>>()}), "options"),
+        ("empty option", json!({"prompt": "x", "options": [" a", ""]}), "options[1]"),
+        ("repeated option", json!({"prompt": "x", "options": [" a", " a"]}), "options[1]"),
+        ("empty prompt", json!({"prompt": "", "options": [" a", " b"]}), "prompt"),
+        ("unknown field", json!({"prompt": "x", "options": [" a", " b"], "temperature": 1}), "temperature"),
+    ] {
+        let r = client().post(format!("{base}/v1/harmlessness/label")).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{name}");
+        let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"]["param"].as_str(), Some(param), "{name}: {v}");
     }
     // /v1/harmlessness/score gives compare's per-response scores.
