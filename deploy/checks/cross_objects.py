@@ -164,24 +164,31 @@ def main(argv=None):
 
 
 def check(a):
-    names = exported(open(a.metrics).read())
+    with open(a.metrics) as f:
+        names = exported(f.read())
     if not names:
         return [f"{a.metrics}: no metrics (is it a /metrics exposition?)"]
     errs, adapter_metrics = [], set()
     if a.adapter:
-        rules = yaml.safe_load(open(a.adapter))["rules"]["custom"]
+        with open(a.adapter) as f:
+            rules = yaml.safe_load(f)["rules"]["custom"]
         for r in rules:
             for n in sorted(metric_names(r["seriesQuery"]) - names):
                 errs.append(f"{a.adapter}: rule series {n} is not exported by the server")
             adapter_metrics.add(r["name"].get("as") or r["name"]["matches"].strip("^$"))
     for path in filter(None, [a.alerts]):
-        for n in sorted(metric_names(open(path).read()) - names):
+        with open(path) as f:
+            used = metric_names(f.read())
+        for n in sorted(used - names):
             errs.append(f"{path}: uses {n}, which the server does not export")
     if a.dashboard:
-        for n in sorted(metric_names(json.dumps(json.load(open(a.dashboard)))) - names):
+        with open(a.dashboard) as f:
+            used = metric_names(json.dumps(json.load(f)))
+        for n in sorted(used - names):
             errs.append(f"{a.dashboard}: uses {n}, which the server does not export")
     for path in a.rendered:
-        docs = [d for d in yaml.safe_load_all(open(path)) if d]
+        with open(path) as f:
+            docs = [d for d in yaml.safe_load_all(f) if d]
         errs += check_release(docs, names, adapter_metrics, path)
     return errs
 

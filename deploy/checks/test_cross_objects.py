@@ -19,8 +19,10 @@ import cross_objects as co  # noqa: E402
 class CrossObjects(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.docs = [d for d in yaml.safe_load_all(open(os.environ["HHH_RENDERED"])) if d]
-        cls.names = co.exported(open(os.environ["HHH_METRICS"]).read())
+        with open(os.environ["HHH_RENDERED"]) as f:
+            cls.docs = [d for d in yaml.safe_load_all(f) if d]
+        with open(os.environ["HHH_METRICS"]) as f:
+            cls.names = co.exported(f.read())
         cls.adapter = {"hhh_num_requests_waiting", "hhh_kv_cache_usage_ratio"}
 
     def problems(self, mutate):

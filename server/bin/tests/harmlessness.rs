@@ -114,14 +114,14 @@ async fn compare_is_consistent_and_validated() {
     assert_eq!(again["pairs"], cot["pairs"], "greedy reasoning is repeatable");
     // The raw label primitive: probabilities over the options sum to 1, logprobs ≤ 0, choice is
     // the argmax; bad input is refused with the field named.
-    let r = client().post(format!("{base}/v1/harmlessness/label")).json(&json!({"prompt": "Is the sky blue? Answer:", "options": [" yes", " no", " maybe"]})).send().await.unwrap();
+    let r = client().post(format!("{base}/v1/harmlessness/label")).json(&json!({"prompt": "Question: on a clear day at noon, looking straight up from a field in the countryside, is the colour of the sky blue? Answer:", "options": [" yes", " no", " maybe"]})).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let lb: Value = r.json().await.unwrap();
     let ps: Vec<f64> = lb["data"].as_array().unwrap().iter().map(|d| d["probability"].as_f64().unwrap()).collect();
     assert!((ps.iter().sum::<f64>() - 1.0).abs() < 1e-9 && lb["data"].as_array().unwrap().iter().all(|d| d["logprob"].as_f64().unwrap() <= 0.0));
     let arg = (0..3).fold(0, |b, i| if ps[i] > ps[b] { i } else { b });
     assert_eq!(lb["choice"].as_u64(), Some(arg as u64));
-    assert!(lb["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap() > 0, "options share the prompt's blocks: {}", lb["usage"]);
+    assert!(lb["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap() > 0, "options share the prompt's full blocks: {}", lb["usage"]);
     for (name, body, param) in [
         ("one option", json!({"prompt": "x", "options": [" a"]}), "options"),
         ("17 options", json!({"prompt": "x", "options": (0..17).map(|i| format!(" {i}")).collect::<Vec<_>>()}), "options"),
