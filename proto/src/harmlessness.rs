@@ -188,6 +188,10 @@ pub struct HarmlessnessOptions {
     /// scored, in sampling order.
     #[serde(default)]
     pub select: Option<String>,
+    /// Constitutional scorer: the feedback model to ask (default: the chat model; or a model
+    /// served with `--feedback-model`).
+    #[serde(default)]
+    pub feedback_model: Option<String>,
 }
 
 /// One choice's harmlessness.

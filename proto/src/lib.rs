@@ -194,6 +194,9 @@ pub struct ChatChunkChoice {
     pub delta: ChatDelta,
     pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Option<String>,
+    /// Extension: this choice's harmlessness (streams with `harmlessness`, on the first chunk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harmlessness: Option<crate::harmlessness::ChoiceHarmlessness>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -205,6 +208,10 @@ pub struct ChatCompletionChunk {
     pub choices: Vec<ChatChunkChoice>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// Extension: the selection summary (streams with `harmlessness`, on the last chunk before
+    /// `[DONE]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harmlessness: Option<crate::harmlessness::HarmlessnessSummary>,
 }
 
 /// Legacy completions logprobs (`echo` puts the prompt tokens first, the first one `null`).

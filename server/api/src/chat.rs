@@ -90,7 +90,7 @@ pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<R
     st.check_generation_model(&req.model)?;
     let msgs = template_messages(&req.messages)?;
     let n = match &req.harmlessness {
-        Some(h) => crate::harmlessness::check_options(h, req.sampling.stream, req.sampling.n, st.limits.max_n)?,
+        Some(h) => crate::harmlessness::check_options(h, req.sampling.n, st.limits.max_n)?,
         None => n_choices(&req.sampling, &st.limits)?,
     };
     let stops = stop_strings(&req.sampling, &st.limits)?;
@@ -115,7 +115,7 @@ pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<R
     }
     let id = new_id("chatcmpl");
     let prompt_len = prompt.len();
-    if req.sampling.stream {
+    if req.sampling.stream && req.harmlessness.is_none() {
         let include_usage = req.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
         return Ok(([("x-accel-buffering", "no")], sse(st, id, req.model, stream::select_all(streams), n, prompt_len, include_usage, top.is_some())).into_response());
     }
@@ -151,7 +151,33 @@ pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<R
         }
         None => (choices, None),
     };
-    Ok(Json(ChatCompletionResponse { id, object: "chat.completion".into(), created: now(), model: req.model, choices, usage, harmlessness }).into_response())
+    let resp = ChatCompletionResponse { id, object: "chat.completion".into(), created: now(), model: req.model, choices, usage, harmlessness };
+    if req.sampling.stream {
+        // With `harmlessness` the stream can only start after selection: the selected choices are
+        // sent whole, then the finish reasons, the usage and the summary.
+        let include_usage = req.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
+        return Ok(([("x-accel-buffering", "no")], selected_sse(resp, include_usage)).into_response());
+    }
+    Ok(Json(resp).into_response())
+}
+
+/// The SSE form of a finished (selected) chat response.
+fn selected_sse(resp: ChatCompletionResponse, include_usage: bool) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+    let chunk = |choices: Vec<ChatChunkChoice>, usage: Option<Usage>, h: Option<HarmlessnessSummary>| {
+        let c = ChatCompletionChunk { id: resp.id.clone(), object: "chat.completion.chunk".into(), created: resp.created, model: resp.model.clone(), choices, usage, harmlessness: h };
+        Ok(Event::default().data(serde_json::to_string(&c).unwrap_or_default()))
+    };
+    let mut events = Vec::new();
+    for c in &resp.choices {
+        let d = ChatDelta { role: Some("assistant".into()), content: Some(c.message.content.clone()) };
+        events.push(chunk(vec![ChatChunkChoice { index: c.index, delta: d, logprobs: c.logprobs.clone(), finish_reason: None, harmlessness: c.harmlessness.clone() }], None, None));
+    }
+    for c in &resp.choices {
+        events.push(chunk(vec![ChatChunkChoice { index: c.index, delta: ChatDelta::default(), logprobs: None, finish_reason: c.finish_reason.clone(), harmlessness: None }], None, None));
+    }
+    events.push(chunk(vec![], include_usage.then(|| resp.usage.clone()), resp.harmlessness.clone()));
+    events.push(Ok(Event::default().data("[DONE]")));
+    Sse::new(stream::iter(events)).keep_alive(KeepAlive::default())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -167,13 +193,13 @@ fn sse(
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
     let created = now();
     let chunk = move |choices: Vec<ChatChunkChoice>, usage: Option<Usage>| {
-        let c = ChatCompletionChunk { id: id.clone(), object: "chat.completion.chunk".into(), created, model: model.clone(), choices, usage };
+        let c = ChatCompletionChunk { id: id.clone(), object: "chat.completion.chunk".into(), created, model: model.clone(), choices, usage, harmlessness: None };
         Event::default().data(serde_json::to_string(&c).unwrap_or_default())
     };
     let s = async_stream::stream! {
         for i in 0..n {
             let d = ChatDelta { role: Some("assistant".into()), content: Some(String::new()) };
-            yield Ok(chunk(vec![ChatChunkChoice { index: i, delta: d, logprobs: None, finish_reason: None }], None));
+            yield Ok(chunk(vec![ChatChunkChoice { index: i, delta: d, logprobs: None, finish_reason: None, harmlessness: None }], None));
         }
         let mut usage = Usage { prompt_tokens: prompt_len, ..Default::default() };
         while let Some(ev) = events.next().await {
@@ -184,7 +210,7 @@ fn sse(
                         continue;
                     }
                     let d = ChatDelta { role: None, content: Some(text) };
-                    yield Ok(chunk(vec![ChatChunkChoice { index, delta: d, logprobs: lp, finish_reason: None }], None));
+                    yield Ok(chunk(vec![ChatChunkChoice { index, delta: d, logprobs: lp, finish_reason: None, harmlessness: None }], None));
                 }
                 ChoiceEvent::Done { index, finish_reason, usage: u, error } => {
                     if let Some(e) = error {
@@ -193,7 +219,7 @@ fn sse(
                     usage.completion_tokens += u.completion_tokens;
                     let cached = usage.prompt_tokens_details.as_ref().map_or(0, |d| d.cached_tokens).max(u.cached_tokens);
                     usage.prompt_tokens_details = Some(PromptTokensDetails { cached_tokens: cached });
-                    yield Ok(chunk(vec![ChatChunkChoice { index, delta: ChatDelta::default(), logprobs: None, finish_reason: Some(finish_reason) }], None));
+                    yield Ok(chunk(vec![ChatChunkChoice { index, delta: ChatDelta::default(), logprobs: None, finish_reason: Some(finish_reason), harmlessness: None }], None));
                 }
                 ChoiceEvent::PromptLogprobs { .. } => {}
             }

@@ -120,14 +120,8 @@ pub async fn score(State(st): State<AppState>, body: Body) -> Result<Json<Harmle
 }
 
 async fn run_compare(st: &AppState, req: CompareRequest) -> Result<CompareResponse, ApiError> {
-    let model = req.model.clone().unwrap_or_else(|| st.model_name.clone());
-    if model != st.model_name || !st.generates {
-        return Err(if st.scorers.iter().any(|s| s.name == model) || model == st.model_name {
-            ApiError::invalid("model", format!("`{model}` cannot be the feedback model: it must be the served chat model `{}`.", st.model_name))
-        } else {
-            ApiError::model_not_found(&model)
-        });
-    }
+    let fm = st.feedback_model(req.model.as_deref())?;
+    let model = fm.name.clone();
     let cot = req.chain_of_thought.unwrap_or(false);
     let cot_tokens = req.cot_max_tokens.unwrap_or(crate::cot::DEFAULT_TOKENS);
     if req.cot_max_tokens.is_some() && !cot {
@@ -185,9 +179,9 @@ async fn run_compare(st: &AppState, req: CompareRequest) -> Result<CompareRespon
 
     // Build every prompt; every (prompt, option) is one engine request, submitted together (in
     // waves of `scoring::MAX_IN_FLIGHT` for large calls).
-    let tok = st.tokenizer.clone();
+    let tok = fm.tokenizer.clone();
     let opt_tokens: Vec<Vec<u32>> = OPTIONS.iter().map(|o| tok.encode_as_text(o)).collect::<Result<_, _>>().map_err(|e| ApiError::internal(e.to_string()))?;
-    let max_len = st.engine.info().max_model_len;
+    let max_len = fm.engine.info().max_model_len;
     let mut usage = ScoringUsage::default();
     let mut cached = 0;
     // One question per (pair, principle, order), in that order.
@@ -202,7 +196,7 @@ async fn run_compare(st: &AppState, req: CompareRequest) -> Result<CompareRespon
     }
     // Chain of thought: generate every reasoning first (batched), then score after it.
     let reasoning: Option<Vec<String>> = if cot {
-        let rs = crate::cot::reason(&st.engine, &st.tokenizer, &questions, cot_tokens, st.request_timeout).await?;
+        let rs = crate::cot::reason(&fm.engine, &fm.tokenizer, &questions, cot_tokens, st.request_timeout).await?;
         for r in &rs {
             usage.prompt_tokens += r.prompt_tokens;
             usage.total_tokens += r.completion_tokens;
@@ -234,7 +228,7 @@ async fn run_compare(st: &AppState, req: CompareRequest) -> Result<CompareRespon
             asks.push(Ask { pair: pi, principle: ki, order, option: oi });
         }
     }
-    let results = crate::scoring::run_waves(&st.engine, jobs, st.request_timeout, |mut h| async move {
+    let results = crate::scoring::run_waves(&fm.engine, jobs, st.request_timeout, |mut h| async move {
         let mut total = 0.0f64;
         while let Some(ev) = h.recv().await {
             match ev {
@@ -306,20 +300,6 @@ async fn run_compare(st: &AppState, req: CompareRequest) -> Result<CompareRespon
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn normalisation_and_prompt_shape() {
-        assert!((normalise(-1.0, -1.0) - 0.5).abs() < 1e-12);
-        assert!((normalise(0.0, -800.0) - 1.0).abs() < 1e-12);
-        assert!((normalise(-2.0, -1.0) + normalise(-1.0, -2.0) - 1.0).abs() < 1e-12);
-        let p = feedback_prompt("", "Human: hi", "Which is kinder?", "yes", "no");
-        assert_eq!(p, "Consider the following conversation between a human and an assistant:\nHuman: hi\nWhich is kinder?\nOptions:\n(A) yes\n(B) no\nThe answer is:");
-    }
-}
-
 /// Placeholder scored in place of an empty candidate (the feedback prompt needs text).
 pub const EMPTY_CANDIDATE: &str = "(no response)";
 
@@ -332,7 +312,7 @@ pub async fn select_choices(st: &AppState, messages: &[ChatMessage], opts: &Harm
     let (scores, principles, position_bias) = match scorer.as_str() {
         "constitutional" => {
             let req = CompareRequest {
-                model: None,
+                model: opts.feedback_model.clone(),
                 messages: messages.to_vec(),
                 responses: texts,
                 principle_ids: None,
@@ -389,10 +369,7 @@ fn rename_param(mut e: ApiError, prefix: &str) -> ApiError {
 }
 
 /// Validate the extension; returns the number of candidates to sample.
-pub fn check_options(opts: &HarmlessnessOptions, stream: bool, n: Option<i64>, max_n: usize) -> Result<usize, ApiError> {
-    if stream {
-        return Err(ApiError::invalid("harmlessness", "`harmlessness` needs the candidates before anything is sent: it cannot be combined with `stream` yet."));
-    }
+pub fn check_options(opts: &HarmlessnessOptions, n: Option<i64>, max_n: usize) -> Result<usize, ApiError> {
     if n.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid("n", "With `harmlessness`, set the number of samples with `harmlessness.candidates`, not `n`."));
     }
@@ -408,4 +385,18 @@ pub fn check_options(opts: &HarmlessnessOptions, stream: bool, n: Option<i64>, m
         }
     }
     Ok(k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation_and_prompt_shape() {
+        assert!((normalise(-1.0, -1.0) - 0.5).abs() < 1e-12);
+        assert!((normalise(0.0, -800.0) - 1.0).abs() < 1e-12);
+        assert!((normalise(-2.0, -1.0) + normalise(-1.0, -2.0) - 1.0).abs() < 1e-12);
+        let p = feedback_prompt("", "Human: hi", "Which is kinder?", "yes", "no");
+        assert_eq!(p, "Consider the following conversation between a human and an assistant:\nHuman: hi\nWhich is kinder?\nOptions:\n(A) yes\n(B) no\nThe answer is:");
+    }
 }

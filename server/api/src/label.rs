@@ -24,8 +24,8 @@ pub const MAX_OPTIONS: usize = 16;
 /// `POST /v1/harmlessness/label`.
 pub async fn label(State(st): State<AppState>, body: Body) -> Result<Json<LabelResponse>, ApiError> {
     let req: LabelRequest = read_json_only(body, &st.limits, &["model", "prompt", "options"]).await?;
-    let model = req.model.clone().unwrap_or_else(|| st.model_name.clone());
-    st.check_generation_model(&model)?;
+    let fm = st.feedback_model(req.model.as_deref())?;
+    let model = fm.name.clone();
     if req.prompt.is_empty() {
         return Err(ApiError::invalid("prompt", "`prompt` must not be empty."));
     }
@@ -33,10 +33,10 @@ pub async fn label(State(st): State<AppState>, body: Body) -> Result<Json<LabelR
     if !(2..=MAX_OPTIONS).contains(&k) {
         return Err(ApiError::invalid("options", format!("`options` must hold between 2 and {MAX_OPTIONS} strings, got {k}.")));
     }
-    let tok = &st.tokenizer;
+    let tok = &fm.tokenizer;
     let mut prompt: Vec<u32> = tok.bos_for_text().into_iter().collect();
     prompt.extend(tok.encode_as_text(&req.prompt).map_err(|e| ApiError::internal(e.to_string()))?);
-    let max_len = st.engine.info().max_model_len;
+    let max_len = fm.engine.info().max_model_len;
     let mut jobs = Vec::with_capacity(k);
     let mut lens = Vec::with_capacity(k);
     let mut usage = ScoringUsage::default();
@@ -57,7 +57,7 @@ pub async fn label(State(st): State<AppState>, body: Body) -> Result<Json<LabelR
         lens.push(ids.len());
         jobs.push((full, SamplingParams { max_tokens: 0, prompt_logprobs: Some(0), prompt_logprobs_start: prompt.len(), pooling: Some(PoolingParams::default()), ..Default::default() }));
     }
-    let results = crate::scoring::run_waves(&st.engine, jobs, st.request_timeout, |mut h| async move {
+    let results = crate::scoring::run_waves(&fm.engine, jobs, st.request_timeout, |mut h| async move {
         let mut total = 0.0f64;
         while let Some(ev) = h.recv().await {
             match ev {

@@ -73,6 +73,16 @@ pub struct Scorer {
     pub num_labels: usize,
 }
 
+/// A generative model that answers the constitutional feedback routes (`/v1/harmlessness/compare`,
+/// `/score`, `/label` and the chat extension): the chat model itself, or a model loaded with
+/// `--feedback-model`, with its own engine.
+#[derive(Clone)]
+pub struct FeedbackModel {
+    pub name: String,
+    pub engine: EngineClient,
+    pub tokenizer: Arc<Tokenizer>,
+}
+
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -87,6 +97,8 @@ pub struct AppState {
     pub generates: bool,
     /// Models that score (the primary one first when it has a head).
     pub scorers: Arc<Vec<Scorer>>,
+    /// Extra feedback models (`--feedback-model`); the chat model is always one too.
+    pub feedback_models: Arc<Vec<FeedbackModel>>,
     /// Principles of the constitutional feedback routes (`--constitution`, default built in).
     pub constitution: Arc<constitution::Constitution>,
     pub limits: Limits,
@@ -119,6 +131,7 @@ impl AppState {
             model_name,
             generates: true,
             scorers: Arc::new(Vec::new()),
+            feedback_models: Arc::new(Vec::new()),
             constitution: Arc::new(constitution::Constitution::parse(constitution::DEFAULT_CONSTITUTION).map_err(ApiError::internal)?),
             limits,
             ready: Arc::new(AtomicBool::new(false)),
@@ -141,7 +154,26 @@ impl AppState {
         if self.scorers.iter().any(|s| s.name == model) {
             return Err(ApiError::invalid("model", format!("`{model}` is a preference model: it only scores (use /v1/rewards or /v1/preferences).")));
         }
+        if self.feedback_models.iter().any(|f| f.name == model) {
+            return Err(ApiError::invalid("model", format!("`{model}` is a feedback model: it only answers /v1/harmlessness/compare, /score and /label.")));
+        }
         Err(ApiError::model_not_found(model))
+    }
+
+    /// The feedback model named `model`; without a name, the chat model (or, on a scoring-only
+    /// server, the first `--feedback-model`). 400 for a model that cannot generate, 404 when unknown.
+    pub fn feedback_model(&self, model: Option<&str>) -> Result<FeedbackModel, ApiError> {
+        let chat = || FeedbackModel { name: self.model_name.clone(), engine: self.engine.clone(), tokenizer: self.tokenizer.clone() };
+        match model {
+            None if self.generates => Ok(chat()),
+            None => self.feedback_models.first().cloned().ok_or_else(|| ApiError::invalid("model", "This server has no generative model to ask for feedback (start it with --feedback-model).")),
+            Some(m) if m == self.model_name && self.generates => Ok(chat()),
+            Some(m) => match self.feedback_models.iter().find(|f| f.name == m) {
+                Some(f) => Ok(f.clone()),
+                None if self.scorers.iter().any(|s| s.name == m) => Err(ApiError::invalid("model", format!("`{m}` cannot be the feedback model: it is a preference model (scores only); use the chat model or a --feedback-model."))),
+                None => Err(ApiError::model_not_found(m)),
+            },
+        }
     }
 
     /// The scoring model named `model`: 404 when unknown, 400 when it has no reward head.

@@ -31,6 +31,9 @@ pub async fn models(State(st): State<AppState>) -> Json<ModelList> {
     for s in st.scorers.iter().filter(|s| !(st.generates && s.name == st.model_name)) {
         data.push(card(&s.name, s.kind, vec!["score"], s.engine.info().max_model_len));
     }
+    for f in st.feedback_models.iter() {
+        data.push(card(&f.name, "feedback", vec!["harmlessness"], f.engine.info().max_model_len));
+    }
     Json(ModelList { object: "list".into(), data })
 }
 

@@ -120,6 +120,20 @@ pub struct ServeArgs {
     /// Exact number of KV-cache blocks of the preference model.
     #[arg(long, env = "HHH_PREFERENCE_NUM_KV_BLOCKS")]
     pub preference_num_kv_blocks: Option<usize>,
+    /// A second generative model for the constitutional feedback routes (`model` in
+    /// /v1/harmlessness/compare, /score, /label and the chat extension's `feedback_model`), with
+    /// its own engine and KV pool: a GGUF file or a Hugging Face causal-LM directory.
+    #[arg(long, env = "HHH_FEEDBACK_MODEL")]
+    pub feedback_model: Option<PathBuf>,
+    /// Name of the feedback model in `model` (default: its file or directory name + `-feedback`).
+    #[arg(long, env = "HHH_FEEDBACK_MODEL_NAME")]
+    pub feedback_model_name: Option<String>,
+    /// KV-cache size of the feedback model in GiB (ignored with --feedback-num-kv-blocks).
+    #[arg(long, env = "HHH_FEEDBACK_KV_CACHE_GB", default_value_t = 0.5)]
+    pub feedback_kv_cache_gb: f64,
+    /// Exact number of KV-cache blocks of the feedback model.
+    #[arg(long, env = "HHH_FEEDBACK_NUM_KV_BLOCKS")]
+    pub feedback_num_kv_blocks: Option<usize>,
     /// Constitution file for /v1/harmlessness/* (default: the built-in one, the principles of
     /// Bai et al. 2022; format in docs/harmlessness.md).
     #[arg(long, env = "HHH_CONSTITUTION")]
@@ -290,6 +304,19 @@ pub async fn start(a: ServeArgs) -> anyhow::Result<Server> {
         extra_engines.push(loaded.engine.clone());
         scorers.push(Scorer { name: pm_name, kind: "preference", engine: loaded.engine, tokenizer: Arc::new(loaded.tokenizer), template: Arc::new(template), num_labels: n });
     }
+    let mut feedback = Vec::new();
+    if let Some(fm) = &a.feedback_model {
+        // Its own registry, like the preference model's (see docs/metrics.md).
+        let loaded = load_engine(&a, fm, None, a.feedback_kv_cache_gb, a.feedback_num_kv_blocks, Arc::new(Metrics::new()))?;
+        anyhow::ensure!(!loaded.seq_cls, "--feedback-model {} is a sequence-classification model: feedback needs a generative model", fm.display());
+        let fm_name = a.feedback_model_name.clone().unwrap_or_else(|| format!("{}-feedback", default_name(fm)));
+        anyhow::ensure!(fm_name != name && !scorers.iter().any(|s| s.name == fm_name), "the feedback model's name `{fm_name}` is taken; set --feedback-model-name");
+        warm_up(&loaded.engine).await?;
+        extra_engines.push(loaded.engine.clone());
+        tracing::info!(model = %fm_name, "feedback model enabled on /v1/harmlessness/*");
+        feedback.push(hhh_api::FeedbackModel { name: fm_name, engine: loaded.engine, tokenizer: Arc::new(loaded.tokenizer) });
+    }
+    state.feedback_models = Arc::new(feedback);
     if !scorers.is_empty() {
         tracing::info!(models = ?scorers.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), "scoring enabled on /v1/rewards, /v1/preferences, /get_reward, /pooling");
     }

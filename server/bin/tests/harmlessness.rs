@@ -206,8 +206,20 @@ async fn compare_is_consistent_and_validated() {
     assert_eq!(best["choices"].as_array().unwrap().len(), 1);
     assert_eq!(best["choices"][0]["message"]["content"].as_str().unwrap(), texts[sel], "same seed, same candidates, same selection");
     assert_eq!(best["choices"][0]["harmlessness"]["rank"], 0);
+    // Streaming with selection streams after selection: the same selected text, the choice's
+    // harmlessness on its first chunk, the summary and the usage at the end.
+    let body = json!({"model": MODEL, "messages": conv(), "max_tokens": 16, "temperature": 0.9, "seed": 11, "harmlessness": {"candidates": 3, "principles": 2}, "stream": true, "stream_options": {"include_usage": true}});
+    let text = client().post(format!("{base}/v1/chat/completions")).json(&body).send().await.unwrap().text().await.unwrap();
+    let chunks: Vec<Value> = text.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|d| *d != "[DONE]").map(|d| serde_json::from_str(d).unwrap()).collect();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let streamed: String = chunks.iter().flat_map(|c| c["choices"].as_array().unwrap().iter()).filter_map(|c| c["delta"]["content"].as_str()).collect();
+    assert_eq!(streamed, texts[sel]);
+    assert_eq!(chunks[0]["choices"][0]["harmlessness"]["rank"], 0, "{}", chunks[0]);
+    let last = chunks.last().unwrap();
+    assert_eq!(last["harmlessness"]["selected"].as_u64(), Some(sel as u64), "{last}");
+    assert_eq!((&last["usage"]["prompt_tokens"], &last["usage"]["completion_tokens"]), (&best["usage"]["prompt_tokens"], &best["usage"]["completion_tokens"]));
+    assert!(chunks.iter().any(|c| c["choices"][0]["finish_reason"].is_string()));
     for (name, h, extra, param) in [
-        ("stream", json!({}), json!({"stream": true}), "harmlessness"),
         ("n with candidates", json!({}), json!({"n": 2}), "n"),
         ("one constitutional candidate", json!({"candidates": 1}), json!({}), "harmlessness.candidates"),
         ("no reward model", json!({"scorer": "preference"}), json!({}), "harmlessness.scorer"),
@@ -245,4 +257,48 @@ async fn large_calls_fit_a_small_admission_queue() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["data"].as_array().unwrap().len(), 40);
     wait_idle(&s).await;
+}
+
+/// A second generative model (`--feedback-model`, here the same GGUF under another name, with
+/// its own engine) answers the feedback routes by name, with the same labels as the chat model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_separate_feedback_model_answers_by_name() {
+    let model = model_path();
+    let s = spawn(&["--feedback-model", model.to_str().unwrap(), "--feedback-model-name", "fb", "--feedback-num-kv-blocks", "128"]).await;
+    let base = s.base.clone();
+    let models: Value = client().get(format!("{base}/v1/models")).send().await.unwrap().json().await.unwrap();
+    let fb = models["data"].as_array().unwrap().iter().find(|m| m["id"] == "fb").unwrap_or_else(|| panic!("{models}"));
+    assert_eq!((fb["kind"].as_str(), fb["capabilities"][0].as_str()), (Some("feedback"), Some("harmlessness")));
+    let body = |m: Option<&str>| {
+        let mut b = json!({"messages": conv(), "responses": [SAFE, HARMFUL], "principle_ids": ["rl0", "rl1"]});
+        if let Some(m) = m {
+            b["model"] = json!(m);
+        }
+        b
+    };
+    let (st, chat) = compare(&base, body(None)).await;
+    assert_eq!(st, 200, "{chat}");
+    let (st, other) = compare(&base, body(Some("fb"))).await;
+    assert_eq!(st, 200, "{other}");
+    assert_eq!((chat["model"].as_str(), other["model"].as_str()), (Some(MODEL), Some("fb")));
+    let (a, b) = (chat["pairs"][0]["probability"].as_f64().unwrap(), other["pairs"][0]["probability"].as_f64().unwrap());
+    assert!((a - b).abs() < 1e-3, "same weights, same labels: {a} vs {b}");
+    // The label route takes it by name too.
+    let lb: Value = client().post(format!("{base}/v1/harmlessness/label")).json(&json!({"model": "fb", "prompt": "The answer is:", "options": [" (A)", " (B)"]})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(lb["model"], "fb", "{lb}");
+    // The chat extension can name it.
+    let r = client()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&json!({"model": MODEL, "messages": conv(), "max_tokens": 8, "seed": 1, "temperature": 1.0, "harmlessness": {"candidates": 2, "principles": 1, "feedback_model": "fb", "select": "all"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // It is not a chat model, and unknown feedback models are 404.
+    let r = client().post(format!("{base}/v1/chat/completions")).json(&json!({"model": "fb", "messages": conv(), "max_tokens": 1})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("feedback model"), "{v}");
+    let (st, v) = compare(&base, body(Some("nope"))).await;
+    assert_eq!(st, 404, "{v}");
 }
