@@ -142,6 +142,20 @@ pub struct ReviseRequest {
     /// Token limit of each critique and each revision (default 128).
     #[serde(default)]
     pub max_tokens: Option<usize>,
+    /// Send each round as a server-sent event when it is done, then the whole response.
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// A streamed round of `/v1/harmlessness/revise` (`stream: true`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct RevisionRoundEvent {
+    /// Always `"harmlessness.revision.round"`.
+    pub object: String,
+    /// Round number, from 0.
+    pub index: usize,
+    #[serde(flatten)]
+    pub round: RevisionRound,
 }
 
 /// One critique–revision round.

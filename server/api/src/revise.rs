@@ -25,19 +25,22 @@ use crate::validate::read_json_only;
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Extension, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
 use hhh_engine::SamplingParams;
 use hhh_proto::*;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use std::convert::Infallible;
 use std::sync::Arc;
 
 /// Most rounds per call.
 pub const MAX_ROUNDS: usize = 4;
 /// Largest `max_tokens` of one critique or revision.
 pub const MAX_STEP_TOKENS: usize = 512;
-const FIELDS: &[&str] = &["model", "messages", "response", "rounds", "principle_ids", "seed", "temperature", "max_tokens"];
+const FIELDS: &[&str] = &["model", "messages", "response", "rounds", "principle_ids", "seed", "temperature", "max_tokens", "stream"];
 /// Where a generated critique or revision ends.
 const STOPS: [&str; 4] = ["\n\nHuman:", "\n\nCritiqueRequest:", "\n\nRevisionRequest:", "\n\n"];
 
@@ -63,9 +66,80 @@ async fn continue_text(st: &AppState, ctx: &Arc<RequestCtx>, prompt: &str, param
     Err(ApiError::unavailable("the engine stopped"))
 }
 
-/// `POST /v1/harmlessness/revise`.
-pub async fn revise(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>, body: Body) -> Result<Json<ReviseResponse>, ApiError> {
+/// A validated revise call.
+struct Plan {
+    model: String,
+    conversation: String,
+    response: String,
+    /// Indices into the constitution's critique/revision principles, one per round.
+    chosen: Vec<usize>,
+    max_tokens: usize,
+    temperature: f32,
+    seed: u64,
+}
+
+/// `POST /v1/harmlessness/revise`: JSON when all rounds are done, or (`stream: true`) one
+/// server-sent event per round as it finishes, then the whole response and `[DONE]`. Validation
+/// errors are HTTP statuses either way; a failure during a stream is an `{"error"}` event.
+pub async fn revise(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>, body: Body) -> Result<Response, ApiError> {
     let req: ReviseRequest = read_json_only(body, &st.limits, FIELDS).await?;
+    let stream = req.stream;
+    let plan = plan(&st, req)?;
+    if !stream {
+        let mut state = (plan.response.clone(), Vec::new(), Usage::default());
+        for r in 0..plan.chosen.len() {
+            round(&st, &ctx, &plan, r, &mut state).await?;
+        }
+        return Ok(Json(finish(&plan, state)).into_response());
+    }
+    let s = async_stream::stream! {
+        let mut state = (plan.response.clone(), Vec::new(), Usage::default());
+        for r in 0..plan.chosen.len() {
+            match round(&st, &ctx, &plan, r, &mut state).await {
+                Ok(done) => {
+                    let ev = RevisionRoundEvent { object: "harmlessness.revision.round".into(), index: r, round: done };
+                    yield Ok::<_, Infallible>(Event::default().data(serde_json::to_string(&ev).unwrap_or_default()));
+                }
+                Err(e) => {
+                    yield Ok(Event::default().data(serde_json::to_string(&e.body()).unwrap_or_default()));
+                    return;
+                }
+            }
+        }
+        yield Ok(Event::default().data(serde_json::to_string(&finish(&plan, state)).unwrap_or_default()));
+        yield Ok(Event::default().data("[DONE]"));
+    };
+    Ok(([("x-accel-buffering", "no")], Sse::new(s).keep_alive(KeepAlive::default())).into_response())
+}
+
+/// The current response, the rounds so far and the token counts.
+type Progress = (String, Vec<RevisionRound>, Usage);
+
+/// Run round `r`: critique the current response, revise it; returns the round.
+async fn round(st: &AppState, ctx: &Arc<RequestCtx>, plan: &Plan, r: usize, (current, out, usage): &mut Progress) -> Result<RevisionRound, ApiError> {
+    let p = &st.constitution.critique_revision[plan.chosen[r]];
+    let params = |step: u64| SamplingParams { temperature: plan.temperature, max_tokens: plan.max_tokens, seed: plan.seed.wrapping_add(2 * r as u64 + step), ..Default::default() };
+    let base = format!("{}\n\nAssistant: {current}\n\nCritiqueRequest: {}\n\nCritique:", plan.conversation, p.critique_request);
+    let (critique, pt, ct) = continue_text(st, ctx, &base, params(0)).await?;
+    let with_rev = format!("{base} {critique}\n\nRevisionRequest: {}\n\nRevision:", p.revision_request);
+    let (revision, pt2, ct2) = continue_text(st, ctx, &with_rev, params(1)).await?;
+    usage.prompt_tokens += pt + pt2;
+    usage.completion_tokens += ct + ct2;
+    if !revision.is_empty() {
+        *current = revision.clone();
+    }
+    let done = RevisionRound { principle_id: p.id.clone(), critique_request: p.critique_request.clone(), critique, revision_request: p.revision_request.clone(), revision };
+    out.push(done.clone());
+    Ok(done)
+}
+
+fn finish(plan: &Plan, (current, rounds, mut usage): Progress) -> ReviseResponse {
+    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+    ReviseResponse { id: new_id("hrev"), object: "harmlessness.revision".into(), created: now(), model: plan.model.clone(), rounds, final_response: current, usage }
+}
+
+/// Validate the request and pick the principles.
+fn plan(st: &AppState, req: ReviseRequest) -> Result<Plan, ApiError> {
     let model = req.model.clone().unwrap_or_else(|| st.model_name.clone());
     st.check_generation_model(&model)?;
     if req.messages.is_empty() {
@@ -108,24 +182,5 @@ pub async fn revise(State(st): State<AppState>, Extension(ctx): Extension<Arc<Re
     if !(0.0..=2.0).contains(&temperature) {
         return Err(ApiError::invalid("temperature", format!("`temperature` must be in [0, 2], got {temperature}.")));
     }
-    let conversation = render_conversation(&req.messages)?;
-    let mut current = req.response.clone();
-    let mut out = Vec::with_capacity(rounds);
-    let mut usage = Usage::default();
-    for (r, &k) in chosen.iter().enumerate() {
-        let p = &all[k];
-        let params = |step: u64| SamplingParams { temperature, max_tokens, seed: req.seed.unwrap_or(0).wrapping_add(2 * r as u64 + step), ..Default::default() };
-        let base = format!("{conversation}\n\nAssistant: {current}\n\nCritiqueRequest: {}\n\nCritique:", p.critique_request);
-        let (critique, pt, ct) = continue_text(&st, &ctx, &base, params(0)).await?;
-        let with_rev = format!("{base} {critique}\n\nRevisionRequest: {}\n\nRevision:", p.revision_request);
-        let (revision, pt2, ct2) = continue_text(&st, &ctx, &with_rev, params(1)).await?;
-        usage.prompt_tokens += pt + pt2;
-        usage.completion_tokens += ct + ct2;
-        if !revision.is_empty() {
-            current = revision.clone();
-        }
-        out.push(RevisionRound { principle_id: p.id.clone(), critique_request: p.critique_request.clone(), critique, revision_request: p.revision_request.clone(), revision });
-    }
-    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
-    Ok(Json(ReviseResponse { id: new_id("hrev"), object: "harmlessness.revision".into(), created: now(), model, rounds: out, final_response: current, usage }))
+    Ok(Plan { model, conversation: render_conversation(&req.messages)?, response: req.response, chosen, max_tokens, temperature, seed: req.seed.unwrap_or(0) })
 }

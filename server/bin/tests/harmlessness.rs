@@ -163,8 +163,28 @@ async fn compare_is_consistent_and_validated() {
     let last = rounds.iter().rev().map(|r| r["revision"].as_str().unwrap()).find(|t| !t.is_empty()).unwrap_or(HARMFUL);
     assert_eq!(rev["final_response"].as_str().unwrap(), last);
     assert!(rev["usage"]["completion_tokens"].as_u64().unwrap() <= 4 * 24);
-    let (_, again) = post_rev(rev_body).await;
+    let (_, again) = post_rev(rev_body.clone()).await;
     assert_eq!(again["rounds"], rev["rounds"], "greedy revision is deterministic");
+    // Streamed: one event per round as it finishes, then the whole response, then [DONE]; the
+    // same rounds as the JSON answer.
+    let mut sb = rev_body;
+    sb["stream"] = json!(true);
+    let r = client().post(format!("{base}/v1/harmlessness/revise")).json(&sb).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let text = r.text().await.unwrap();
+    let events: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+    assert_eq!(events.len(), 4, "{text}");
+    assert_eq!(events[3], "[DONE]");
+    for i in 0..2 {
+        let ev: Value = serde_json::from_str(events[i]).unwrap();
+        assert_eq!((ev["object"].as_str(), ev["index"].as_u64()), (Some("harmlessness.revision.round"), Some(i as u64)));
+        for k in ["principle_id", "critique", "revision"] {
+            assert_eq!(ev[k], rounds[i][k], "round {i} {k}");
+        }
+    }
+    let whole: Value = serde_json::from_str(events[2]).unwrap();
+    assert_eq!((&whole["rounds"], &whole["final_response"]), (&rev["rounds"], &rev["final_response"]));
     for (name, body, param) in [
         ("zero rounds", json!({"messages": conv(), "response": HARMFUL, "rounds": 0}), "rounds"),
         ("too many rounds", json!({"messages": conv(), "response": HARMFUL, "rounds": 5}), "rounds"),
