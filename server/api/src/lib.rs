@@ -113,6 +113,9 @@ pub struct AppState {
     /// Per-request limit from arrival to the last token (`--request-timeout`).
     pub request_timeout: Option<Duration>,
     pub metrics: Arc<Metrics>,
+    /// Metrics of the additional engines (preference and feedback models), series labelled
+    /// `engine="<name>"`, rendered with the primary's on /metrics.
+    pub extra_metrics: Arc<Vec<Arc<Metrics>>>,
     /// Unix time the server started (for `/v1/models`).
     pub created: u64,
 }
@@ -140,6 +143,7 @@ impl AppState {
             api_keys: Arc::new(ApiKeys::default()),
             request_timeout: None,
             metrics,
+            extra_metrics: Arc::new(Vec::new()),
             created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         })
     }

@@ -67,9 +67,12 @@ pub async fn ready(State(st): State<AppState>) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": status}))).into_response()
 }
 
-/// Prometheus text exposition.
+/// Prometheus text exposition: the primary engine's metrics, and every additional engine's
+/// labelled `engine="<name>"`.
 pub async fn metrics(State(st): State<AppState>) -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], st.metrics.render()).into_response()
+    let mut parts: Vec<&hhh_metrics::Metrics> = vec![&st.metrics];
+    parts.extend(st.extra_metrics.iter().map(|m| m.as_ref()));
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], hhh_metrics::render_all(&parts)).into_response()
 }
 
 pub async fn tokenize(State(st): State<AppState>, body: Body) -> Result<Json<TokenizeResponse>, ApiError> {

@@ -288,14 +288,18 @@ pub async fn start(a: ServeArgs) -> anyhow::Result<Server> {
         scorers.push(Scorer { name: name.clone(), kind, engine: engine.clone(), tokenizer: state.tokenizer.clone(), template: state.template.clone(), num_labels: n });
     }
     let mut extra_engines = Vec::new();
+    let mut extra_metrics = Vec::new();
     if let Some(pm) = &a.preference_model {
-        // Its own registry: the exported metrics describe the main engine (see docs/metrics.md).
-        let loaded = load_engine(&a, pm, a.preference_head.as_deref(), a.preference_kv_cache_gb, a.preference_num_kv_blocks, Arc::new(Metrics::new()))?;
+        let pm_name = a.preference_model_name.clone().unwrap_or_else(|| format!("{}-pm", default_name(pm)));
+        anyhow::ensure!(pm_name != name, "the preference model's name `{pm_name}` is the same as the chat model's; set --preference-model-name");
+        // Its own registry, series labelled engine="<name>" (see docs/metrics.md).
+        let m = Arc::new(Metrics::for_engine(&pm_name));
+        let loaded = load_engine(&a, pm, a.preference_head.as_deref(), a.preference_kv_cache_gb, a.preference_num_kv_blocks, m.clone())?;
+        m.model_info.with_label_values(&[&pm_name, &loaded.dtype, "cpu", &a.block_size.to_string()]).set(1);
+        extra_metrics.push(m);
         let Some(n) = loaded.num_labels else {
             anyhow::bail!("--preference-model {} has no reward head: give --preference-head, or a *ForSequenceClassification directory", pm.display())
         };
-        let pm_name = a.preference_model_name.clone().unwrap_or_else(|| format!("{}-pm", default_name(pm)));
-        anyhow::ensure!(pm_name != name, "the preference model's name `{pm_name}` is the same as the chat model's; set --preference-model-name");
         let template = match loaded.tokenizer.chat_template() {
             Some(src) => Some(hhh_text::ChatTemplate::new(src, loaded.tokenizer.bos_token(), loaded.tokenizer.eos_token())?),
             None => None,
@@ -306,17 +310,21 @@ pub async fn start(a: ServeArgs) -> anyhow::Result<Server> {
     }
     let mut feedback = Vec::new();
     if let Some(fm) = &a.feedback_model {
-        // Its own registry, like the preference model's (see docs/metrics.md).
-        let loaded = load_engine(&a, fm, None, a.feedback_kv_cache_gb, a.feedback_num_kv_blocks, Arc::new(Metrics::new()))?;
-        anyhow::ensure!(!loaded.seq_cls, "--feedback-model {} is a sequence-classification model: feedback needs a generative model", fm.display());
         let fm_name = a.feedback_model_name.clone().unwrap_or_else(|| format!("{}-feedback", default_name(fm)));
         anyhow::ensure!(fm_name != name && !scorers.iter().any(|s| s.name == fm_name), "the feedback model's name `{fm_name}` is taken; set --feedback-model-name");
+        // Its own registry, like the preference model's (see docs/metrics.md).
+        let m = Arc::new(Metrics::for_engine(&fm_name));
+        let loaded = load_engine(&a, fm, None, a.feedback_kv_cache_gb, a.feedback_num_kv_blocks, m.clone())?;
+        m.model_info.with_label_values(&[&fm_name, &loaded.dtype, "cpu", &a.block_size.to_string()]).set(1);
+        extra_metrics.push(m);
+        anyhow::ensure!(!loaded.seq_cls, "--feedback-model {} is a sequence-classification model: feedback needs a generative model", fm.display());
         warm_up(&loaded.engine).await?;
         extra_engines.push(loaded.engine.clone());
         tracing::info!(model = %fm_name, "feedback model enabled on /v1/harmlessness/*");
         feedback.push(hhh_api::FeedbackModel { name: fm_name, engine: loaded.engine, tokenizer: Arc::new(loaded.tokenizer) });
     }
     state.feedback_models = Arc::new(feedback);
+    state.extra_metrics = Arc::new(extra_metrics);
     if !scorers.is_empty() {
         tracing::info!(models = ?scorers.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), "scoring enabled on /v1/rewards, /v1/preferences, /get_reward, /pooling");
     }

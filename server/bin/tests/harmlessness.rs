@@ -321,4 +321,16 @@ async fn a_separate_feedback_model_answers_by_name() {
     assert!(v["error"]["message"].as_str().unwrap().contains("feedback model"), "{v}");
     let (st, v) = compare(&base, body(Some("nope"))).await;
     assert_eq!(st, 404, "{v}");
+    // Its engine's metrics are on /metrics, labelled engine="fb", in one valid exposition.
+    let text = client().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let fb_prompt: f64 = text.lines().find_map(|l| l.strip_prefix("hhh_prompt_tokens_total{engine=\"fb\"} ")).unwrap_or_else(|| panic!("{text}")).parse().unwrap();
+    assert!(fb_prompt > 0.0, "the feedback engine counted its prompts");
+    assert!(text.contains("hhh_model_info{") && text.contains("engine=\"fb\""));
+    assert_eq!(text.matches("# TYPE hhh_prompt_tokens_total ").count(), 1);
+    let promtool = std::process::Command::new("sh").args(["-c", "command -v promtool"]).output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(promtool, "`promtool` is not installed: `apt-get install prometheus` (make test-deps does this)");
+    let mut lint = std::process::Command::new("promtool").args(["check", "metrics"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut lint.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = lint.wait_with_output().unwrap();
+    assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }

@@ -90,13 +90,27 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
 }
 
 impl Metrics {
-    /// A fresh registry with every metric registered (plus process metrics: RSS, CPU, fds).
+    /// A fresh registry with every metric registered (plus process metrics: RSS, CPU, fds). The
+    /// server's primary engine uses this one; its series carry no `engine` label.
     pub fn new() -> Self {
         let r = Registry::new_custom(Some("hhh".into()), None).expect("valid prefix");
         #[cfg(target_os = "linux")]
         {
             let _ = r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         }
+        Self::with_registry(r)
+    }
+
+    /// The metrics of an additional engine in the same process (a preference or feedback
+    /// model): the same names, every series labelled `engine="<name>"`, no process metrics.
+    /// Render them together with the primary's with [`render_all`].
+    pub fn for_engine(name: &str) -> Self {
+        let labels = std::collections::HashMap::from([("engine".to_string(), name.to_string())]);
+        let r = Registry::new_custom(Some("hhh".into()), Some(labels)).expect("valid prefix and label");
+        Self::with_registry(r)
+    }
+
+    fn with_registry(r: Registry) -> Self {
         let kv_usage = Gauge::new("kv_cache_usage_ratio", "Fraction of KV-cache blocks in use (0 to 1).").expect("valid gauge");
         r.register(Box::new(kv_usage.clone())).expect("unique metric name");
         let model_info = IntGaugeVec::new(Opts::new("model_info", "The served model (value is always 1)."), &["model", "dtype", "device", "block_size"]).expect("valid gauge");
@@ -135,11 +149,7 @@ impl Metrics {
 
     /// Prometheus text exposition of everything registered.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        let enc = TextEncoder::new();
-        // Encoding into a Vec cannot fail for well-formed metric families.
-        let _ = enc.encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        render_all(&[self])
     }
 
     /// Count one finished request (choice).
@@ -151,6 +161,27 @@ impl Metrics {
     pub fn rejected(&self, reason: &str) {
         self.requests_rejected.with_label_values(&[reason]).inc();
     }
+}
+
+/// One exposition of several registries (the primary engine's first): families with the same
+/// name are merged, so every name has one `# HELP` / `# TYPE` and the series of every engine.
+pub fn render_all(parts: &[&Metrics]) -> String {
+    let mut families: Vec<prometheus::proto::MetricFamily> = Vec::new();
+    for m in parts {
+        for mut f in m.registry.gather() {
+            match families.iter_mut().find(|g| g.name() == f.name()) {
+                Some(g) => {
+                    let more = f.take_metric();
+                    g.mut_metric().extend(more);
+                }
+                None => families.push(f),
+            }
+        }
+    }
+    let mut buf = Vec::new();
+    // Encoding into a Vec cannot fail for well-formed metric families.
+    let _ = TextEncoder::new().encode(&families, &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
 }
 
 impl Default for Metrics {
@@ -175,6 +206,23 @@ mod tests {
         assert!(text.contains("# TYPE hhh_time_to_first_token_seconds histogram"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("hhh_") || line.starts_with("process_"), "unprefixed series: {line}");
+        }
+    }
+
+    #[test]
+    fn engines_render_as_one_exposition_with_an_engine_label() {
+        let (main, pm) = (Metrics::new(), Metrics::for_engine("pm"));
+        main.prompt_tokens.inc_by(5);
+        pm.prompt_tokens.inc_by(7);
+        pm.finished("stop");
+        pm.model_info.with_label_values(&["pm", "q4_1", "cpu", "16"]).set(1);
+        let text = render_all(&[&main, &pm]);
+        assert!(text.contains("hhh_prompt_tokens_total 5\n"), "{text}");
+        assert!(text.contains("hhh_prompt_tokens_total{engine=\"pm\"} 7"), "{text}");
+        assert!(text.contains("hhh_requests_finished_total{finished_reason=\"stop\",engine=\"pm\"} 1"), "{text}");
+        assert!(text.contains("engine=\"pm\"") && text.contains("model=\"pm\""));
+        for family in ["hhh_prompt_tokens_total", "hhh_time_to_first_token_seconds", "hhh_model_info"] {
+            assert_eq!(text.matches(&format!("# TYPE {family} ")).count(), 1, "{family} typed once");
         }
     }
 }
