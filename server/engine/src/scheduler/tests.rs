@@ -318,7 +318,7 @@ fn prompt_logprobs_from_a_start_position_use_the_prefix_cache() {
     let options: [Vec<u32>; 3] = [vec![11, 12, 13], vec![14, 15], vec![16]];
     let params = SamplingParams { max_tokens: 1, prompt_logprobs: Some(0), prompt_logprobs_start: start, ..params(1) };
     let mut got: HashMap<u64, Vec<(usize, f32)>> = HashMap::new();
-    let mut run = |s: &mut Scheduler, ex: &mut FakeExec, got: &mut HashMap<u64, Vec<(usize, f32)>>| {
+    let run = |s: &mut Scheduler, ex: &mut FakeExec, got: &mut HashMap<u64, Vec<(usize, f32)>>| {
         while s.has_work() {
             let o = s.schedule();
             let batch = s.build_batch(&o);

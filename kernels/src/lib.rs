@@ -1,0 +1,27 @@
+//! hhh-kernels: the engine's custom compute kernels.
+//!
+//! Every kernel has a plain-Rust CPU implementation ([`cpu`]) that serves on CPU and is the
+//! reference for its CUDA twin (`cuda/*.cu`, compiled to PTX with the `cuda` feature); the CPU
+//! kernels are themselves checked against naive f64 implementations ([`reference`]).
+//!
+//! | kernel | CPU | CUDA |
+//! |---|---|---|
+//! | write new keys/values into the paged cache through the block tables (`reshape_and_cache`) | [`cpu::write_kv`] | `cuda/reshape_and_cache.cu` |
+//! | paged attention, decode and prefill chunks (causal, GQA, any context length) | [`cpu::paged_attention`] | `cuda/paged_attention.cu` (decode, split-context with log-sum-exp combine) |
+//!
+//! The CUDA sources are compiled (CI: `scripts/check-cuda.sh`, nvcc 13.0 from PyPI) but have
+//! not run on a GPU yet: no GPU machine was lent to the sessions that wrote them, and the
+//! cudarc launchers are not written (see docs/gpu.md).
+
+pub mod cpu;
+pub mod paged;
+pub mod reference;
+
+pub use paged::{PagedKvCache, SeqMeta};
+
+/// PTX of each CUDA kernel file, embedded at build time (`cuda` feature only).
+#[cfg(feature = "cuda")]
+pub mod ptx {
+    pub const RESHAPE_AND_CACHE: &str = include_str!(concat!(env!("OUT_DIR"), "/reshape_and_cache.ptx"));
+    pub const PAGED_ATTENTION: &str = include_str!(concat!(env!("OUT_DIR"), "/paged_attention.ptx"));
+}
