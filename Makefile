@@ -8,7 +8,7 @@ PYTHON      ?= python3
 HOST        ?= 127.0.0.1
 PORT        ?= 8000
 
-.PHONY: model build serve test test-deps test-rust test-python test-deploy bench fixtures clean
+.PHONY: model build serve test test-deps test-rust test-python test-deploy test-cuda-compile bench fixtures clean
 
 model: $(MODEL_FILE)
 
@@ -26,7 +26,7 @@ build:
 serve: model build
 	./target/release/hhh-server serve --model $(MODEL_FILE) --host $(HOST) --port $(PORT)
 
-test: model test-deps test-rust test-python test-deploy
+test: model test-deps test-rust test-python test-deploy test-cuda-compile
 
 # The reliability tests run a real Prometheus server and promtool (Debian's `prometheus`).
 test-deps:
@@ -49,6 +49,10 @@ test-python: build
 # promtool rule tests, cross-object check against a running server's /metrics).
 test-deploy: model build test-deps
 	bash deploy/validate.sh
+
+# Compile kernels/cuda/*.cu with nvcc 13.0 from PyPI (no GPU needed; the kernels do not run here).
+test-cuda-compile:
+	bash scripts/check-cuda.sh
 
 bench: model build
 	bash scripts/bench.sh
