@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// `POST /v1/harmlessness/compare`: which of the responses is less harmful, by the feedback
 /// model's multiple-choice answer under written principles.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompareRequest {
     /// The feedback model (default: the served chat model).
@@ -43,7 +43,7 @@ pub struct CompareRequest {
 }
 
 /// One principle's label for one pair.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct PrincipleLabel {
     pub principle_id: String,
     /// `P(a less harmful)` under this principle (the mean of both orders when debiasing).
@@ -59,7 +59,7 @@ pub struct PrincipleLabel {
 }
 
 /// The labels of one pair of responses.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct ComparePair {
     pub a: usize,
     pub b: usize,
@@ -68,7 +68,7 @@ pub struct ComparePair {
     pub per_principle: Vec<PrincipleLabel>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct CompareResponse {
     pub id: String,
     /// Always `"harmlessness.compare"`.
@@ -94,7 +94,7 @@ pub struct CompareResponse {
 }
 
 /// One response's harmlessness score.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct HarmlessnessScore {
     pub index: usize,
     /// Mean over the other responses of `P(this one is less harmful)`, in [0, 1].
@@ -102,7 +102,7 @@ pub struct HarmlessnessScore {
 }
 
 /// `POST /v1/harmlessness/score` (the request is a [`CompareRequest`]).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct HarmlessnessScoreResponse {
     pub id: String,
     /// Always `"harmlessness.score"`.
@@ -119,7 +119,7 @@ pub struct HarmlessnessScoreResponse {
 }
 
 /// `POST /v1/harmlessness/revise`: critique and revise a response (SL-CAI) for K rounds.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReviseRequest {
     /// The model that critiques and revises (default: the served chat model).
@@ -148,7 +148,7 @@ pub struct ReviseRequest {
 }
 
 /// A streamed round of `/v1/harmlessness/revise` (`stream: true`).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct RevisionRoundEvent {
     /// Always `"harmlessness.revision.round"`.
     pub object: String,
@@ -159,7 +159,7 @@ pub struct RevisionRoundEvent {
 }
 
 /// One critique–revision round.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct RevisionRound {
     pub principle_id: String,
     pub critique_request: String,
@@ -168,7 +168,7 @@ pub struct RevisionRound {
     pub revision: String,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct ReviseResponse {
     pub id: String,
     /// Always `"harmlessness.revision"`.
@@ -182,7 +182,7 @@ pub struct ReviseResponse {
 }
 
 /// The `harmlessness` extension of `/v1/chat/completions`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HarmlessnessOptions {
     /// Candidates to sample (default 4; replaces `n`).
@@ -209,7 +209,7 @@ pub struct HarmlessnessOptions {
 }
 
 /// One choice's harmlessness.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct ChoiceHarmlessness {
     /// Constitutional: mean P(less harmful) against the other candidates; preference: the reward.
     pub score: f64,
@@ -220,7 +220,7 @@ pub struct ChoiceHarmlessness {
 }
 
 /// Every candidate's score and what was selected.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct HarmlessnessSummary {
     pub scorer: String,
     /// Scores of all candidates, in sampling order.
@@ -235,7 +235,7 @@ pub struct HarmlessnessSummary {
 
 /// `POST /v1/harmlessness/label`: the raw label-scoring primitive — the probabilities of a set
 /// of option strings after one prompt.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct LabelRequest {
     /// The feedback model (default: the served chat model).
     #[serde(default)]
@@ -247,7 +247,7 @@ pub struct LabelRequest {
 }
 
 /// One option's result.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct OptionScore {
     pub index: usize,
     pub option: String,
@@ -258,7 +258,7 @@ pub struct OptionScore {
     pub num_tokens: usize,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct LabelResponse {
     pub id: String,
     /// Always `"harmlessness.label"`.

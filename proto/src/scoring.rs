@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// One input of `POST /v1/rewards`: a conversation and a response to it (rendered with the
 /// model's chat template, the response as the final assistant turn), or raw `text`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RewardInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -18,7 +18,7 @@ pub struct RewardInput {
 }
 
 /// `POST /v1/rewards`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct RewardsRequest {
     pub model: String,
     pub input: Vec<RewardInput>,
@@ -28,7 +28,7 @@ pub struct RewardsRequest {
 }
 
 /// Token counts of a scoring call (no completion tokens).
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct ScoringUsage {
     pub prompt_tokens: usize,
     pub total_tokens: usize,
@@ -38,7 +38,7 @@ pub struct ScoringUsage {
 }
 
 /// One input's result.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct RewardData {
     pub index: usize,
     /// Always `"reward"`.
@@ -51,7 +51,7 @@ pub struct RewardData {
     pub hidden: Option<Vec<f32>>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct RewardsResponse {
     pub id: String,
     /// Always `"list"`.
@@ -63,7 +63,7 @@ pub struct RewardsResponse {
 }
 
 /// `POST /v1/preferences`: one conversation, two or more responses to it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct PreferencesRequest {
     pub model: String,
     pub messages: Vec<ChatMessage>,
@@ -71,14 +71,14 @@ pub struct PreferencesRequest {
 }
 
 /// `P(responses[i] preferred over responses[j]) = sigmoid(r_i - r_j)`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct PairPreference {
     pub i: usize,
     pub j: usize,
     pub probability: f64,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct PreferencesResponse {
     pub id: String,
     /// Always `"preferences"`.
@@ -98,7 +98,7 @@ pub struct PreferencesResponse {
 }
 
 /// OpenRLHF's remote reward model request (`POST /get_reward`): full texts, already formatted.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct GetRewardRequest {
     pub query: Vec<String>,
     /// Sent by some OpenRLHF versions; not used (the texts in `query` already contain them).
@@ -110,14 +110,14 @@ pub struct GetRewardRequest {
 }
 
 /// OpenRLHF's response: `rewards` and the same values as `scores`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct GetRewardResponse {
     pub rewards: Vec<f32>,
     pub scores: Vec<f32>,
 }
 
 /// vLLM's `POST /pooling` input: a string, a list of strings, or token id lists.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum PoolingInput {
     One(String),
@@ -126,7 +126,7 @@ pub enum PoolingInput {
 }
 
 /// vLLM's `POST /pooling` (reward/classification models): `input` or `messages`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct PoolingRequest {
     pub model: Option<String>,
     #[serde(default)]
@@ -138,7 +138,7 @@ pub struct PoolingRequest {
     pub encoding_format: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct PoolingData {
     pub index: usize,
     /// Always `"pooling"`.
@@ -147,7 +147,7 @@ pub struct PoolingData {
     pub data: Vec<f32>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct PoolingResponse {
     pub id: String,
     pub object: String,

@@ -1,0 +1,99 @@
+//! The OpenAPI 3.0 document of the HTTP API, generated from the wire types (their JSON schemas
+//! come from `schemars`, so the document cannot drift from the types). `proto/openapi.json` is
+//! the committed copy; `cargo run -p hhh-proto --example openapi > proto/openapi.json` rewrites it
+//! and `proto/tests/openapi.rs` fails when it is stale or when a served route is missing.
+
+use crate::*;
+use schemars::generate::{SchemaGenerator, SchemaSettings};
+use schemars::JsonSchema;
+use serde_json::{json, Map, Value};
+
+/// One documented operation.
+struct Op {
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    request: Option<Value>,
+    response: Value,
+    /// Media type of the 200 response.
+    media: &'static str,
+    /// Also answers with `text/event-stream` when the request sets `stream`.
+    streams: bool,
+}
+
+fn body<T: JsonSchema>(g: &mut SchemaGenerator) -> Value {
+    g.subschema_for::<T>().to_value()
+}
+
+fn status_body() -> Value {
+    json!({"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]})
+}
+
+fn operations(g: &mut SchemaGenerator) -> Vec<Op> {
+    let op = |method, path, summary, request, response, streams| Op { method, path, summary, request, response, media: "application/json", streams };
+    let mut ops = vec![
+        op("post", "/v1/chat/completions", "Chat completion (OpenAI). `stream: true` gives server-sent `ChatCompletionChunk`s; the `harmlessness` extension samples candidates, scores and selects them.", Some(body::<ChatCompletionRequest>(g)), body::<ChatCompletionResponse>(g), true),
+        op("post", "/v1/completions", "Text completion (OpenAI legacy), with logprobs and echo; `stream: true` gives server-sent chunks.", Some(body::<CompletionRequest>(g)), body::<CompletionResponse>(g), true),
+        op("get", "/v1/models", "The served models with their kind (policy, preference, feedback) and capabilities.", None, body::<ModelList>(g), false),
+        op("post", "/v1/rewards", "Scalar rewards of (conversation, response) pairs or raw texts from a reward model.", Some(body::<RewardsRequest>(g)), body::<RewardsResponse>(g), false),
+        op("post", "/v1/preferences", "Rewards of several responses to one conversation, pairwise preference probabilities and a ranking.", Some(body::<PreferencesRequest>(g)), body::<PreferencesResponse>(g), false),
+        op("post", "/get_reward", "OpenRLHF-compatible reward scoring of full texts.", Some(body::<GetRewardRequest>(g)), body::<GetRewardResponse>(g), false),
+        op("post", "/pooling", "vLLM-compatible pooling: the reward head's outputs per input.", Some(body::<PoolingRequest>(g)), body::<PoolingResponse>(g), false),
+        op("post", "/v1/harmlessness/compare", "Constitutional AI feedback: soft labels for every pair of responses under sampled principles, ensembled and order-debiased, optionally with chain of thought.", Some(body::<CompareRequest>(g)), body::<CompareResponse>(g), false),
+        op("post", "/v1/harmlessness/score", "A relative harmlessness score in [0, 1] per response (mean P(less harmful) against the others).", Some(body::<CompareRequest>(g)), body::<HarmlessnessScoreResponse>(g), false),
+        op("post", "/v1/harmlessness/revise", "Critique and revision rounds (SL-CAI); `stream: true` sends each round as an event.", Some(body::<ReviseRequest>(g)), body::<ReviseResponse>(g), true),
+        op("post", "/v1/harmlessness/label", "The raw label-scoring primitive: probabilities of option strings after a prompt.", Some(body::<LabelRequest>(g)), body::<LabelResponse>(g), false),
+        op("post", "/tokenize", "Token ids of a prompt or of a chat rendered with the model's template.", Some(body::<TokenizeRequest>(g)), body::<TokenizeResponse>(g), false),
+        op("post", "/detokenize", "Text of token ids.", Some(body::<DetokenizeRequest>(g)), body::<DetokenizeResponse>(g), false),
+    ];
+    for (path, summary) in [
+        ("/health", "200 once the model is loaded and warmed up, 503 before and when the engine stopped."),
+        ("/health/live", "Liveness: 200 while the process serves HTTP."),
+        ("/health/ready", "Readiness: 200 when ready, 503 while loading, draining or after the engine stopped."),
+    ] {
+        ops.push(op("get", path, summary, None, status_body(), false));
+    }
+    ops.push(Op { method: "get", path: "/metrics", summary: "Prometheus text exposition (docs/metrics.md); no API key needed.", request: None, response: json!({"type": "string"}), media: "text/plain", streams: false });
+    ops
+}
+
+/// The OpenAPI document.
+pub fn document() -> Value {
+    let mut g = SchemaSettings::openapi3().into_generator();
+    let err = body::<ErrorResponse>(&mut g);
+    let mut paths = Map::new();
+    for o in operations(&mut g) {
+        let mut content = Map::new();
+        content.insert(o.media.into(), json!({"schema": o.response}));
+        if o.streams {
+            content.insert("text/event-stream".into(), json!({"schema": {"type": "string", "description": "Server-sent events (`data: <JSON>` lines, then `data: [DONE]`) when the request sets `stream: true`."}}));
+        }
+        let mut operation = json!({
+            "summary": o.summary,
+            "operationId": format!("{}{}", o.method, o.path.replace(['/', '.'], "_")),
+            "responses": {
+                "200": {"description": "OK", "content": content},
+                "4XX": {"description": "Bad request (the field and the limit are named in `error.param` / `error.message`), 401, 404 unknown model, 408 timeout, 413 body too large, 429 overloaded (with Retry-After)", "content": {"application/json": {"schema": err.clone()}}},
+                "5XX": {"description": "500 internal error; 503 draining, not ready or the engine stopped (with Retry-After)", "content": {"application/json": {"schema": err.clone()}}},
+            },
+        });
+        if let Some(r) = o.request {
+            operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": r}}});
+        }
+        if !o.path.starts_with("/health") && o.path != "/metrics" {
+            operation["security"] = json!([{"bearer": []}, {}]);
+        }
+        let entry = paths.entry(o.path.to_string()).or_insert_with(|| json!({}));
+        entry[o.method] = operation;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "hhh-serve", "version": env!("CARGO_PKG_VERSION"), "description": "OpenAI-compatible inference, preference-model scoring and constitutional harmlessness feedback. Generated from hhh-proto's wire types."},
+        "servers": [{"url": "http://127.0.0.1:8000"}],
+        "paths": paths,
+        "components": {
+            "schemas": g.take_definitions(true),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "Required on every route but /health* and /metrics when the server runs with --api-key."}},
+        },
+    })
+}

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""proto/openapi.json against the real server: the document is valid OpenAPI 3.0
+(openapi-spec-validator), and the request and 200 response of every JSON route (and one error)
+validate against its schemas (openapi-schema-validator, OAS 3.0 rules). Starts the release
+binary with the default model and reward head on 127.0.0.1.
+
+    python3 tests/openapi_conformance_test.py
+"""
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+from openapi_schema_validator import OAS30Validator
+from openapi_spec_validator import validate as validate_spec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL = "smollm2-135m-instruct"
+DOC = json.load(open(os.path.join(ROOT, "proto/openapi.json")))
+
+
+def check(value, schema, what):
+    """Validate against a schema of the document (its $refs resolve inside the document)."""
+    OAS30Validator({**schema, "components": DOC["components"]}).validate(value)
+    print(f"  ok: {what}")
+
+
+def call(base, method, path, body=None):
+    req = urllib.request.Request(base + path, method=method.upper(), data=None if body is None else json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=600) as r:
+            return r.status, r.headers.get("content-type", ""), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("content-type", ""), e.read()
+
+
+def main():
+    validate_spec(DOC)
+    print("openapi.json: valid OpenAPI 3.0")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    srv = subprocess.Popen([os.path.join(ROOT, "target/release/hhh-server"), "serve", "--port", str(port), "--num-kv-blocks", "512",
+                            "--reward-head", os.path.join(ROOT, "server/heads/smollm2-135m-instruct-hh-harmless.json")],
+                           cwd=ROOT, env=dict(os.environ, RUST_LOG="warn"))
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if urllib.request.urlopen(base + "/health/ready", timeout=1).status == 200:
+                    break
+            except Exception:
+                time.sleep(0.1)
+        else:
+            raise SystemExit("server did not become ready")
+        conv = [{"role": "user", "content": "My neighbour's dog barks all night. What should I do?"}]
+        responses = ["Talk to your neighbour politely.", "Poison the dog."]
+        bodies = {
+            ("post", "/v1/chat/completions"): {"model": MODEL, "messages": conv, "max_tokens": 8, "temperature": 0, "logprobs": True, "top_logprobs": 2},
+            ("post", "/v1/completions"): {"model": MODEL, "prompt": "The capital of France is", "max_tokens": 3, "echo": True, "logprobs": 1},
+            ("post", "/v1/rewards"): {"model": MODEL, "input": [{"messages": conv, "response": r} for r in responses]},
+            ("post", "/v1/preferences"): {"model": MODEL, "messages": conv, "responses": responses},
+            ("post", "/get_reward"): {"query": ["Human: hi\n\nAssistant: hello"]},
+            ("post", "/pooling"): {"model": MODEL, "input": ["some text"]},
+            ("post", "/v1/harmlessness/compare"): {"messages": conv, "responses": responses, "num_principles": 1},
+            ("post", "/v1/harmlessness/score"): {"messages": conv, "responses": responses, "num_principles": 1},
+            ("post", "/v1/harmlessness/revise"): {"messages": conv, "response": responses[1], "max_tokens": 8},
+            ("post", "/v1/harmlessness/label"): {"prompt": "Is the sky blue? Answer:", "options": [" yes", " no"]},
+            ("post", "/tokenize"): {"prompt": "hello world"},
+            ("post", "/detokenize"): {"tokens": [1, 2, 3]},
+        }
+        seen = 0
+        for path, item in DOC["paths"].items():
+            for method, op in item.items():
+                print(f"{method.upper()} {path}")
+                body = bodies.get((method, path))
+                if "requestBody" in op:
+                    assert body is not None, f"no request body prepared for {method} {path}"
+                    check(body, op["requestBody"]["content"]["application/json"]["schema"], "request")
+                status, ctype, raw = call(base, method, path, body)
+                assert status == 200, (path, status, raw[:300])
+                content = op["responses"]["200"]["content"]
+                if ctype.startswith("application/json"):
+                    check(json.loads(raw), content["application/json"]["schema"], "200 response")
+                else:
+                    assert "text/plain" in content and ctype.startswith("text/plain"), (path, ctype)
+                seen += 1
+        # An error response has the documented error shape.
+        status, _, raw = call(base, "post", "/v1/chat/completions", {"model": MODEL, "messages": conv, "temperature": 5})
+        assert status == 400
+        check(json.loads(raw), DOC["paths"]["/v1/chat/completions"]["post"]["responses"]["4XX"]["content"]["application/json"]["schema"], "400 response")
+        print(f"openapi conformance test: ok ({seen} operations)")
+    finally:
+        srv.terminate()
+        srv.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
