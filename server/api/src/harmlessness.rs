@@ -36,7 +36,7 @@ use crate::AppState;
 use axum::body::Body;
 use axum::extract::State;
 use axum::Json;
-use hhh_engine::{EngineEvent, PoolingParams, SamplingParams};
+use hhh_engine::{PoolingParams, SamplingParams};
 use hhh_proto::*;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -228,19 +228,7 @@ async fn run_compare(st: &AppState, req: CompareRequest) -> Result<CompareRespon
             asks.push(Ask { pair: pi, principle: ki, order, option: oi });
         }
     }
-    let results = crate::scoring::run_waves(&fm.engine, jobs, st.request_timeout, |mut h| async move {
-        let mut total = 0.0f64;
-        while let Some(ev) = h.recv().await {
-            match ev {
-                EngineEvent::PromptLogprobs { logprobs, .. } => total += logprobs.iter().map(|l| l.logprob as f64).sum::<f64>(),
-                EngineEvent::Finished { error: Some(e), .. } => return Err(ApiError::internal(format!("feedback scoring failed: {e}"))),
-                EngineEvent::Finished { cached_tokens, .. } => return Ok((total, cached_tokens)),
-                _ => {}
-            }
-        }
-        Err(ApiError::unavailable("the engine stopped"))
-    })
-    .await?;
+    let results = crate::scoring::run_waves(&fm.engine, jobs, st.request_timeout, |h| crate::label::option_logprob(h, "feedback scoring")).await?;
     // logprob[pair][principle][order][option]
     let mut lp = vec![vec![[[0.0f64; 2]; 2]; chosen.len()]; pairs.len()];
     for (ask, (l, c)) in asks.iter().zip(results) {

@@ -15,11 +15,27 @@ use crate::AppState;
 use axum::body::Body;
 use axum::extract::State;
 use axum::Json;
-use hhh_engine::{EngineEvent, PoolingParams, SamplingParams};
+use hhh_engine::{EngineEvent, PoolingParams, RequestHandle, SamplingParams};
 use hhh_proto::*;
 
 /// Most options per call.
 pub const MAX_OPTIONS: usize = 16;
+
+/// Drive one option-scoring request (prefill only, prompt logprobs over the option's tokens):
+/// the option's total logprob and the request's cached prompt tokens. `what` names the work in
+/// an engine error.
+pub(crate) async fn option_logprob(mut h: RequestHandle, what: &'static str) -> Result<(f64, usize), ApiError> {
+    let mut total = 0.0f64;
+    while let Some(ev) = h.recv().await {
+        match ev {
+            EngineEvent::PromptLogprobs { logprobs, .. } => total += logprobs.iter().map(|l| l.logprob as f64).sum::<f64>(),
+            EngineEvent::Finished { error: Some(e), .. } => return Err(ApiError::internal(format!("{what} failed: {e}"))),
+            EngineEvent::Finished { cached_tokens, .. } => return Ok((total, cached_tokens)),
+            _ => {}
+        }
+    }
+    Err(ApiError::unavailable("the engine stopped"))
+}
 
 /// `POST /v1/harmlessness/label`.
 pub async fn label(State(st): State<AppState>, body: Body) -> Result<Json<LabelResponse>, ApiError> {
@@ -57,19 +73,7 @@ pub async fn label(State(st): State<AppState>, body: Body) -> Result<Json<LabelR
         lens.push(ids.len());
         jobs.push((full, SamplingParams { max_tokens: 0, prompt_logprobs: Some(0), prompt_logprobs_start: prompt.len(), pooling: Some(PoolingParams::default()), ..Default::default() }));
     }
-    let results = crate::scoring::run_waves(&fm.engine, jobs, st.request_timeout, |mut h| async move {
-        let mut total = 0.0f64;
-        while let Some(ev) = h.recv().await {
-            match ev {
-                EngineEvent::PromptLogprobs { logprobs, .. } => total += logprobs.iter().map(|l| l.logprob as f64).sum::<f64>(),
-                EngineEvent::Finished { error: Some(e), .. } => return Err(ApiError::internal(format!("label scoring failed: {e}"))),
-                EngineEvent::Finished { cached_tokens, .. } => return Ok((total, cached_tokens)),
-                _ => {}
-            }
-        }
-        Err(ApiError::unavailable("the engine stopped"))
-    })
-    .await?;
+    let results = crate::scoring::run_waves(&fm.engine, jobs, st.request_timeout, |h| option_logprob(h, "label scoring")).await?;
     let lp: Vec<f64> = results.iter().map(|r| r.0).collect();
     let m = lp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let z: f64 = lp.iter().map(|l| (l - m).exp()).sum();
