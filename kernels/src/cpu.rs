@@ -1,6 +1,6 @@
-//! CPU paged attention: the plain-Rust reference implementation (and the CPU serving path).
+//! CPU paged attention: the serving kernels and the plain-Rust reference for the CUDA twins.
 //!
-//! Shapes (all f32, row-major):
+//! Shapes (row-major; activations f32, cache f32 or f16):
 //! - `q`: `[num_rows, num_heads * head_dim]` (RoPE applied)
 //! - `k_new`, `v_new`: `[num_rows, num_kv_heads * head_dim]` (RoPE applied to keys)
 //! - cache: see [`PagedKvCache`]
@@ -9,70 +9,103 @@
 //! Query row `r` of sequence `s` sits at position `start_pos + (r - row_start)` and attends
 //! causally to positions `0..=that` of its own sequence, read through the block table. GQA:
 //! query head `h` uses KV head `h / (num_heads / num_kv_heads)`.
+//!
+//! Arithmetic: f32 throughout (f16 cache elements are widened exactly). With AVX2 + FMA + F16C
+//! and a head dimension that is a multiple of 8, the scores and the weighted value sums run in
+//! 8-wide vectors ([`crate::simd`]); otherwise a scalar loop. Both are checked against the f64
+//! reference (`tests/paged_random.rs`); they differ from each other only in summation order.
 
-use crate::paged::{PagedKvCache, SeqMeta};
+use crate::paged::{KvBuf, PagedKvCache, SeqMeta};
+use half::f16;
 use rayon::prelude::*;
 
-/// Write the new keys and values of every sequence into their slots (`reshape_and_cache`).
+/// An element type of the cache.
+pub trait KvElem: Copy + Send + Sync + 'static {
+    /// True for f16 (the SIMD loads widen it with F16C).
+    const IS_F16: bool;
+    fn to_f32(self) -> f32;
+}
+
+impl KvElem for f32 {
+    const IS_F16: bool = false;
+    #[inline]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl KvElem for f16 {
+    const IS_F16: bool = true;
+    #[inline]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+}
+
+/// Write the new keys and values of every sequence into their slots (`reshape_and_cache`),
+/// rounding to the cache's dtype.
 pub fn write_kv(cache: &mut PagedKvCache, layer: usize, seqs: &[SeqMeta], k_new: &[f32], v_new: &[f32]) {
     let w = cache.slot_width();
     for s in seqs {
         for i in 0..s.num_rows {
             let slot = cache.slot(&s.block_table, s.start_pos + i);
             let row = s.row_start + i;
-            cache.keys[layer][slot * w..(slot + 1) * w].copy_from_slice(&k_new[row * w..(row + 1) * w]);
-            cache.values[layer][slot * w..(slot + 1) * w].copy_from_slice(&v_new[row * w..(row + 1) * w]);
+            cache.keys[layer].write(slot * w, &k_new[row * w..(row + 1) * w]);
+            cache.values[layer].write(slot * w, &v_new[row * w..(row + 1) * w]);
         }
     }
 }
 
 /// Attention for every query row over the paged cache (which must already hold the new KV).
 pub fn paged_attention(cache: &PagedKvCache, layer: usize, seqs: &[SeqMeta], q: &[f32], num_heads: usize) -> Vec<f32> {
+    let simd = crate::simd::available() && cache.head_dim.is_multiple_of(8);
+    match (&cache.keys[layer], &cache.values[layer]) {
+        (KvBuf::F32(k), KvBuf::F32(v)) => attend(cache, k, v, seqs, q, num_heads, simd),
+        (KvBuf::F16(k), KvBuf::F16(v)) => attend(cache, k, v, seqs, q, num_heads, simd),
+        // Keys and values of different dtypes (`PagedKvCache::new` never makes this): widen both.
+        (k, v) => attend(cache, &k.read(0..k.len()), &v.read(0..v.len()), seqs, q, num_heads, simd),
+    }
+}
+
+/// Same as [`paged_attention`] but always the scalar loop (for tests and comparisons).
+pub fn paged_attention_scalar(cache: &PagedKvCache, layer: usize, seqs: &[SeqMeta], q: &[f32], num_heads: usize) -> Vec<f32> {
+    match (&cache.keys[layer], &cache.values[layer]) {
+        (KvBuf::F32(k), KvBuf::F32(v)) => attend(cache, k, v, seqs, q, num_heads, false),
+        (KvBuf::F16(k), KvBuf::F16(v)) => attend(cache, k, v, seqs, q, num_heads, false),
+        (k, v) => attend(cache, &k.read(0..k.len()), &v.read(0..v.len()), seqs, q, num_heads, false),
+    }
+}
+
+fn attend<T: KvElem>(cache: &PagedKvCache, keys: &[T], values: &[T], seqs: &[SeqMeta], q: &[f32], num_heads: usize, simd: bool) -> Vec<f32> {
     let hd = cache.head_dim;
     let qw = num_heads * hd;
     let num_rows = q.len() / qw;
     let mut out = vec![0f32; num_rows * qw];
-    // Map each row to its sequence.
-    let mut row_seq = vec![0usize; num_rows];
+    let mut row_seq = vec![usize::MAX; num_rows];
     for (si, s) in seqs.iter().enumerate() {
         row_seq[s.row_start..s.row_start + s.num_rows].fill(si);
     }
-    let keys = &cache.keys[layer];
-    let values = &cache.values[layer];
     let group = num_heads / cache.num_kv_heads;
     let kvw = cache.slot_width();
     let scale = 1.0 / (hd as f32).sqrt();
     out.par_chunks_mut(qw).enumerate().for_each(|(row, out_row)| {
-        let s = &seqs[row_seq[row]];
-        let pos = s.start_pos + (row - s.row_start);
-        let ctx = pos + 1;
-        let slots: Vec<usize> = (0..ctx).map(|p| cache.slot(&s.block_table, p)).collect();
+        let Some(s) = seqs.get(row_seq[row]) else { return };
+        let ctx = s.start_pos + (row - s.row_start) + 1;
+        // Element offset of each position's slot.
+        let offs: Vec<usize> = (0..ctx).map(|p| cache.slot(&s.block_table, p) * kvw).collect();
         let mut scores = vec![0f32; ctx];
         for h in 0..num_heads {
-            let kvh = h / group;
+            let off_h = (h / group) * hd;
             let qh = &q[row * qw + h * hd..row * qw + (h + 1) * hd];
-            // Eight keys at a time: eight independent FMA chains (each in index order, so the
-            // rounding is that of `dot`), instead of one latency-bound chain.
-            let mut j = 0;
-            while j + 8 <= ctx {
-                let ks: [&[f32]; 8] = std::array::from_fn(|l| {
-                    let slot = slots[j + l];
-                    &keys[slot * kvw + kvh * hd..slot * kvw + (kvh + 1) * hd]
-                });
-                let mut acc = [0f32; 8];
-                for d in 0..hd {
-                    for l in 0..8 {
-                        acc[l] = qh[d].mul_add(ks[l][d], acc[l]);
-                    }
+            let o = &mut out_row[h * hd..(h + 1) * hd];
+            if simd {
+                // SAFETY: `simd` is only true when AVX2, FMA and F16C were detected at run time
+                // and hd is a multiple of 8; every offset + off_h + hd is inside the layer buffer.
+                unsafe { crate::simd::scores(qh, keys, &offs, off_h, scale, &mut scores) };
+            } else {
+                for (sc, &off) in scores.iter_mut().zip(&offs) {
+                    *sc = dot(qh, &keys[off + off_h..off + off_h + hd]) * scale;
                 }
-                for l in 0..8 {
-                    scores[j + l] = acc[l] * scale;
-                }
-                j += 8;
-            }
-            for (jj, &slot) in slots.iter().enumerate().skip(j) {
-                let k = &keys[slot * kvw + kvh * hd..slot * kvw + (kvh + 1) * hd];
-                scores[jj] = dot(qh, k) * scale;
             }
             let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0f32;
@@ -80,12 +113,16 @@ pub fn paged_attention(cache: &PagedKvCache, layer: usize, seqs: &[SeqMeta], q: 
                 *sc = (*sc - max).exp();
                 sum += *sc;
             }
-            let o = &mut out_row[h * hd..(h + 1) * hd];
-            for (j, &slot) in slots.iter().enumerate() {
-                let w = scores[j] / sum;
-                let v = &values[slot * kvw + kvh * hd..slot * kvw + (kvh + 1) * hd];
-                for (oi, vi) in o.iter_mut().zip(v) {
-                    *oi = w.mul_add(*vi, *oi);
+            let inv = 1.0 / sum;
+            if simd {
+                // SAFETY: as above.
+                unsafe { crate::simd::weighted_sum(o, values, &offs, off_h, &scores, inv) };
+            } else {
+                for (&e, &off) in scores.iter().zip(&offs) {
+                    let w = e * inv;
+                    for (oi, vi) in o.iter_mut().zip(&values[off + off_h..off + off_h + hd]) {
+                        *oi = w.mul_add(vi.to_f32(), *oi);
+                    }
                 }
             }
         }
@@ -93,13 +130,12 @@ pub fn paged_attention(cache: &PagedKvCache, layer: usize, seqs: &[SeqMeta], q: 
     out
 }
 
-/// Fused multiply-adds in index order: the same rounding as a GEMM micro-kernel's k-loop
-/// (candle's CPU matmul), so short contexts agree bit for bit with dense attention.
+/// Fused multiply-adds in index order.
 #[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+fn dot<T: KvElem>(a: &[f32], b: &[T]) -> f32 {
     let mut s = 0f32;
     for (x, y) in a.iter().zip(b) {
-        s = x.mul_add(*y, s);
+        s = x.mul_add(y.to_f32(), s);
     }
     s
 }
@@ -107,12 +143,13 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::paged::KvDtype;
 
     #[test]
     fn paged_matches_contiguous_with_gqa_and_scattered_blocks() {
         let (nh, nkv, hd, bs) = (6, 2, 8, 4);
         let total = 11; // positions 0..11, the last 3 are new
-        let mut cache = PagedKvCache::new(1, 16, bs, nkv, hd);
+        let mut cache = PagedKvCache::new(1, 16, bs, nkv, hd, KvDtype::F32);
         let table = vec![9u32, 2, 14];
         let f = |i: usize| ((i * 7919 % 1000) as f32 / 500.0) - 1.0;
         let k: Vec<f32> = (0..total * nkv * hd).map(|i| f(i + 1)).collect();
@@ -123,10 +160,11 @@ mod tests {
         write_kv(&mut cache, 0, &[SeqMeta { row_start: 0, num_rows: 8, start_pos: 0, block_table: table.clone() }], &k[..8 * w], &v[..8 * w]);
         let meta = [SeqMeta { row_start: 0, num_rows: 3, start_pos: 8, block_table: table }];
         write_kv(&mut cache, 0, &meta, &k[8 * w..], &v[8 * w..]);
-        let got = paged_attention(&cache, 0, &meta, &q, nh);
         let want = crate::reference::attention(&q, &k, &v, nh, nkv, hd, 8);
-        for (a, b) in got.iter().zip(&want) {
-            assert!((*a as f64 - b).abs() < 1e-5, "{a} vs {b}");
+        for got in [paged_attention(&cache, 0, &meta, &q, nh), paged_attention_scalar(&cache, 0, &meta, &q, nh)] {
+            for (a, b) in got.iter().zip(&want) {
+                assert!((*a as f64 - b).abs() < 1e-5, "{a} vs {b}");
+            }
         }
     }
 }

@@ -15,9 +15,11 @@
 
 pub mod cpu;
 pub mod paged;
+pub mod quant;
 pub mod reference;
+pub mod simd;
 
-pub use paged::{PagedKvCache, SeqMeta};
+pub use paged::{KvBuf, KvDtype, PagedKvCache, SeqMeta};
 
 /// PTX of each CUDA kernel file, embedded at build time (`cuda` feature only).
 #[cfg(feature = "cuda")]

@@ -1,9 +1,11 @@
 //! The paged KV cache layout shared by the CPU and CUDA kernels.
 //!
 //! Layout of one layer's cache (keys and values alike): `[num_blocks, block_size, num_kv_heads,
-//! head_dim]`, f32, row-major. Token at position `p` of a sequence lives in slot
-//! `block_table[p / block_size] * block_size + p % block_size`. There is no per-request
+//! head_dim]`, row-major, f32 or f16 ([`KvDtype`]). Token at position `p` of a sequence lives in
+//! slot `block_table[p / block_size] * block_size + p % block_size`. There is no per-request
 //! contiguous KV buffer anywhere.
+
+use half::f16;
 
 /// Where one sequence's tokens sit in the flattened batch and in the cache.
 #[derive(Debug, Clone)]
@@ -18,6 +20,114 @@ pub struct SeqMeta {
     pub block_table: Vec<u32>,
 }
 
+/// Storage type of the cached keys and values. Attention always computes in f32; f16 halves
+/// the pool's memory (llama.cpp's default) at the cost of rounding K/V to 11 significant bits.
+/// The default is f16, as in llama.cpp and vLLM's CPU backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvDtype {
+    F32,
+    #[default]
+    F16,
+}
+
+impl KvDtype {
+    /// Bytes per stored element.
+    pub fn size(self) -> usize {
+        match self {
+            KvDtype::F32 => 4,
+            KvDtype::F16 => 2,
+        }
+    }
+
+    /// `f32` / `f16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvDtype::F32 => "f32",
+            KvDtype::F16 => "f16",
+        }
+    }
+}
+
+impl std::str::FromStr for KvDtype {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" | "float32" => Ok(KvDtype::F32),
+            "f16" | "float16" | "half" => Ok(KvDtype::F16),
+            _ => Err(format!("unknown KV cache dtype `{s}` (expected f32 or f16)")),
+        }
+    }
+}
+
+/// One layer's keys or values.
+#[derive(Debug)]
+pub enum KvBuf {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+}
+
+impl KvBuf {
+    /// A zeroed buffer whose pages are all touched now. The pool is the server's largest
+    /// allocation: faulting it in at start makes the resident size honest from the first scrape
+    /// (no slow climb as the LRU free list cycles through never-used blocks) and makes a pool
+    /// that does not fit fail at start-up rather than under load (an OOM kill mid-request).
+    fn prefaulted(dtype: KvDtype, n: usize) -> Self {
+        fn touch<T: Copy>(mut v: Vec<T>, zero: T, step: usize) -> Vec<T> {
+            // `vec![0; n]` maps lazily zeroed pages; black_box keeps the stores from being elided.
+            let s = std::hint::black_box(&mut v[..]);
+            for i in (0..s.len()).step_by(step) {
+                s[i] = zero;
+            }
+            v
+        }
+        match dtype {
+            KvDtype::F32 => KvBuf::F32(touch(vec![0f32; n], 0.0, 1024)),
+            KvDtype::F16 => KvBuf::F16(touch(vec![f16::ZERO; n], f16::ZERO, 2048)),
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            KvBuf::F32(v) => v.len(),
+            KvBuf::F16(v) => v.len(),
+        }
+    }
+
+    /// Whether the buffer holds no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Elements `range` as f32 (a copy; for references and tests).
+    pub fn read(&self, range: std::ops::Range<usize>) -> Vec<f32> {
+        match self {
+            KvBuf::F32(v) => v[range].to_vec(),
+            KvBuf::F16(v) => v[range].iter().map(|x| x.to_f32()).collect(),
+        }
+    }
+
+    /// Store `src` (rounded to the buffer's type) at `at..at + src.len()`.
+    pub fn write(&mut self, at: usize, src: &[f32]) {
+        match self {
+            KvBuf::F32(v) => v[at..at + src.len()].copy_from_slice(src),
+            KvBuf::F16(v) => {
+                for (d, s) in v[at..at + src.len()].iter_mut().zip(src) {
+                    *d = f16::from_f32(*s);
+                }
+            }
+        }
+    }
+
+    /// Set every element (tests poison the pool this way).
+    pub fn fill(&mut self, x: f32) {
+        match self {
+            KvBuf::F32(v) => v.fill(x),
+            KvBuf::F16(v) => v.fill(f16::from_f32(x)),
+        }
+    }
+}
+
 /// The paged KV cache: one key and one value buffer per layer.
 #[derive(Debug)]
 pub struct PagedKvCache {
@@ -25,44 +135,38 @@ pub struct PagedKvCache {
     pub block_size: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
-    /// Per layer, `num_blocks * block_size * num_kv_heads * head_dim` floats.
-    pub keys: Vec<Vec<f32>>,
-    pub values: Vec<Vec<f32>>,
-}
-
-/// A zeroed buffer whose pages are all touched now. The pool is the server's largest
-/// allocation: faulting it in at start makes the resident size honest from the first scrape
-/// (no slow climb as the LRU free list cycles through never-used blocks) and makes a pool that
-/// does not fit fail at start-up rather than under load (an OOM kill mid-request).
-fn prefaulted(n: usize) -> Vec<f32> {
-    let mut v = vec![0.0f32; n];
-    // `vec![0.0; n]` maps lazily zeroed pages; black_box keeps the stores from being elided.
-    let s = std::hint::black_box(&mut v[..]);
-    for i in (0..n).step_by(1024) {
-        s[i] = 0.0;
-    }
-    v
+    /// Per layer, `num_blocks * block_size * num_kv_heads * head_dim` elements, all of one dtype.
+    pub keys: Vec<KvBuf>,
+    pub values: Vec<KvBuf>,
 }
 
 impl PagedKvCache {
-    pub fn new(num_layers: usize, num_blocks: usize, block_size: usize, num_kv_heads: usize, head_dim: usize) -> Self {
+    pub fn new(num_layers: usize, num_blocks: usize, block_size: usize, num_kv_heads: usize, head_dim: usize, dtype: KvDtype) -> Self {
         let n = num_blocks * block_size * num_kv_heads * head_dim;
         Self {
             num_blocks,
             block_size,
             num_kv_heads,
             head_dim,
-            keys: (0..num_layers).map(|_| prefaulted(n)).collect(),
-            values: (0..num_layers).map(|_| prefaulted(n)).collect(),
+            keys: (0..num_layers).map(|_| KvBuf::prefaulted(dtype, n)).collect(),
+            values: (0..num_layers).map(|_| KvBuf::prefaulted(dtype, n)).collect(),
         }
     }
 
-    /// Bytes of KV cache per token (f32 keys and values, all layers).
-    pub fn bytes_per_token(num_layers: usize, num_kv_heads: usize, head_dim: usize) -> usize {
-        2 * num_layers * num_kv_heads * head_dim * std::mem::size_of::<f32>()
+    /// Storage type of the pool.
+    pub fn dtype(&self) -> KvDtype {
+        match self.keys.first() {
+            Some(KvBuf::F16(_)) => KvDtype::F16,
+            _ => KvDtype::F32,
+        }
     }
 
-    /// Floats per slot (one token's keys, or values, of one layer).
+    /// Bytes of KV cache per token (keys and values, all layers).
+    pub fn bytes_per_token(num_layers: usize, num_kv_heads: usize, head_dim: usize, dtype: KvDtype) -> usize {
+        2 * num_layers * num_kv_heads * head_dim * dtype.size()
+    }
+
+    /// Elements per slot (one token's keys, or values, of one layer).
     pub fn slot_width(&self) -> usize {
         self.num_kv_heads * self.head_dim
     }
@@ -71,5 +175,17 @@ impl PagedKvCache {
     #[inline]
     pub fn slot(&self, block_table: &[u32], pos: usize) -> usize {
         block_table[pos / self.block_size] as usize * self.block_size + pos % self.block_size
+    }
+
+    /// One slot's keys of `layer` as f32 (all KV heads).
+    pub fn key_row(&self, layer: usize, slot: usize) -> Vec<f32> {
+        let w = self.slot_width();
+        self.keys[layer].read(slot * w..(slot + 1) * w)
+    }
+
+    /// One slot's values of `layer` as f32 (all KV heads).
+    pub fn value_row(&self, layer: usize, slot: usize) -> Vec<f32> {
+        let w = self.slot_width();
+        self.values[layer].read(slot * w..(slot + 1) * w)
     }
 }

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use hhh_api::{metrics_router, router, ApiKeys, AppState, Limits, Scorer};
 use hhh_metrics::Metrics;
 use hhh_engine::{spawn_engine, EngineClient, EngineConfig, EngineEvent, SamplingParams, SchedulerConfig};
-use hhh_model::attention::PagedKvCache;
+use hhh_model::attention::{KvDtype, PagedKvCache};
 use hhh_model::{LlamaModel, ModelRunner, RewardHead, RunnerConfig};
 use hhh_text::Tokenizer;
 use std::net::SocketAddr;
@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// Exact number of KV-cache blocks.
     #[arg(long, env = "HHH_NUM_KV_BLOCKS")]
     pub num_kv_blocks: Option<usize>,
+    /// Storage type of cached keys and values, `f16` or `f32` (attention computes in f32 either
+    /// way; f16 halves the pool). Every engine of the server uses it.
+    #[arg(long, env = "HHH_KV_CACHE_DTYPE", default_value = "f16")]
+    pub kv_cache_dtype: KvDtype,
     /// Maximum number of requests running at once.
     #[arg(long, env = "HHH_MAX_NUM_SEQS", default_value_t = 64)]
     pub max_num_seqs: usize,
@@ -188,12 +192,14 @@ fn load_engine(a: &ServeArgs, path: &std::path::Path, head_file: Option<&std::pa
     let c = model.cfg.clone();
     let max_model_len = a.max_model_len.unwrap_or(c.max_position_embeddings.min(8192)).min(c.max_position_embeddings);
     anyhow::ensure!(a.max_model_len.is_none_or(|m| m <= c.max_position_embeddings), "--max-model-len exceeds the context {} of {}", c.max_position_embeddings, path.display());
-    let per_block = PagedKvCache::bytes_per_token(c.num_layers, c.num_kv_heads, c.head_dim) * a.block_size;
+    // Reference mode (HHH_DENSE_ATTENTION=1) keeps f32 K/V: its results must equal candle's.
+    let kv_dtype = if model.dense_attention { KvDtype::F32 } else { a.kv_cache_dtype };
+    let per_block = PagedKvCache::bytes_per_token(c.num_layers, c.num_kv_heads, c.head_dim, kv_dtype) * a.block_size;
     let num_blocks = kv_blocks.unwrap_or(((kv_gb * (1u64 << 30) as f64) / per_block as f64) as usize);
     anyhow::ensure!(num_blocks > 0, "the KV cache of {} must hold at least one block", path.display());
     let num_labels = head.as_ref().map(|h| h.num_labels);
     tracing::info!(model = %path.display(), dtype = %model.dtype_name, layers = c.num_layers, load_s = t0.elapsed().as_secs_f32(),
-        num_blocks, block_size = a.block_size, kv_tokens = num_blocks * a.block_size, kv_mib = (num_blocks * per_block) >> 20, reward_head = ?num_labels, "model loaded");
+        num_blocks, block_size = a.block_size, kv_dtype = kv_dtype.name(), kv_tokens = num_blocks * a.block_size, kv_mib = (num_blocks * per_block) >> 20, reward_head = ?num_labels, "model loaded");
     let mut eos = c.eos_token_ids.clone();
     for &e in tokenizer.eos_token_ids() {
         if !eos.contains(&e) {
@@ -217,7 +223,7 @@ fn load_engine(a: &ServeArgs, path: &std::path::Path, head_file: Option<&std::pa
     let bs = a.block_size;
     let dtype = model.dtype_name.clone();
     let engine = spawn_engine(cfg, move || {
-        let r = ModelRunner::new(model, RunnerConfig { num_blocks, block_size: bs });
+        let r = ModelRunner::new(model, RunnerConfig { num_blocks, block_size: bs, kv_dtype });
         match head {
             Some(h) => r.with_head(h).map_err(|e| e.to_string()),
             None => Ok(r),

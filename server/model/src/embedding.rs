@@ -1,55 +1,94 @@
-//! Token embeddings. A Q8_0 GGUF table stays quantized (the default model's 49152 × 576 table is
-//! 30 MiB instead of 113 MiB as f32); rows are dequantized on lookup with candle's arithmetic
-//! (`d * q`, d from f16), so the values are identical to dequantizing the whole table.
+//! Token embeddings and the LM head. A Q8_0 GGUF table stays quantized (the default model's
+//! 49152 × 576 table is 30 MiB instead of 113 MiB as f32) and, when the LM head is tied to it
+//! (no `output.weight`), one copy serves both: rows are dequantized on lookup with candle's
+//! arithmetic (`d * q`, d from f16), and the head runs the Q8_0 tile kernel of `hhh-kernels`
+//! (bit-identical to candle's AVX2 Q8_0 matmul).
 
 use crate::error::ModelError;
-use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use hhh_kernels::quant::Q8_0Matrix;
+use std::sync::Arc;
 
 type Result<T> = std::result::Result<T, ModelError>;
 
-/// Bytes of one Q8_0 block: f16 scale + 32 int8.
-const Q8_0_BLOCK: usize = 34;
+/// A Q8_0 `[rows, width]` table from a GGUF tensor, if it is one.
+fn q8_0(t: &QTensor) -> Result<Option<Arc<Q8_0Matrix>>> {
+    let (n, k) = t.shape().dims2()?;
+    if t.dtype() != GgmlDType::Q8_0 {
+        return Ok(None);
+    }
+    Ok(Q8_0Matrix::from_bytes(&t.data()?, n, k).map(Arc::new))
+}
 
 #[derive(Debug)]
 pub(crate) enum Embedding {
     /// `[vocab, hidden]` f32.
     Dense(Tensor),
-    /// Raw Q8_0 rows of `hidden / 32` blocks.
-    Q8_0 { bytes: Vec<u8>, vocab: usize, hidden: usize },
+    /// Q8_0 rows of `hidden / 32` blocks (possibly shared with the LM head).
+    Q8_0(Arc<Q8_0Matrix>),
 }
 
 impl Embedding {
     /// From a GGUF tensor `[vocab, hidden]`.
     pub(crate) fn from_qtensor(t: &QTensor) -> Result<Self> {
-        let (vocab, hidden) = t.shape().dims2()?;
-        if t.dtype() == GgmlDType::Q8_0 && hidden % 32 == 0 {
-            let bytes = t.data()?.to_vec();
-            if bytes.len() == vocab * hidden / 32 * Q8_0_BLOCK {
-                return Ok(Self::Q8_0 { bytes, vocab, hidden });
-            }
+        match q8_0(t)? {
+            Some(m) => Ok(Self::Q8_0(m)),
+            None => Ok(Self::Dense(t.dequantize(&Device::Cpu)?)),
         }
-        Ok(Self::Dense(t.dequantize(&Device::Cpu)?))
     }
 
     /// Rows for `ids`, `[ids.len(), hidden]` f32.
     pub(crate) fn lookup(&self, ids: &[u32]) -> Result<Tensor> {
         match self {
             Self::Dense(t) => Ok(t.index_select(&Tensor::from_slice(ids, ids.len(), &Device::Cpu)?, 0)?),
-            Self::Q8_0 { bytes, vocab, hidden } => {
-                let row_bytes = hidden / 32 * Q8_0_BLOCK;
-                let mut out = Vec::with_capacity(ids.len() * hidden);
+            Self::Q8_0(m) => {
+                let mut out = Vec::with_capacity(ids.len() * m.k);
                 for &id in ids {
-                    let id = id as usize;
-                    if id >= *vocab {
-                        return Err(ModelError::Invalid(format!("token id {id} is outside the vocabulary ({vocab})")));
+                    if id as usize >= m.n {
+                        return Err(ModelError::Invalid(format!("token id {id} is outside the vocabulary ({})", m.n)));
                     }
-                    for b in bytes[id * row_bytes..(id + 1) * row_bytes].chunks_exact(Q8_0_BLOCK) {
-                        let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-                        out.extend(b[2..].iter().map(|&q| d * (q as i8) as f32));
-                    }
+                    m.dequantize_row(id as usize, &mut out);
                 }
-                Ok(Tensor::from_vec(out, (ids.len(), *hidden), &Device::Cpu)?)
+                Ok(Tensor::from_vec(out, (ids.len(), m.k), &Device::Cpu)?)
+            }
+        }
+    }
+}
+
+/// The LM head `[vocab, hidden]`.
+#[derive(Debug)]
+pub(crate) enum LmHead {
+    /// Q8_0 through the tile kernel.
+    Q8_0(Arc<Q8_0Matrix>),
+    /// Anything else through candle.
+    Candle(QMatMul),
+}
+
+impl LmHead {
+    /// `output.weight`, or the embedding table when the head is tied (`tied` then reuses the
+    /// embedding's Q8_0 copy instead of a second one).
+    pub(crate) fn from_qtensor(t: QTensor, tied: Option<&Embedding>) -> Result<Self> {
+        if let Some(Embedding::Q8_0(m)) = tied {
+            return Ok(Self::Q8_0(m.clone()));
+        }
+        match q8_0(&t)? {
+            Some(m) => Ok(Self::Q8_0(m)),
+            None => Ok(Self::Candle(QMatMul::from_qtensor(t)?)),
+        }
+    }
+
+    /// Logits `[rows, vocab]` for hidden states `[rows, hidden]`.
+    pub(crate) fn forward(&self, h: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Candle(w) => Ok(w.forward(h)?),
+            Self::Q8_0(m) => {
+                let (rows, k) = h.dims2()?;
+                if k != m.k {
+                    return Err(ModelError::Invalid(format!("LM head: input width {k} != {}", m.k)));
+                }
+                let x = h.flatten_all()?.to_vec1::<f32>()?;
+                Ok(Tensor::from_vec(m.matmul(&x, rows, true), (rows, m.n), h.device())?)
             }
         }
     }
@@ -60,18 +99,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn q8_0_rows_equal_full_dequantization() {
+    fn q8_0_rows_and_tied_head_equal_candle() {
         let (vocab, hidden) = (50, 64);
         let data: Vec<f32> = (0..vocab * hidden).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
         let t = Tensor::from_vec(data, (vocab, hidden), &Device::Cpu).unwrap();
         let q = QTensor::quantize(&t, GgmlDType::Q8_0).unwrap();
         let e = Embedding::from_qtensor(&q).unwrap();
-        assert!(matches!(e, Embedding::Q8_0 { .. }));
+        assert!(matches!(e, Embedding::Q8_0(_)));
         let full = q.dequantize(&Device::Cpu).unwrap();
         let ids = [3u32, 0, 49, 3];
         let want = full.index_select(&Tensor::new(&ids, &Device::Cpu).unwrap(), 0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let got = e.lookup(&ids).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(got, want);
+        let got = e.lookup(&ids).unwrap();
+        assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
         assert!(e.lookup(&[50]).is_err());
+        // The tied head over the looked-up rows equals candle's QMatMul (AVX2: bit for bit).
+        let cand = QMatMul::from_qtensor(QTensor::quantize(&t, GgmlDType::Q8_0).unwrap()).unwrap().forward(&got).unwrap();
+        let head = LmHead::from_qtensor(q, Some(&e)).unwrap();
+        assert!(matches!(head, LmHead::Q8_0(_)));
+        let ours = head.forward(&got).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let cand = cand.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for (a, b) in ours.iter().zip(&cand) {
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{a} vs {b}");
+        }
     }
 }

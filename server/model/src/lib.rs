@@ -14,7 +14,6 @@ pub mod config;
 mod embedding;
 pub mod error;
 pub mod llama;
-pub mod q4_1;
 pub mod reward_head;
 pub mod runner;
 pub mod sampler;

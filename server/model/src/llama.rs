@@ -9,13 +9,14 @@ use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use candle_core::quantized::{gguf_file, QMatMul};
 use candle_core::{DType, Device, Module, Tensor};
+use hhh_kernels::quant::{self, Q4_1Matrix};
 use std::path::{Path, PathBuf};
 
 /// A weight `[out, in]`: Q4_1 through our SIMD kernel (bit-identical to candle's), anything
 /// else through candle's `QMatMul`.
 #[derive(Debug)]
 enum Weight {
-    Q4_1(crate::q4_1::Q4_1Matrix),
+    Q4_1(Q4_1Matrix),
     Candle(QMatMul),
 }
 
@@ -23,7 +24,7 @@ impl Weight {
     fn from_qtensor(t: candle_core::quantized::QTensor) -> Result<Self> {
         if t.dtype() == candle_core::quantized::GgmlDType::Q4_1 {
             if let Ok((n, k)) = t.shape().dims2() {
-                if let Some(m) = crate::q4_1::Q4_1Matrix::from_bytes(&t.data()?, n, k) {
+                if let Some(m) = Q4_1Matrix::from_bytes(&t.data()?, n, k) {
                     return Ok(Weight::Q4_1(m));
                 }
             }
@@ -41,7 +42,7 @@ impl Weight {
                     return Err(ModelError::Invalid(format!("matmul: input width {k} != weight width {}", w.k)));
                 }
                 let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                let y = crate::q4_1::Q4_1Matrix::matmul_many(&[w], &xs, m, !exact).pop().unwrap_or_default();
+                let y = quant::matmul_many(&[w], &xs, m, !exact).pop().unwrap_or_default();
                 Ok(Tensor::from_vec(y, (m, w.n), x.device())?)
             }
         }
@@ -57,10 +58,10 @@ struct Linear {
 
 impl Linear {
     /// Several projections of the same input, as flat row-major vectors. Bias-free Q4_1
-    /// projections of one input width run fused ([`crate::q4_1::Q4_1Matrix::matmul_many`]).
+    /// projections of one input width run fused ([`quant::matmul_many`]).
     fn forward_many(ls: &[&Linear], x: &Tensor, exact: bool) -> Result<Vec<Vec<f32>>> {
         let (m, k) = x.dims2()?;
-        let fused: Option<Vec<&crate::q4_1::Q4_1Matrix>> = ls
+        let fused: Option<Vec<&Q4_1Matrix>> = ls
             .iter()
             .map(|l| match (&l.w, &l.b) {
                 (Weight::Q4_1(w), None) if w.k == k => Some(w),
@@ -70,7 +71,7 @@ impl Linear {
         match fused {
             Some(ws) => {
                 let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                Ok(crate::q4_1::Q4_1Matrix::matmul_many(&ws, &xs, m, !exact))
+                Ok(quant::matmul_many(&ws, &xs, m, !exact))
             }
             None => ls.iter().map(|l| Ok(l.forward(x, exact)?.flatten_all()?.to_vec1::<f32>()?)).collect(),
         }
@@ -106,7 +107,7 @@ pub struct LlamaModel {
     embed: crate::embedding::Embedding,
     layers: Vec<Layer>,
     norm: Tensor,
-    lm_head: QMatMul,
+    lm_head: crate::embedding::LmHead,
     rope: Rope,
     /// Human-readable weight type, e.g. `q4_1` or `f32`.
     pub dtype_name: String,
@@ -138,8 +139,8 @@ impl LlamaModel {
         let embed = crate::embedding::Embedding::from_qtensor(&embed_q)?;
         let norm = qt("output_norm.weight")?.dequantize(&dev)?;
         let lm_head = match qt("output.weight") {
-            Ok(t) => QMatMul::from_qtensor(t)?,
-            Err(_) => QMatMul::from_qtensor(embed_q)?,
+            Ok(t) => crate::embedding::LmHead::from_qtensor(t, None)?,
+            Err(_) => crate::embedding::LmHead::from_qtensor(embed_q, Some(&embed))?,
         };
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
@@ -197,10 +198,10 @@ impl LlamaModel {
         let mut get = |n: &str| tensors.remove(n).ok_or_else(|| ModelError::Invalid(format!("missing tensor `{n}`")));
         let embed = get("model.embed_tokens.weight")?;
         let norm = get("model.norm.weight")?;
-        let lm_head = match get("lm_head.weight") {
+        let lm_head = crate::embedding::LmHead::Candle(match get("lm_head.weight") {
             Ok(w) => QMatMul::Tensor(w),
             Err(_) => QMatMul::Tensor(embed.clone()),
-        };
+        });
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let p = format!("model.layers.{i}");
@@ -235,7 +236,7 @@ impl LlamaModel {
 
     /// LM head over final hidden states `[rows, hidden]`.
     pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
-        Ok(self.lm_head.forward(h)?)
+        self.lm_head.forward(h)
     }
 
     /// Like [`Self::forward`], but return the final hidden states (after the last norm)

@@ -1,6 +1,6 @@
 //! The model runner: turns an engine [`Batch`] into one forward pass and samples the results.
 
-use crate::attention::{PagedKvCache, SeqMeta};
+use crate::attention::{KvDtype, PagedKvCache, SeqMeta};
 use crate::error::Result;
 use crate::llama::LlamaModel;
 use crate::reward_head::RewardHead;
@@ -12,6 +12,9 @@ use hhh_engine::{Batch, Executor, PooledOutput, SeqOutput, StepOutput, TokenLogp
 pub struct RunnerConfig {
     pub num_blocks: usize,
     pub block_size: usize,
+    /// Storage type of the cached keys and values (forced to f32 in reference mode,
+    /// `HHH_DENSE_ATTENTION=1`, whose results must equal candle's exactly).
+    pub kv_dtype: KvDtype,
 }
 
 /// Owns the model, its optional reward head and the paged KV cache; lives on the engine thread.
@@ -25,7 +28,8 @@ pub struct ModelRunner {
 impl ModelRunner {
     pub fn new(model: LlamaModel, cfg: RunnerConfig) -> Self {
         let c = &model.cfg;
-        let kv = PagedKvCache::new(c.num_layers, cfg.num_blocks, cfg.block_size, c.num_kv_heads, c.head_dim);
+        let dtype = if model.dense_attention { KvDtype::F32 } else { cfg.kv_dtype };
+        let kv = PagedKvCache::new(c.num_layers, cfg.num_blocks, cfg.block_size, c.num_kv_heads, c.head_dim, dtype);
         Self { model, kv, head: None }
     }
 

@@ -19,8 +19,8 @@ pub fn paged_attention_dense(cache: &PagedKvCache, layer: usize, seqs: &[SeqMeta
         let mut v = Vec::with_capacity(ctx * nkv * hd);
         for p in 0..ctx {
             let slot = cache.slot(&s.block_table, p);
-            k.extend_from_slice(&cache.keys[layer][slot * nkv * hd..(slot + 1) * nkv * hd]);
-            v.extend_from_slice(&cache.values[layer][slot * nkv * hd..(slot + 1) * nkv * hd]);
+            k.extend_from_slice(&cache.key_row(layer, slot));
+            v.extend_from_slice(&cache.value_row(layer, slot));
         }
         let rep = num_heads / nkv;
         let expand = |t: Vec<f32>| -> candle_core::Result<Tensor> {

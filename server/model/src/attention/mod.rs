@@ -8,4 +8,4 @@
 pub mod cpu;
 pub mod rope;
 
-pub use hhh_kernels::{PagedKvCache, SeqMeta};
+pub use hhh_kernels::{KvDtype, PagedKvCache, SeqMeta};

@@ -9,14 +9,12 @@
 //! integer dot of each block is exact; only the order of float additions differs from candle's
 //! scalar loop (relative differences ~1e-6, checked against [`dot_scalar`] below).
 
-use rayon::prelude::*;
-
-const QK: usize = 32;
+use super::{QuantMatrix, QK};
 
 /// One Q8_1 block of activations: 32 int8 values with scale `d` and `s = sum(qs) * d`, both
 /// rounded through f16 exactly as candle stores them, kept as f32.
 #[derive(Clone, Copy)]
-struct BlockQ8_1 {
+pub struct BlockQ8_1 {
     d: f32,
     s: f32,
     qs: [i8; 32],
@@ -65,71 +63,31 @@ impl Q4_1Matrix {
 
     /// `x [m, k] · Wᵀ → [m, n]`, rows of `x` quantized to Q8_1 as candle does.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        Self::matmul_many(&[self], x, m, true).pop().unwrap_or_default()
-    }
-
-    /// Several matrices with the same input width applied to the same `x` (Q, K and V; gate and
-    /// up): `x` is quantized once and all output columns share one parallel loop. `simd = false`
-    /// uses the scalar reference (candle's arithmetic, bit for bit) for every dot product.
-    pub fn matmul_many(ws: &[&Self], x: &[f32], m: usize, simd: bool) -> Vec<Vec<f32>> {
-        let Some(first) = ws.first() else { return vec![] };
-        let k = first.k;
-        let nb = k / QK;
-        let xq: Vec<BlockQ8_1> = x.chunks_exact(QK).map(quantize_q8_1).collect();
-        let rows: Vec<&[BlockQ8_1]> = (0..m).map(|r| &xq[r * nb..(r + 1) * nb]).collect();
-        let simd = simd && has_avx2_fma();
-        // Tasks of COLS output columns; weights are read once per step for all rows.
-        const COLS: usize = 16;
-        let tasks: Vec<(usize, usize)> = ws.iter().enumerate().filter(|(_, w)| w.k == k).flat_map(|(i, w)| (0..w.n.div_ceil(COLS)).map(move |c| (i, c * COLS))).collect();
-        let parts: Vec<(usize, usize, Vec<f32>)> = tasks
-            .into_par_iter()
-            .map(|(i, j0)| {
-                let wm = ws[i];
-                let j1 = (j0 + COLS).min(wm.n);
-                let w = j1 - j0;
-                let mut part = vec![0f32; m * w];
-                for j in j0..j1 {
-                    let wr = wm.row(j);
-                    let mut r = 0;
-                    while r < m {
-                        let t = (m - r).min(4);
-                        let mut res = [0f32; 4];
-                        if simd {
-                            dot_tile_dispatch(&wr, &rows[r..r + t], &mut res[..t]);
-                        } else {
-                            for (o, y) in res.iter_mut().zip(&rows[r..r + t]) {
-                                *o = dot_scalar(&wr, y);
-                            }
-                        }
-                        for (i2, v) in res[..t].iter().enumerate() {
-                            part[(r + i2) * w + (j - j0)] = *v;
-                        }
-                        r += t;
-                    }
-                }
-                (i, j0, part)
-            })
-            .collect();
-        let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; m * w.n]).collect();
-        for (i, j0, part) in parts {
-            let n = ws[i].n;
-            let w = part.len() / m.max(1);
-            for r in 0..m {
-                outs[i][r * n + j0..r * n + j0 + w].copy_from_slice(&part[r * w..(r + 1) * w]);
-            }
-        }
-        outs
+        super::matmul_many(&[self], x, m, true).pop().unwrap_or_default()
     }
 }
 
-fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *A.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+impl QuantMatrix for Q4_1Matrix {
+    type Act = BlockQ8_1;
+    fn n(&self) -> usize {
+        self.n
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    fn k(&self) -> usize {
+        self.k
+    }
+    fn quantize(xs: &[f32]) -> BlockQ8_1 {
+        quantize_q8_1(xs)
+    }
+    fn dot_tile(&self, j: usize, ys: &[&[BlockQ8_1]], out: &mut [f32], simd: bool) {
+        let w = self.row(j);
+        if simd {
+            dot_tile_dispatch(&w, ys, out);
+        } else {
+            for (o, y) in out.iter_mut().zip(ys) {
+                *o = dot_scalar(&w, y);
+            }
+        }
+    }
 }
 
 /// candle's `quantize_row_q8_1` for one block.
@@ -213,11 +171,7 @@ unsafe fn dot_tile<const R: usize>(w: &Row, ys: &[&[BlockQ8_1]], out: &mut [f32]
         }
     }
     for r in 0..R {
-        let v = acc[r];
-        let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-        let s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 0b01));
-        *out.get_unchecked_mut(r) = _mm_cvtss_f32(s1) + msum[r];
+        *out.get_unchecked_mut(r) = super::hsum8(acc[r]) + msum[r];
     }
 }
 

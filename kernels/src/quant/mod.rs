@@ -1,0 +1,103 @@
+//! Quantized weight × activation matrix products (ggml block formats), CPU.
+//!
+//! Each weight format quantizes the activations the way candle does for it (Q8_1 for Q4_1,
+//! Q8_0 for Q8_0) and has a scalar reference dot product with candle's arithmetic and an AVX2
+//! tile kernel that multiplies one weight row with up to 4 activation rows (the weight block is
+//! loaded and unpacked once per tile). The integer part of every block dot is exact; only the
+//! order of float additions may differ from the reference (tests in each format's module).
+//!
+//! [`matmul_many`] is the shared driver: several matrices of one input width applied to the
+//! same activations (Q/K/V, gate/up) in one parallel loop over 16-column tasks, so the weights
+//! are read once per step for every row of the batch.
+
+pub mod q4_1;
+pub mod q8_0;
+
+use rayon::prelude::*;
+
+pub use q4_1::Q4_1Matrix;
+pub use q8_0::Q8_0Matrix;
+
+/// Quantization block length of every supported format.
+pub const QK: usize = 32;
+
+/// A quantized `[n, k]` weight matrix (row-major, rows of `k / 32` blocks).
+pub trait QuantMatrix: Sync {
+    /// The activation block type the weights are multiplied with.
+    type Act: Copy + Send + Sync;
+    /// Output width (rows of the weight matrix).
+    fn n(&self) -> usize;
+    /// Input width.
+    fn k(&self) -> usize;
+    /// One block of 32 activations, quantized with candle's arithmetic.
+    fn quantize(xs: &[f32]) -> Self::Act;
+    /// Weight row `j` against `ys.len()` (1–4) activation rows into `out`; `simd` selects the
+    /// AVX2 tile kernel (callers pass it only when [`has_avx2_fma`]), else the scalar reference.
+    fn dot_tile(&self, j: usize, ys: &[&[Self::Act]], out: &mut [f32], simd: bool);
+}
+
+/// Whether the AVX2 + FMA tile kernels can run here (checked once).
+pub fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *A.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `x [m, k] · Wᵀ → [m, n]` for each matrix of `ws` that has input width `k` of the first (the
+/// others get zeros). `x` is quantized once. `simd = false` forces the scalar reference.
+pub fn matmul_many<W: QuantMatrix>(ws: &[&W], x: &[f32], m: usize, simd: bool) -> Vec<Vec<f32>> {
+    let Some(first) = ws.first() else { return vec![] };
+    let k = first.k();
+    let nb = k / QK;
+    let xq: Vec<W::Act> = x.chunks_exact(QK).map(W::quantize).collect();
+    let rows: Vec<&[W::Act]> = (0..m).map(|r| &xq[r * nb..(r + 1) * nb]).collect();
+    let simd = simd && has_avx2_fma();
+    const COLS: usize = 16;
+    let tasks: Vec<(usize, usize)> = ws.iter().enumerate().filter(|(_, w)| w.k() == k).flat_map(|(i, w)| (0..w.n().div_ceil(COLS)).map(move |c| (i, c * COLS))).collect();
+    let parts: Vec<(usize, usize, Vec<f32>)> = tasks
+        .into_par_iter()
+        .map(|(i, j0)| {
+            let wm = ws[i];
+            let j1 = (j0 + COLS).min(wm.n());
+            let w = j1 - j0;
+            let mut part = vec![0f32; m * w];
+            for j in j0..j1 {
+                let mut r = 0;
+                while r < m {
+                    let t = (m - r).min(4);
+                    let mut res = [0f32; 4];
+                    wm.dot_tile(j, &rows[r..r + t], &mut res[..t], simd);
+                    for (i2, v) in res[..t].iter().enumerate() {
+                        part[(r + i2) * w + (j - j0)] = *v;
+                    }
+                    r += t;
+                }
+            }
+            (i, j0, part)
+        })
+        .collect();
+    let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; m * w.n()]).collect();
+    for (i, j0, part) in parts {
+        let n = ws[i].n();
+        let w = part.len() / m.max(1);
+        for r in 0..m {
+            outs[i][r * n + j0..r * n + j0 + w].copy_from_slice(&part[r * w..(r + 1) * w]);
+        }
+    }
+    outs
+}
+
+/// Sum of the 8 lanes in candle's order (`hsum_float_8`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn hsum8(x: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+    let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    let r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    _mm_cvtss_f32(r)
+}

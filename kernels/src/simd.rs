@@ -1,0 +1,133 @@
+//! AVX2 + FMA + F16C inner loops of the CPU paged attention (x86-64; elsewhere
+//! [`available`] is false and the scalar loops in [`crate::cpu`] run).
+
+use crate::cpu::KvElem;
+
+/// Whether the vector kernels can run on this CPU (checked once).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *A.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// 8 elements at `p` as f32.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load8<T: KvElem>(p: *const T) -> __m256 {
+    if T::IS_F16 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    } else {
+        _mm256_loadu_ps(p as *const f32)
+    }
+}
+
+/// `scores[j] = (q · keys[offs[j] + off .. + q.len()]) * scale`, four keys at a time (four
+/// independent accumulators, one horizontal reduction per four keys).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available ([`available`]); `q.len()` must be a multiple of 8;
+/// `offs[j] + off + q.len() <= keys.len()` for every j; `scores.len() == offs.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn scores<T: KvElem>(q: &[f32], keys: &[T], offs: &[usize], off: usize, scale: f32, scores: &mut [f32]) {
+    let hd = q.len();
+    let qp = q.as_ptr();
+    let kp = keys.as_ptr().add(off);
+    let sv = _mm_set1_ps(scale);
+    let mut j = 0;
+    while j + 4 <= offs.len() {
+        let k: [*const T; 4] = [kp.add(offs[j]), kp.add(offs[j + 1]), kp.add(offs[j + 2]), kp.add(offs[j + 3])];
+        let (mut a0, mut a1, mut a2, mut a3) = (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut d = 0;
+        while d < hd {
+            let qv = _mm256_loadu_ps(qp.add(d));
+            a0 = _mm256_fmadd_ps(qv, load8(k[0].add(d)), a0);
+            a1 = _mm256_fmadd_ps(qv, load8(k[1].add(d)), a1);
+            a2 = _mm256_fmadd_ps(qv, load8(k[2].add(d)), a2);
+            a3 = _mm256_fmadd_ps(qv, load8(k[3].add(d)), a3);
+            d += 8;
+        }
+        // [a0 a1 a2 a3] lane sums in one vector.
+        let t0 = _mm256_hadd_ps(a0, a1);
+        let t1 = _mm256_hadd_ps(a2, a3);
+        let t2 = _mm256_hadd_ps(t0, t1);
+        let s = _mm_add_ps(_mm256_castps256_ps128(t2), _mm256_extractf128_ps(t2, 1));
+        _mm_storeu_ps(scores.as_mut_ptr().add(j), _mm_mul_ps(s, sv));
+        j += 4;
+    }
+    while j < offs.len() {
+        let k = kp.add(offs[j]);
+        let mut a = _mm256_setzero_ps();
+        let mut d = 0;
+        while d < hd {
+            a = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(d)), load8(k.add(d)), a);
+            d += 8;
+        }
+        let s4 = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        let s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 0b01));
+        *scores.get_unchecked_mut(j) = _mm_cvtss_f32(s1) * scale;
+        j += 1;
+    }
+}
+
+/// `o += Σ_j (e[j] * inv) * values[offs[j] + off .. + o.len()]`, 32 output lanes held in
+/// registers while the keys stream by.
+///
+/// # Safety
+/// As for [`scores`], with `o.len()` a multiple of 8 and `e.len() == offs.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn weighted_sum<T: KvElem>(o: &mut [f32], values: &[T], offs: &[usize], off: usize, e: &[f32], inv: f32) {
+    let hd = o.len();
+    let vp = values.as_ptr().add(off);
+    let op = o.as_mut_ptr();
+    let mut c = 0;
+    while c < hd {
+        let n = ((hd - c) / 8).min(4);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (t, a) in acc.iter_mut().enumerate().take(n) {
+            *a = _mm256_loadu_ps(op.add(c + 8 * t));
+        }
+        for (&ej, &oj) in e.iter().zip(offs) {
+            let w = _mm256_set1_ps(ej * inv);
+            let v = vp.add(oj + c);
+            if n == 4 {
+                acc[0] = _mm256_fmadd_ps(w, load8(v), acc[0]);
+                acc[1] = _mm256_fmadd_ps(w, load8(v.add(8)), acc[1]);
+                acc[2] = _mm256_fmadd_ps(w, load8(v.add(16)), acc[2]);
+                acc[3] = _mm256_fmadd_ps(w, load8(v.add(24)), acc[3]);
+            } else {
+                for (t, a) in acc.iter_mut().enumerate().take(n) {
+                    *a = _mm256_fmadd_ps(w, load8(v.add(8 * t)), *a);
+                }
+            }
+        }
+        for (t, a) in acc.iter().enumerate().take(n) {
+            _mm256_storeu_ps(op.add(c + 8 * t), *a);
+        }
+        c += 8 * n;
+    }
+}
+
+/// Not x86-64: never called ([`available`] is false).
+///
+/// # Safety
+/// Always safe; does nothing.
+#[cfg(not(target_arch = "x86_64"))]
+pub unsafe fn scores<T: KvElem>(_q: &[f32], _keys: &[T], _offs: &[usize], _off: usize, _scale: f32, _scores: &mut [f32]) {}
+
+/// Not x86-64: never called ([`available`] is false).
+///
+/// # Safety
+/// Always safe; does nothing.
+#[cfg(not(target_arch = "x86_64"))]
+pub unsafe fn weighted_sum<T: KvElem>(_o: &mut [f32], _values: &[T], _offs: &[usize], _off: usize, _e: &[f32], _inv: f32) {}
