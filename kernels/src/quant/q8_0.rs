@@ -11,17 +11,24 @@
 use super::{QuantMatrix, QK};
 
 /// One Q8_0 block of activations: 32 int8 values and scale `d` (rounded through f16, as f32).
+/// Aligned to 32 bytes so that the kernel's 32-byte loads never straddle a cache line.
 #[derive(Clone, Copy)]
+#[repr(C, align(32))]
 pub struct BlockQ8_0 {
-    d: f32,
     qs: [i8; 32],
+    d: f32,
 }
+
+/// 32 weight quants, 32-byte aligned (same reason).
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(32))]
+struct Quants([i8; 32]);
 
 /// A Q8_0 weight matrix `[n, k]`, also readable row by row (embedding lookup).
 #[derive(Debug, Clone)]
 pub struct Q8_0Matrix {
     /// Quants of every block, row-major.
-    qs: Vec<[i8; 32]>,
+    qs: Vec<Quants>,
     /// Per-block scale, f16 in the file, f32 here (exact).
     d: Vec<f32>,
     pub n: usize,
@@ -38,7 +45,7 @@ impl Q8_0Matrix {
         let (mut qs, mut d) = (Vec::with_capacity(nblocks), Vec::with_capacity(nblocks));
         for c in bytes.chunks_exact(34) {
             d.push(half::f16::from_le_bytes([c[0], c[1]]).to_f32());
-            qs.push(std::array::from_fn(|i| c[2 + i] as i8));
+            qs.push(Quants(std::array::from_fn(|i| c[2 + i] as i8)));
         }
         Some(Self { qs, d, n, k })
     }
@@ -48,7 +55,7 @@ impl Q8_0Matrix {
         let nb = self.k / QK;
         for b in j * nb..(j + 1) * nb {
             let d = self.d[b];
-            out.extend(self.qs[b].iter().map(|&q| d * q as f32));
+            out.extend(self.qs[b].0.iter().map(|&q| d * q as f32));
         }
     }
 
@@ -97,10 +104,10 @@ impl QuantMatrix for Q8_0Matrix {
 }
 
 /// ggml's generic `vec_dot_q8_0_q8_0` (candle's `vec_dot_unopt`).
-fn dot_scalar(qs: &[[i8; 32]], d: &[f32], y: &[BlockQ8_0]) -> f32 {
+fn dot_scalar(qs: &[Quants], d: &[f32], y: &[BlockQ8_0]) -> f32 {
     let mut sumf = 0f32;
     for ((q, &wd), yb) in qs.iter().zip(d).zip(y) {
-        let sumi: i32 = q.iter().zip(&yb.qs).map(|(&a, &b)| a as i32 * b as i32).sum();
+        let sumi: i32 = q.0.iter().zip(&yb.qs).map(|(&a, &b)| a as i32 * b as i32).sum();
         sumf += sumi as f32 * (wd * yb.d);
     }
     sumf
@@ -108,23 +115,23 @@ fn dot_scalar(qs: &[[i8; 32]], d: &[f32], y: &[BlockQ8_0]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_tile<const R: usize>(qs: &[[i8; 32]], d: &[f32], ys: &[&[BlockQ8_0]], out: &mut [f32]) {
+unsafe fn dot_tile<const R: usize>(qs: &[Quants], d: &[f32], ys: &[&[BlockQ8_0]], out: &mut [f32]) {
     use std::arch::x86_64::*;
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); R];
     for b in 0..qs.len() {
-        let x = _mm256_loadu_si256(qs.get_unchecked(b).as_ptr() as *const __m256i);
+        let x = _mm256_loadu_si256(qs.get_unchecked(b).0.as_ptr() as *const __m256i);
         let ax = _mm256_sign_epi8(x, x);
         let wd = *d.get_unchecked(b);
-        for r in 0..R {
-            let yb = ys.get_unchecked(r).get_unchecked(b);
+        for (a, y) in acc.iter_mut().zip(ys) {
+            let yb = y.get_unchecked(b);
             let sy = _mm256_sign_epi8(_mm256_loadu_si256(yb.qs.as_ptr() as *const __m256i), x);
             let q = _mm256_cvtepi32_ps(_mm256_madd_epi16(ones, _mm256_maddubs_epi16(ax, sy)));
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(wd * yb.d), q, acc[r]);
+            *a = _mm256_fmadd_ps(_mm256_set1_ps(wd * yb.d), q, *a);
         }
     }
-    for r in 0..R {
-        *out.get_unchecked_mut(r) = super::hsum8(acc[r]);
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = super::hsum8(a);
     }
 }
 

@@ -1,0 +1,89 @@
+//! Micro-benchmark of the quantized matmul kernels on the default model's shapes (random
+//! weights): time per call at 1, 4 and 16 activation rows, the bytes and MACs per call, and a
+//! plain memory-read baseline. `cargo run --release -p hhh-kernels --example quant_bench`.
+
+use hhh_kernels::quant::{matmul_many, Q4_1Matrix, Q8_0Matrix};
+use std::time::Instant;
+
+fn rand_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (s >> 56) as u8
+        })
+        .collect()
+}
+
+/// Valid GGUF-style blocks: f16 scales in [0.001, 0.01), random quants.
+fn q4_1(n: usize, k: usize) -> Q4_1Matrix {
+    let mut b = rand_bytes(n * k / 32 * 20, 1);
+    for c in b.chunks_exact_mut(20) {
+        c[0..2].copy_from_slice(&half::f16::from_f32(0.005).to_le_bytes());
+        c[2..4].copy_from_slice(&half::f16::from_f32(-0.04).to_le_bytes());
+    }
+    Q4_1Matrix::from_bytes(&b, n, k).expect("shape")
+}
+
+fn q8_0(n: usize, k: usize) -> Q8_0Matrix {
+    let mut b = rand_bytes(n * k / 32 * 34, 2);
+    for c in b.chunks_exact_mut(34) {
+        c[0..2].copy_from_slice(&half::f16::from_f32(0.005).to_le_bytes());
+    }
+    Q8_0Matrix::from_bytes(&b, n, k).expect("shape")
+}
+
+fn time<F: FnMut()>(mut f: F) -> f64 {
+    f();
+    let t = Instant::now();
+    let mut n = 0;
+    while t.elapsed().as_secs_f64() < 1.0 {
+        f();
+        n += 1;
+    }
+    t.elapsed().as_secs_f64() / n as f64
+}
+
+fn main() {
+    // One layer of SmolLM2-135M: q,k,v,o, gate, up, down; 30 layers share the shapes.
+    let (h, kv, ff) = (576, 192, 1536);
+    let layers = 30;
+    let qkv = [q4_1(h, h), q4_1(kv, h), q4_1(kv, h)];
+    let o = q4_1(h, h);
+    let gu = [q4_1(ff, h), q4_1(ff, h)];
+    let down = q4_1(h, ff);
+    let head = q8_0(49152, h);
+    let q4_bytes = |m: &Q4_1Matrix| m.n * m.k / 32 * 24;
+    let layer_bytes: usize = qkv.iter().chain([&o]).chain(gu.iter()).chain([&down]).map(q4_bytes).sum();
+    let layer_macs: usize = qkv.iter().chain([&o]).chain(gu.iter()).chain([&down]).map(|m| m.n * m.k).sum();
+    println!("threads: {}", rayon::current_num_threads());
+    for m in [1usize, 4, 16] {
+        let xh: Vec<f32> = (0..m * h).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        let xf: Vec<f32> = (0..m * ff).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        let t_layer = time(|| {
+            std::hint::black_box(matmul_many(&[&qkv[0], &qkv[1], &qkv[2]], &xh, m, true));
+            std::hint::black_box(matmul_many(&[&o], &xh, m, true));
+            std::hint::black_box(matmul_many(&[&gu[0], &gu[1]], &xh, m, true));
+            std::hint::black_box(matmul_many(&[&down], &xf, m, true));
+        });
+        let t_head = time(|| {
+            std::hint::black_box(head.matmul(&xh, m, true));
+        });
+        println!(
+            "m={m:2}: Q4_1 layers {:.2} ms/step ({:.1} GB/s weights, {:.1} GMAC/s); Q8_0 head {:.2} ms ({:.1} GB/s, {:.1} GMAC/s)",
+            t_layer * layers as f64 * 1e3,
+            layer_bytes as f64 / t_layer / 1e9,
+            (layer_macs * m) as f64 / t_layer / 1e9,
+            t_head * 1e3,
+            (49152 * h / 32 * 36) as f64 / t_head / 1e9,
+            (49152 * h * m) as f64 / t_head / 1e9
+        );
+    }
+    // Baseline: summing a 256 MiB array with all threads (streaming read bandwidth).
+    use rayon::prelude::*;
+    let big = vec![1u64; 32 << 20];
+    let t = time(|| {
+        std::hint::black_box(big.par_chunks(1 << 16).map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b))).sum::<u64>());
+    });
+    println!("memory read baseline: {:.1} GB/s", (big.len() * 8) as f64 / t / 1e9);
+}
