@@ -46,6 +46,7 @@ stop() { kill "$(cat $OUT/pid)" 2>/dev/null || true; wait "$(cat $OUT/pid)" 2>/d
 peak_rss() { awk '/VmHWM/ {print int($2/1024)}' /proc/"$(cat $OUT/pid)"/status; }
 # Wait (at most 60 s) until the machine is quiet: < 10 % CPU busy over one second.
 quiet() {
+  local a b c d e f g h busy idle  # `c` would otherwise clobber the caller's client count
   for _ in $(seq 1 60); do
     read -r _ a b c d _ < /proc/stat; sleep 1; read -r _ e f g h _ < /proc/stat
     busy=$(( (e + f + g) - (a + b + c) )); idle=$(( h - d ))
