@@ -51,9 +51,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HHH_NUM_KV_BLOCKS")]
     pub num_kv_blocks: Option<usize>,
     /// Storage type of cached keys and values, `f16` or `f32` (attention computes in f32 either
-    /// way; f16 halves the pool). Every engine of the server uses it.
-    #[arg(long, env = "HHH_KV_CACHE_DTYPE", default_value = "f16")]
-    pub kv_cache_dtype: KvDtype,
+    /// way; f16 halves the pool). Default: f16 for GGUF models, f32 for safetensors models.
+    /// Every engine of the server uses it.
+    #[arg(long, env = "HHH_KV_CACHE_DTYPE")]
+    pub kv_cache_dtype: Option<KvDtype>,
     /// Maximum number of requests running at once.
     #[arg(long, env = "HHH_MAX_NUM_SEQS", default_value_t = 64)]
     pub max_num_seqs: usize,
@@ -193,7 +194,7 @@ fn load_engine(a: &ServeArgs, path: &std::path::Path, head_file: Option<&std::pa
     let max_model_len = a.max_model_len.unwrap_or(c.max_position_embeddings.min(8192)).min(c.max_position_embeddings);
     anyhow::ensure!(a.max_model_len.is_none_or(|m| m <= c.max_position_embeddings), "--max-model-len exceeds the context {} of {}", c.max_position_embeddings, path.display());
     // Reference mode (HHH_DENSE_ATTENTION=1) keeps f32 K/V: its results must equal candle's.
-    let kv_dtype = if model.dense_attention { KvDtype::F32 } else { a.kv_cache_dtype };
+    let kv_dtype = model.kv_dtype(a.kv_cache_dtype);
     let per_block = PagedKvCache::bytes_per_token(c.num_layers, c.num_kv_heads, c.head_dim, kv_dtype) * a.block_size;
     let num_blocks = kv_blocks.unwrap_or(((kv_gb * (1u64 << 30) as f64) / per_block as f64) as usize);
     anyhow::ensure!(num_blocks > 0, "the KV cache of {} must hold at least one block", path.display());
@@ -223,7 +224,7 @@ fn load_engine(a: &ServeArgs, path: &std::path::Path, head_file: Option<&std::pa
     let bs = a.block_size;
     let dtype = model.dtype_name.clone();
     let engine = spawn_engine(cfg, move || {
-        let r = ModelRunner::new(model, RunnerConfig { num_blocks, block_size: bs, kv_dtype });
+        let r = ModelRunner::new(model, RunnerConfig { num_blocks, block_size: bs, kv_dtype: Some(kv_dtype) });
         match head {
             Some(h) => r.with_head(h).map_err(|e| e.to_string()),
             None => Ok(r),

@@ -115,6 +115,9 @@ pub struct LlamaModel {
     /// the paged kernel, and candle's scalar Q4_1 dot products instead of the SIMD tile kernel
     /// (`HHH_DENSE_ATTENTION=1`; for exact cross-checks against candle only — slow).
     pub dense_attention: bool,
+    /// KV storage when none is asked for: f16 for GGUF models (llama.cpp's default), f32 for
+    /// safetensors models, which compute in f32 and whose tests expect f32 precision.
+    pub auto_kv_dtype: crate::attention::KvDtype,
 }
 
 impl LlamaModel {
@@ -168,7 +171,7 @@ impl LlamaModel {
             });
         }
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, cfg.rope_interleaved);
-        Ok(Self { cfg, embed, layers, norm, lm_head, rope, dtype_name, dense_attention: std::env::var("HHH_DENSE_ATTENTION").is_ok_and(|v| v == "1") })
+        Ok(Self { cfg, embed, layers, norm, lm_head, rope, dtype_name, dense_attention: std::env::var("HHH_DENSE_ATTENTION").is_ok_and(|v| v == "1"), auto_kv_dtype: crate::attention::KvDtype::F16 })
     }
 
     fn load_hf(dir: &Path) -> Result<Self> {
@@ -224,7 +227,17 @@ impl LlamaModel {
         }
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, cfg.rope_interleaved);
         let embed = crate::embedding::Embedding::Dense(embed);
-        Ok(Self { cfg, embed, layers, norm, lm_head, rope, dtype_name, dense_attention: std::env::var("HHH_DENSE_ATTENTION").is_ok_and(|v| v == "1") })
+        Ok(Self { cfg, embed, layers, norm, lm_head, rope, dtype_name, dense_attention: std::env::var("HHH_DENSE_ATTENTION").is_ok_and(|v| v == "1"), auto_kv_dtype: crate::attention::KvDtype::F32 })
+    }
+
+    /// KV storage for `requested` (`None`: the model's default): always f32 in reference mode,
+    /// whose results must equal candle's exactly.
+    pub fn kv_dtype(&self, requested: Option<crate::attention::KvDtype>) -> crate::attention::KvDtype {
+        if self.dense_attention {
+            crate::attention::KvDtype::F32
+        } else {
+            requested.unwrap_or(self.auto_kv_dtype)
+        }
     }
 
     /// Run the flattened batch through every layer, writing K/V into `kv`, and return logits

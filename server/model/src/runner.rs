@@ -12,9 +12,9 @@ use hhh_engine::{Batch, Executor, PooledOutput, SeqOutput, StepOutput, TokenLogp
 pub struct RunnerConfig {
     pub num_blocks: usize,
     pub block_size: usize,
-    /// Storage type of the cached keys and values (forced to f32 in reference mode,
-    /// `HHH_DENSE_ATTENTION=1`, whose results must equal candle's exactly).
-    pub kv_dtype: KvDtype,
+    /// Storage type of the cached keys and values; `None`: the model's default (f16 for GGUF,
+    /// f32 for safetensors). Always f32 in reference mode (`HHH_DENSE_ATTENTION=1`).
+    pub kv_dtype: Option<KvDtype>,
 }
 
 /// Owns the model, its optional reward head and the paged KV cache; lives on the engine thread.
@@ -33,7 +33,7 @@ pub struct ModelRunner {
 impl ModelRunner {
     pub fn new(model: LlamaModel, cfg: RunnerConfig) -> Self {
         let c = &model.cfg;
-        let dtype = if model.dense_attention { KvDtype::F32 } else { cfg.kv_dtype };
+        let dtype: KvDtype = model.kv_dtype(cfg.kv_dtype);
         let kv = PagedKvCache::new(c.num_layers, cfg.num_blocks, cfg.block_size, c.num_kv_heads, c.head_dim, dtype);
         let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(0);
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("hhh-compute-{i}")).build().ok();

@@ -36,7 +36,7 @@ pub fn engine_with(path: PathBuf, num_blocks: usize, block_size: usize, budget: 
     spawn_engine(cfg, move || {
         let mut m = LlamaModel::load(&path).map_err(|e| e.to_string())?;
         m.dense_attention = dense;
-        Ok(ModelRunner::new(m, RunnerConfig { num_blocks, block_size, kv_dtype: Default::default() }))
+        Ok(ModelRunner::new(m, RunnerConfig { num_blocks, block_size, kv_dtype: None }))
     })
     .expect("engine starts")
 }

@@ -54,7 +54,7 @@ fn reward_engine(dir: PathBuf, budget: usize) -> EngineClient {
     spawn_engine(cfg, move || {
         let m = LlamaModel::load(&dir).map_err(|e| e.to_string())?;
         let head = RewardHead::from_hf_dir(&dir).map_err(|e| e.to_string())?.ok_or("no score head")?;
-        ModelRunner::new(m, RunnerConfig { num_blocks: 256, block_size: 16, kv_dtype: Default::default() }).with_head(head).map_err(|e| e.to_string())
+        ModelRunner::new(m, RunnerConfig { num_blocks: 256, block_size: 16, kv_dtype: None }).with_head(head).map_err(|e| e.to_string())
     })
     .expect("engine starts")
 }
