@@ -183,17 +183,8 @@ unsafe fn dot_tile<const R: usize>(w: &Row, ys: &[&[BlockQ8_1]], out: &mut [f32]
 mod tests {
     use super::*;
     use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+    use super::super::test_data as data;
     use candle_core::{Device, Module, Tensor};
-
-    fn data(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
-            })
-            .collect()
-    }
 
     /// The SIMD tile kernel against the scalar reference (same blocks, same integer dots; float
     /// sums in a different order), and the reference against candle's own Q4_1 matmul.

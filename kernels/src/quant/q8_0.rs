@@ -139,17 +139,8 @@ unsafe fn dot_tile<const R: usize>(qs: &[Quants], d: &[f32], ys: &[&[BlockQ8_0]]
 mod tests {
     use super::*;
     use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+    use super::super::test_data as data;
     use candle_core::{Device, Module, Tensor};
-
-    fn data(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
-            })
-            .collect()
-    }
 
     /// The tile kernel equals candle's Q8_0 matmul bit for bit (AVX2) and the scalar reference
     /// within 1e-5; dequantized rows equal candle's dequantization.
