@@ -22,11 +22,10 @@ pub struct SeqMeta {
 
 /// Storage type of the cached keys and values. Attention always computes in f32; f16 halves
 /// the pool's memory (llama.cpp's default) at the cost of rounding K/V to 11 significant bits.
-/// The default is f16, as in llama.cpp and vLLM's CPU backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The server picks per model (`LlamaModel::kv_dtype`): f16 for GGUF, f32 for safetensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KvDtype {
     F32,
-    #[default]
     F16,
 }
 
