@@ -57,7 +57,7 @@ fn main() {
     let layer_bytes: usize = qkv.iter().chain([&o]).chain(gu.iter()).chain([&down]).map(q4_bytes).sum();
     let layer_macs: usize = qkv.iter().chain([&o]).chain(gu.iter()).chain([&down]).map(|m| m.n * m.k).sum();
     println!("threads: {}", rayon::current_num_threads());
-    for m in [1usize, 4, 16] {
+    for m in [1usize, 4, 16, 64] {
         let xh: Vec<f32> = (0..m * h).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
         let xf: Vec<f32> = (0..m * ff).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
         let t_layer = time(|| {

@@ -34,6 +34,26 @@ pub trait QuantMatrix: Sync {
     /// Weight row `j` against `ys.len()` (1–4) activation rows into `out`; `simd` selects the
     /// AVX2 tile kernel (callers pass it only when [`has_avx2_fma`]), else the scalar reference.
     fn dot_tile(&self, j: usize, ys: &[&[Self::Act]], out: &mut [f32], simd: bool);
+
+    /// Weight rows `j0..j1` against every row of `rows` into `part` (`[rows.len(), j1 - j0]`,
+    /// row-major). The default walks [`Self::dot_tile`] (one weight row × up to 4 activation
+    /// rows); a format may override it with a larger register tile, as long as each output is
+    /// computed with the same arithmetic whatever the tile (outputs must not depend on the batch).
+    fn dot_panel(&self, j0: usize, j1: usize, rows: &[&[Self::Act]], part: &mut [f32], simd: bool) {
+        let (m, w) = (rows.len(), j1 - j0);
+        for j in j0..j1 {
+            let mut r = 0;
+            while r < m {
+                let t = (m - r).min(4);
+                let mut res = [0f32; 4];
+                self.dot_tile(j, &rows[r..r + t], &mut res[..t], simd);
+                for (i, v) in res[..t].iter().enumerate() {
+                    part[(r + i) * w + (j - j0)] = *v;
+                }
+                r += t;
+            }
+        }
+    }
 }
 
 /// Whether the AVX2 + FMA tile kernels can run here (checked once).
@@ -58,30 +78,23 @@ pub fn matmul_many<W: QuantMatrix>(ws: &[&W], x: &[f32], m: usize, simd: bool) -
     let simd = simd && has_avx2_fma();
     const COLS: usize = 16;
     let tasks: Vec<(usize, usize)> = ws.iter().enumerate().filter(|(_, w)| w.k() == k).flat_map(|(i, w)| (0..w.n().div_ceil(COLS)).map(move |c| (i, c * COLS))).collect();
-    let parts: Vec<(usize, usize, Vec<f32>)> = tasks
-        .into_par_iter()
-        .map(|(i, j0)| {
-            let wm = ws[i];
-            let j1 = (j0 + COLS).min(wm.n());
-            let w = j1 - j0;
-            let mut part = vec![0f32; m * w];
-            for j in j0..j1 {
-                let mut r = 0;
-                while r < m {
-                    let t = (m - r).min(4);
-                    let mut res = [0f32; 4];
-                    wm.dot_tile(j, &rows[r..r + t], &mut res[..t], simd);
-                    for (i2, v) in res[..t].iter().enumerate() {
-                        part[(r + i2) * w + (j - j0)] = *v;
-                    }
-                    r += t;
-                }
-            }
-            (i, j0, part)
-        })
-        .collect();
+    // One scratch buffer for all tasks (`[m, width]` each, in task order) instead of one
+    // allocation per task: a decode step runs ~300 tasks per layer.
+    let widths: Vec<usize> = tasks.iter().map(|&(i, j0)| (j0 + COLS).min(ws[i].n()) - j0).collect();
+    let mut scratch = vec![0f32; m * widths.iter().sum::<usize>()];
+    let mut parts: Vec<((usize, usize), &mut [f32])> = Vec::with_capacity(tasks.len());
+    let mut rest: &mut [f32] = &mut scratch;
+    for (&t, &w) in tasks.iter().zip(&widths) {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(m * w);
+        parts.push((t, head));
+        rest = tail;
+    }
+    parts.par_iter_mut().for_each(|((i, j0), part)| {
+        let wm = ws[*i];
+        wm.dot_panel(*j0, (*j0 + COLS).min(wm.n()), &rows, part, simd);
+    });
     let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; m * w.n()]).collect();
-    for (i, j0, part) in parts {
+    for ((i, j0), part) in parts {
         let n = ws[i].n();
         let w = part.len() / m.max(1);
         for r in 0..m {

@@ -92,6 +92,150 @@ impl QuantMatrix for Q4_1Matrix {
             }
         }
     }
+    fn dot_panel(&self, j0: usize, j1: usize, rows: &[&[BlockQ8_1]], part: &mut [f32], simd: bool) {
+        if !simd {
+            for (r, y) in rows.iter().enumerate() {
+                for j in j0..j1 {
+                    part[r * (j1 - j0) + j - j0] = dot_scalar(&self.row(j), y);
+                }
+            }
+            return;
+        }
+        // Tiles of 2 weight rows × 4 activation rows (edges: 1 weight row and/or 1–3 activation
+        // rows). Every pair's arithmetic is the same in every tile shape.
+        let (m, w, nb) = (rows.len(), j1 - j0, self.k / QK);
+        // Per tile, the block scale products `d_w · d_x` of every pair, computed up front (a
+        // vectorizable loop over blocks; the same f32 product the scalar reference rounds):
+        // `sc[(jj * 4 + i) * nb + b]`, with the activation scales of the tile's rows in `yd`.
+        // On the stack up to 64 blocks (k ≤ 2048, every matrix of the default model), else heap.
+        let mut stack = [0f32; 12 * 64];
+        let mut heap = Vec::new();
+        let buf: &mut [f32] = if nb <= 64 {
+            &mut stack[..12 * nb]
+        } else {
+            heap.resize(12 * nb, 0f32);
+            &mut heap
+        };
+        let (yd, sc) = buf.split_at_mut(4 * nb);
+        let mut r = 0;
+        while r < m {
+            let t = (m - r).min(4);
+            for (i, y) in rows[r..r + t].iter().enumerate() {
+                for (d, blk) in yd[i * nb..(i + 1) * nb].iter_mut().zip(y.iter()) {
+                    *d = blk.d;
+                }
+            }
+            let mut j = j0;
+            while j < j1 {
+                let jt = (j1 - j).min(2);
+                for jj in 0..jt {
+                    let wd = &self.d[(j + jj) * nb..(j + jj + 1) * nb];
+                    for i in 0..t {
+                        let (dst, ydi) = (&mut sc[(jj * 4 + i) * nb..(jj * 4 + i + 1) * nb], &yd[i * nb..(i + 1) * nb]);
+                        for ((o, a), b) in dst.iter_mut().zip(wd).zip(ydi) {
+                            *o = a * b;
+                        }
+                    }
+                }
+                let mut res = [[0f32; 4]; 2];
+                panel_tile_dispatch(self, j, jt, &rows[r..r + t], sc, &mut res);
+                for (jj, col) in res[..jt].iter().enumerate() {
+                    for (i, v) in col[..t].iter().enumerate() {
+                        part[(r + i) * w + (j + jj - j0)] = *v;
+                    }
+                }
+                j += jt;
+            }
+            r += t;
+        }
+    }
+}
+
+/// `jt` (1–2) weight rows from `j` against `ys.len()` (1–4) activation rows.
+#[inline]
+fn panel_tile_dispatch(w: &Q4_1Matrix, j: usize, jt: usize, ys: &[&[BlockQ8_1]], sc: &[f32], out: &mut [[f32; 4]; 2]) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: only called when AVX2 and FMA were detected at run time (`simd`).
+    unsafe {
+        match (jt, ys.len()) {
+            (2, 4) => panel_tile::<2, 4>(w, j, ys, sc, out),
+            (2, 3) => panel_tile::<2, 3>(w, j, ys, sc, out),
+            (2, 2) => panel_tile::<2, 2>(w, j, ys, sc, out),
+            (2, _) => panel_tile::<2, 1>(w, j, ys, sc, out),
+            (_, 4) => panel_tile::<1, 4>(w, j, ys, sc, out),
+            (_, 3) => panel_tile::<1, 3>(w, j, ys, sc, out),
+            (_, 2) => panel_tile::<1, 2>(w, j, ys, sc, out),
+            _ => panel_tile::<1, 1>(w, j, ys, sc, out),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = sc;
+        for jj in 0..jt {
+            for (r, y) in ys.iter().enumerate() {
+                out[jj][r] = dot_scalar(&w.row(j + jj), y);
+            }
+        }
+    }
+}
+
+/// `J` weight rows × `R` activation rows, all blocks: `J·R` vector accumulators stay in
+/// registers; each weight block is unpacked once per tile and each activation block loaded
+/// once per tile. Per pair the same roundings as [`dot_tile`] in the same order, so results
+/// equal it bit for bit (tested).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn panel_tile<const J: usize, const R: usize>(w: &Q4_1Matrix, j: usize, ys: &[&[BlockQ8_1]], sc: &[f32], out: &mut [[f32; 4]; 2]) {
+    use std::arch::x86_64::*;
+    let nb = w.k / QK;
+    let mask = _mm_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); R]; J];
+    let yp: [*const BlockQ8_1; R] = std::array::from_fn(|r| ys.get_unchecked(r).as_ptr());
+    let (qs, wmp, scp) = (w.qs.as_ptr().add(j * nb), w.m.as_ptr().add(j * nb), sc.as_ptr());
+    // Main loop: integer block dots, scaled and accumulated (no min term, to keep the
+    // accumulators and unpacked weights in registers).
+    for b in 0..nb {
+        let mut xv = [_mm256_setzero_si256(); J];
+        for jj in 0..J {
+            let q = _mm_loadu_si128((*qs.add(jj * nb + b)).as_ptr() as *const __m128i);
+            let lo = _mm_and_si128(q, mask);
+            let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+            xv[jj] = _mm256_set_m128i(hi, lo);
+        }
+        for r in 0..R {
+            let yb = &*yp[r].add(b);
+            let yv = _mm256_load_si256(yb.qs.as_ptr() as *const __m256i);
+            for jj in 0..J {
+                let p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(xv[jj], yv), ones);
+                // (wd · yd), rounded once as the scalar product in `dot_tile`, from `sc`.
+                let scale = _mm256_broadcast_ss(&*scp.add((jj * 4 + r) * nb + b));
+                acc[jj][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), scale, acc[jj][r]);
+            }
+        }
+    }
+    // Min terms `Σ_b m_b · s_b`, the R rows in the lanes of one vector: the same roundings
+    // (product, then sum in block order) as the scalar accumulation in `dot_tile`.
+    let mut msum = [_mm_setzero_ps(); J];
+    for b in 0..nb {
+        let mut sv = [0f32; 4];
+        for r in 0..R {
+            sv[r] = (*yp[r].add(b)).s;
+        }
+        let sv = _mm_loadu_ps(sv.as_ptr());
+        for jj in 0..J {
+            msum[jj] = _mm_add_ps(msum[jj], _mm_mul_ps(_mm_set1_ps(*wmp.add(jj * nb + b)), sv));
+        }
+    }
+    let mut ms = [[0f32; 4]; J];
+    for jj in 0..J {
+        _mm_storeu_ps(ms[jj].as_mut_ptr(), msum[jj]);
+    }
+    for jj in 0..J {
+        for r in 0..R {
+            out[jj][r] = super::hsum8(acc[jj][r]) + ms[jj][r];
+        }
+    }
 }
 
 /// candle's `quantize_row_q8_1` for one block.
@@ -212,6 +356,20 @@ mod tests {
             let mut out = [0f32; 4];
             dot_tile_dispatch(&mat.row(3), &ys, &mut out[..t]);
             assert_eq!(out[0].to_bits(), got[3].to_bits(), "tile width {t}");
+        }
+        // The 2 × 4 panel kernel (with its 1-row and 1–3-column edges, m = 7 and n = 70 hit all
+        // of them) equals the 1 × 4 tile kernel bit for bit, and panels at odd offsets agree too.
+        let rows: Vec<&[BlockQ8_1]> = (0..m).map(|r| &xq[r * nb..(r + 1) * nb]).collect();
+        for (j0, j1) in [(0, n), (3, 8), (69, 70)] {
+            let mut part = vec![0f32; m * (j1 - j0)];
+            mat.dot_panel(j0, j1, &rows, &mut part, true);
+            for r in 0..m {
+                for j in j0..j1 {
+                    let mut one = [0f32; 1];
+                    dot_tile_dispatch(&mat.row(j), &rows[r..r + 1], &mut one);
+                    assert_eq!(part[r * (j1 - j0) + j - j0].to_bits(), one[0].to_bits(), "panel {j0}..{j1}, row {r}, column {j}");
+                }
+            }
         }
     }
 }

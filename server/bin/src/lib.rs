@@ -58,8 +58,10 @@ pub struct ServeArgs {
     /// Maximum number of requests running at once.
     #[arg(long, env = "HHH_MAX_NUM_SEQS", default_value_t = 64)]
     pub max_num_seqs: usize,
-    /// Token budget per engine step (chunked-prefill size).
-    #[arg(long, env = "HHH_MAX_NUM_BATCHED_TOKENS", default_value_t = 512)]
+    /// Token budget per engine step (chunked-prefill size). 256 by default: on CPU a step costs
+    /// roughly its token count, so smaller steps let prompts finish (first token) and running
+    /// requests advance at a finer grain, with the same throughput (see docs/benchmarks.md).
+    #[arg(long, env = "HHH_MAX_NUM_BATCHED_TOKENS", default_value_t = 256)]
     pub max_num_batched_tokens: usize,
     /// Context length (prompt + completion); default: the model's, capped at 8192.
     #[arg(long, env = "HHH_MAX_MODEL_LEN")]
