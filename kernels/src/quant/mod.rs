@@ -36,9 +36,9 @@ pub trait QuantMatrix: Sync {
     fn dot_tile(&self, j: usize, ys: &[&[Self::Act]], out: &mut [f32], simd: bool);
 
     /// Weight rows `j0..j1` against every row of `rows` into `part` (`[rows.len(), j1 - j0]`,
-    /// row-major). The default walks [`Self::dot_tile`] (one weight row × up to 4 activation
-    /// rows); a format may override it with a larger register tile, as long as each output is
-    /// computed with the same arithmetic whatever the tile (outputs must not depend on the batch).
+    /// row-major), walking [`Self::dot_tile`] (one weight row × up to 4 activation rows). A
+    /// format may override it with a larger register tile, as long as each output is computed
+    /// with the same arithmetic whatever the tile (outputs must not depend on the batch).
     fn dot_panel(&self, j0: usize, j1: usize, rows: &[&[Self::Act]], part: &mut [f32], simd: bool) {
         let (m, w) = (rows.len(), j1 - j0);
         for j in j0..j1 {

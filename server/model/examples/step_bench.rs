@@ -1,0 +1,42 @@
+//! Time of one forward pass of the default model (logits for the last row of each sequence)
+//! at a decode step of 1 and 16 sequences and a 256-token prefill chunk, outside the server:
+//! `cargo run --release -p hhh-model --example step_bench [model.gguf]`. Compare with
+//! `hhh-kernels`' `quant_bench` (the matmuls alone) to see the per-step overhead.
+
+use hhh_model::attention::{KvDtype, PagedKvCache, SeqMeta};
+use hhh_model::llama::LlamaModel;
+use std::time::Instant;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let path = std::env::args().nth(1).unwrap_or_else(|| "models/SmolLM2-135M-Instruct.Q4_1.gguf".into());
+    let model = LlamaModel::load(std::path::Path::new(&path))?;
+    let c = model.cfg.clone();
+    let (bs, ctx) = (16usize, 160usize);
+    let pool = rayon::ThreadPoolBuilder::new().build()?;
+    // `STEP_BENCH_ONLY=1` (or 16, 256): only that case (for a profiler).
+    let only: Option<usize> = std::env::var("STEP_BENCH_ONLY").ok().and_then(|v| v.parse().ok());
+    for (seqs, rows_per_seq) in [(1usize, 1usize), (16, 1), (1, 256)] {
+        if only.is_some_and(|o| o != seqs * rows_per_seq) {
+            continue;
+        }
+        let blocks_per_seq = (ctx + rows_per_seq).div_ceil(bs);
+        let mut kv = PagedKvCache::new(c.num_layers, seqs * blocks_per_seq, bs, c.num_kv_heads, c.head_dim, KvDtype::F16);
+        let metas: Vec<SeqMeta> = (0..seqs)
+            .map(|s| SeqMeta { row_start: s * rows_per_seq, num_rows: rows_per_seq, start_pos: ctx, block_table: (0..blocks_per_seq).map(|b| (s * blocks_per_seq + b) as u32).collect() })
+            .collect();
+        let n = seqs * rows_per_seq;
+        let ids: Vec<u32> = (0..n).map(|i| (i * 37 % 1000) as u32 + 10).collect();
+        let positions: Vec<usize> = (0..n).map(|i| ctx + i % rows_per_seq).collect();
+        let want: Vec<u32> = (0..seqs).map(|s| ((s + 1) * rows_per_seq - 1) as u32).collect();
+        let mut step = || pool.install(|| model.forward(&ids, &positions, &metas, &mut kv, &want).map(|_| ()));
+        step()?;
+        let t = Instant::now();
+        let mut k = 0;
+        while t.elapsed().as_secs_f64() < 3.0 {
+            step()?;
+            k += 1;
+        }
+        println!("{seqs:2} seqs x {rows_per_seq:3} rows (context {ctx}): {:.2} ms per step", t.elapsed().as_secs_f64() * 1e3 / k as f64);
+    }
+    Ok(())
+}
