@@ -77,26 +77,28 @@ pub fn matmul_many<W: QuantMatrix>(ws: &[&W], x: &[f32], m: usize, simd: bool) -
     let rows: Vec<&[W::Act]> = (0..m).map(|r| &xq[r * nb..(r + 1) * nb]).collect();
     let simd = simd && has_avx2_fma();
     const COLS: usize = 16;
-    let tasks: Vec<(usize, usize)> = ws.iter().enumerate().filter(|(_, w)| w.k() == k).flat_map(|(i, w)| (0..w.n().div_ceil(COLS)).map(move |c| (i, c * COLS))).collect();
-    // One scratch buffer for all tasks (`[m, width]` each, in task order) instead of one
+    // Tasks: matrix `i`, output columns `j0..j1`.
+    let tasks: Vec<(usize, usize, usize)> = ws
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.k() == k)
+        .flat_map(|(i, w)| (0..w.n()).step_by(COLS).map(move |j0| (i, j0, (j0 + COLS).min(w.n()))))
+        .collect();
+    // One scratch buffer for all tasks (`[m, j1 - j0]` each, in task order) instead of one
     // allocation per task: a decode step runs ~300 tasks per layer.
-    let widths: Vec<usize> = tasks.iter().map(|&(i, j0)| (j0 + COLS).min(ws[i].n()) - j0).collect();
-    let mut scratch = vec![0f32; m * widths.iter().sum::<usize>()];
-    let mut parts: Vec<((usize, usize), &mut [f32])> = Vec::with_capacity(tasks.len());
+    let mut scratch = vec![0f32; m * tasks.iter().map(|&(_, j0, j1)| j1 - j0).sum::<usize>()];
+    let mut parts: Vec<((usize, usize, usize), &mut [f32])> = Vec::with_capacity(tasks.len());
     let mut rest: &mut [f32] = &mut scratch;
-    for (&t, &w) in tasks.iter().zip(&widths) {
-        let (head, tail) = std::mem::take(&mut rest).split_at_mut(m * w);
-        parts.push((t, head));
+    for &(i, j0, j1) in &tasks {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(m * (j1 - j0));
+        parts.push(((i, j0, j1), head));
         rest = tail;
     }
-    parts.par_iter_mut().for_each(|((i, j0), part)| {
-        let wm = ws[*i];
-        wm.dot_panel(*j0, (*j0 + COLS).min(wm.n()), &rows, part, simd);
-    });
+    parts.par_iter_mut().for_each(|((i, j0, j1), part)| ws[*i].dot_panel(*j0, *j1, &rows, part, simd));
     let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; m * w.n()]).collect();
-    for ((i, j0), part) in parts {
+    for ((i, j0, j1), part) in parts {
         let n = ws[i].n();
-        let w = part.len() / m.max(1);
+        let w = j1 - j0;
         for r in 0..m {
             outs[i][r * n + j0..r * n + j0 + w].copy_from_slice(&part[r * w..(r + 1) * w]);
         }
