@@ -11,9 +11,10 @@
 //! query head `h` uses KV head `h / (num_heads / num_kv_heads)`.
 //!
 //! Arithmetic: f32 throughout (f16 cache elements are widened exactly). With AVX2 + FMA + F16C
-//! and a head dimension that is a multiple of 8, the scores and the weighted value sums run in
-//! 8-wide vectors ([`crate::simd`]); otherwise a scalar loop. Both are checked against the f64
-//! reference (`tests/paged_random.rs`); they differ from each other only in summation order.
+//! and a head dimension that is a multiple of 8, the scores, the softmax's `exp` and the weighted
+//! value sums run in 8-wide vectors ([`crate::simd`], [`crate::act`]); otherwise a scalar loop
+//! with libm's `exp`. Both are checked against the f64 reference (`tests/paged_random.rs`); they
+//! differ from each other in summation order and in `exp` (within 2e-7 relative).
 
 use crate::paged::{KvBuf, PagedKvCache, SeqMeta};
 use half::f16;
@@ -108,11 +109,13 @@ fn attend<T: KvElem>(cache: &PagedKvCache, keys: &[T], values: &[T], seqs: &[Seq
                 }
             }
             let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for sc in scores.iter_mut() {
-                *sc = (*sc - max).exp();
-                sum += *sc;
+            if simd {
+                scores.iter_mut().for_each(|sc| *sc -= max);
+                crate::act::exp_inplace(&mut scores);
+            } else {
+                scores.iter_mut().for_each(|sc| *sc = (*sc - max).exp());
             }
+            let sum: f32 = scores.iter().sum();
             let inv = 1.0 / sum;
             if simd {
                 // SAFETY: as above.

@@ -13,6 +13,7 @@
 //! not run on a GPU yet: no GPU machine was lent to the sessions that wrote them, and the
 //! cudarc launchers are not written (see docs/gpu.md).
 
+pub mod act;
 pub mod cpu;
 pub mod paged;
 pub mod quant;

@@ -265,6 +265,8 @@ impl LlamaModel {
         let mut x = self.embed.lookup(ids)?;
         let eps = c.rms_norm_eps as f32;
         let (qw, kw) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+        // Whether `x` already holds only `want_rows` (see the last layer).
+        let mut selected = false;
         for (li, l) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &l.attn_norm, eps)?;
             let mut qkv = Linear::forward_many(&[&l.q, &l.k, &l.v], &h, exact)?.into_iter();
@@ -282,7 +284,20 @@ impl LlamaModel {
             } else {
                 cpu::paged_attention(kv, li, seqs, &q, c.num_heads)
             };
-            let att = Tensor::from_vec(att, (rows, qw), &dev)?;
+            // After the last layer's attention only the requested rows matter (everything left is
+            // per row): select them before the output projection and the MLP. Not with the
+            // reference arithmetic, whose matmuls block differently by row count.
+            let (att, n) = if li + 1 == self.layers.len() && !exact && want_rows.len() < rows {
+                if want_rows.is_empty() {
+                    return Ok(Tensor::zeros((0, c.hidden_size), DType::F32, &dev)?);
+                }
+                x = x.index_select(&Tensor::from_slice(want_rows, want_rows.len(), &dev)?, 0)?;
+                selected = true;
+                (want_rows.iter().flat_map(|&r| att[r as usize * qw..(r as usize + 1) * qw].iter().copied()).collect(), want_rows.len())
+            } else {
+                (att, rows)
+            };
+            let att = Tensor::from_vec(att, (n, qw), &dev)?;
             x = (l.o.forward(&att, exact)? + &x)?;
             let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, eps)?;
             let mut gu = Linear::forward_many(&[&l.gate, &l.up], &h, exact)?.into_iter();
@@ -290,13 +305,15 @@ impl LlamaModel {
                 (Some(g), Some(u)) => (g, u),
                 _ => return Err(ModelError::Invalid("gate/up projection".into())),
             };
-            // silu(g) * u with candle's formula (`x / (1 + exp(-x))`).
-            let mv: Vec<f32> = g.iter().zip(&u).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect();
-            let m = Tensor::from_vec(mv, (rows, u.len() / rows.max(1)), &dev)?;
+            // silu(g) * u: with the reference arithmetic, candle's formula (`x / (1 + exp(-x))`,
+            // libm `exp`) on this thread; otherwise the vectorized kernel on the compute pool.
+            let mv: Vec<f32> = if exact { g.iter().zip(&u).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect() } else { hhh_kernels::act::silu_mul(&g, &u) };
+            let m = Tensor::from_vec(mv, (n, u.len() / n.max(1)), &dev)?;
             x = (l.down.forward(&m, exact)? + &x)?;
         }
-        let sel = Tensor::from_slice(want_rows, want_rows.len(), &dev)?;
-        let x = x.index_select(&sel, 0)?;
+        if !selected {
+            x = x.index_select(&Tensor::from_slice(want_rows, want_rows.len(), &dev)?, 0)?;
+        }
         Ok(candle_nn::ops::rms_norm(&x, &self.norm, eps)?)
     }
 }
