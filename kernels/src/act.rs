@@ -21,6 +21,21 @@ pub fn exp_inplace(x: &mut [f32]) {
     }
 }
 
+/// The softmax numerators in place, `x[i] = exp(x[i] - max(x))`, and their sum. With AVX2 the
+/// maximum, the exponentials and the sum run 8 wide (the sum in 8 lanes, reduced in a fixed
+/// order: the result depends only on the values, never on the caller's batch); otherwise scalar,
+/// summed in index order. An empty slice gives 0.
+pub fn softmax_numerators(x: &mut [f32]) -> f32 {
+    if crate::simd::available() {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        unsafe { vsoftmax_numerators(x) }
+    } else {
+        let max = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        x.iter_mut().for_each(|v| *v = (*v - max).exp());
+        x.iter().sum()
+    }
+}
+
 /// `silu(g) * u` elementwise (`silu(x) = x / (1 + exp(-x))`), in parallel chunks on the current
 /// rayon pool. `g` and `u` must have the same length.
 pub fn silu_mul(g: &[f32], u: &[f32]) -> Vec<f32> {
@@ -99,6 +114,46 @@ unsafe fn vexp_slice(x: &mut [f32]) {
     }
 }
 
+/// # Safety
+/// AVX2 and FMA must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn vsoftmax_numerators(x: &mut [f32]) -> f32 {
+    let n8 = x.len() / 8 * 8;
+    let rest = x.len() - n8;
+    let p = x.as_mut_ptr();
+    // The tail, padded with -inf (exp gives 0 there).
+    let mut tail = [f32::NEG_INFINITY; 8];
+    tail[..rest].copy_from_slice(&x[n8..]);
+    let mut m = _mm256_loadu_ps(tail.as_ptr());
+    let mut i = 0;
+    while i < n8 {
+        m = _mm256_max_ps(m, _mm256_loadu_ps(p.add(i)));
+        i += 8;
+    }
+    let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let m1 = _mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 0b01));
+    let max = _mm256_set1_ps(_mm_cvtss_f32(m1));
+    let mut sum = _mm256_setzero_ps();
+    i = 0;
+    while i < n8 {
+        let e = vexp(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), max));
+        _mm256_storeu_ps(p.add(i), e);
+        sum = _mm256_add_ps(sum, e);
+        i += 8;
+    }
+    if rest > 0 {
+        let e = vexp(_mm256_sub_ps(_mm256_loadu_ps(tail.as_ptr()), max));
+        _mm256_storeu_ps(tail.as_mut_ptr(), e);
+        x[n8..].copy_from_slice(&tail[..rest]);
+        sum = _mm256_add_ps(sum, e);
+    }
+    let s4 = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 0b01)))
+}
+
 /// 8-wide `g / (1 + exp(-g)) * u`.
 #[cfg(target_arch = "x86_64")]
 #[inline]
@@ -134,6 +189,12 @@ unsafe fn vsilu_mul(o: &mut [f32], g: &[f32], u: &[f32]) {
 /// Not x86-64: never called ([`crate::simd::available`] is false).
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn vexp_slice(_x: &mut [f32]) {}
+
+/// Not x86-64: never called ([`crate::simd::available`] is false).
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn vsoftmax_numerators(_x: &mut [f32]) -> f32 {
+    0.0
+}
 
 /// Not x86-64: never called ([`crate::simd::available`] is false).
 #[cfg(not(target_arch = "x86_64"))]
@@ -179,6 +240,23 @@ mod tests {
             let mut one = vec![0.37 * (len - 1) as f32 - 3.0];
             exp_inplace(&mut one);
             assert_eq!(v[len - 1].to_bits(), one[0].to_bits());
+        }
+    }
+
+    #[test]
+    fn softmax_numerators_match_f64() {
+        for len in [0usize, 1, 5, 8, 9, 16, 300, 417] {
+            let x: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1013) as f32 / 50.0 - 10.0).collect();
+            let max = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let mut got = x.clone();
+            let sum = softmax_numerators(&mut got);
+            // exp of the f32 difference (the subtraction's own rounding is not the kernel's).
+            let want: Vec<f64> = x.iter().map(|&v| ((v - max) as f64).exp()).collect();
+            for (g, w) in got.iter().zip(&want) {
+                assert!((*g as f64 - w).abs() <= 2e-7 * w.max(1e-30), "{g} vs {w}");
+            }
+            let ws: f64 = want.iter().sum();
+            assert!((sum as f64 - ws).abs() <= 1e-6 * ws.max(1.0), "sum {sum} vs {ws} (len {len})");
         }
     }
 

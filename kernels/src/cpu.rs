@@ -94,37 +94,51 @@ fn attend<T: KvElem>(cache: &PagedKvCache, keys: &[T], values: &[T], seqs: &[Seq
         let ctx = s.start_pos + (row - s.row_start) + 1;
         // Element offset of each position's slot.
         let offs: Vec<usize> = (0..ctx).map(|p| cache.slot(&s.block_table, p) * kvw).collect();
-        let mut scores = vec![0f32; ctx];
-        for h in 0..num_heads {
-            let off_h = (h / group) * hd;
-            let qh = &q[row * qw + h * hd..row * qw + (h + 1) * hd];
-            let o = &mut out_row[h * hd..(h + 1) * hd];
-            if simd {
-                // SAFETY: `simd` is only true when AVX2, FMA and F16C were detected at run time
-                // and hd is a multiple of 8; every offset + off_h + hd is inside the layer buffer.
-                unsafe { crate::simd::scores(qh, keys, &offs, off_h, scale, &mut scores) };
-            } else {
-                for (sc, &off) in scores.iter_mut().zip(&offs) {
-                    *sc = dot(qh, &keys[off + off_h..off + off_h + hd]) * scale;
+        // Scores of one KV head's query heads (`group` rows of `ctx`).
+        let mut scores = vec![0f32; group * ctx];
+        for g in 0..cache.num_kv_heads {
+            let off_h = g * hd;
+            let qg = &q[row * qw + g * group * hd..row * qw + (g + 1) * group * hd];
+            // SAFETY (every `unsafe` below): `simd` is only true when AVX2, FMA and F16C were
+            // detected at run time and hd is a multiple of 8; every offset + off_h + hd is inside
+            // the layer buffer; `qg` holds `group` heads of hd values.
+            match (simd, group) {
+                (true, 1) => unsafe { crate::simd::scores_group::<T, 1>(qg, hd, keys, &offs, off_h, scale, &mut scores) },
+                (true, 2) => unsafe { crate::simd::scores_group::<T, 2>(qg, hd, keys, &offs, off_h, scale, &mut scores) },
+                (true, 3) => unsafe { crate::simd::scores_group::<T, 3>(qg, hd, keys, &offs, off_h, scale, &mut scores) },
+                (true, 4) => unsafe { crate::simd::scores_group::<T, 4>(qg, hd, keys, &offs, off_h, scale, &mut scores) },
+                (true, _) => {
+                    for (i, sc) in scores.chunks_mut(ctx).enumerate() {
+                        unsafe { crate::simd::scores(&qg[i * hd..(i + 1) * hd], keys, &offs, off_h, scale, sc) };
+                    }
+                }
+                (false, _) => {
+                    for (i, sc) in scores.chunks_mut(ctx).enumerate() {
+                        for (s, &off) in sc.iter_mut().zip(&offs) {
+                            *s = dot(&qg[i * hd..(i + 1) * hd], &keys[off + off_h..off + off_h + hd]) * scale;
+                        }
+                    }
                 }
             }
-            let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            if simd {
-                scores.iter_mut().for_each(|sc| *sc -= max);
-                crate::act::exp_inplace(&mut scores);
-            } else {
-                scores.iter_mut().for_each(|sc| *sc = (*sc - max).exp());
-            }
-            let sum: f32 = scores.iter().sum();
-            let inv = 1.0 / sum;
-            if simd {
-                // SAFETY: as above.
-                unsafe { crate::simd::weighted_sum(o, values, &offs, off_h, &scores, inv) };
-            } else {
-                for (&e, &off) in scores.iter().zip(&offs) {
-                    let w = e * inv;
-                    for (oi, vi) in o.iter_mut().zip(&values[off + off_h..off + off_h + hd]) {
-                        *oi = w.mul_add(vi.to_f32(), *oi);
+            for (i, sc) in scores.chunks_mut(ctx).enumerate() {
+                let h = g * group + i;
+                let o = &mut out_row[h * hd..(h + 1) * hd];
+                let sum = if simd {
+                    crate::act::softmax_numerators(sc)
+                } else {
+                    let max = sc.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                    sc.iter_mut().for_each(|x| *x = (*x - max).exp());
+                    sc.iter().sum()
+                };
+                let inv = 1.0 / sum;
+                if simd {
+                    unsafe { crate::simd::weighted_sum(o, values, &offs, off_h, sc, inv) };
+                } else {
+                    for (&e, &off) in sc.iter().zip(&offs) {
+                        let w = e * inv;
+                        for (oi, vi) in o.iter_mut().zip(&values[off + off_h..off + off_h + hd]) {
+                            *oi = w.mul_add(vi.to_f32(), *oi);
+                        }
                     }
                 }
             }

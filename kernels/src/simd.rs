@@ -63,8 +63,67 @@ pub unsafe fn scores<T: KvElem>(q: &[f32], keys: &[T], offs: &[usize], off: usiz
         _mm_storeu_ps(scores.as_mut_ptr().add(j), _mm_mul_ps(s, sv));
         j += 4;
     }
-    while j < offs.len() {
-        let k = kp.add(offs[j]);
+    if j < offs.len() {
+        scores_tail(q, keys, &offs[j..], off, scale, &mut scores[j..]);
+    }
+}
+
+/// [`scores`] for `H` query heads that share one KV head (GQA): `q` holds the `H` heads' vectors
+/// back to back (`H * hd` values) and `scores` the `H` rows of `offs.len()` scores. Each key chunk
+/// is loaded (and widened) once for all `H` heads. Per head, the arithmetic is exactly that of
+/// [`scores`] (same accumulators, same reduction order), so results are bit-identical to it.
+///
+/// # Safety
+/// As for [`scores`], with `q.len() == H * hd` (hd a multiple of 8) and
+/// `scores.len() == H * offs.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn scores_group<T: KvElem, const H: usize>(q: &[f32], hd: usize, keys: &[T], offs: &[usize], off: usize, scale: f32, scores: &mut [f32]) {
+    let n = offs.len();
+    let qp = q.as_ptr();
+    let kp = keys.as_ptr().add(off);
+    let sv = _mm_set1_ps(scale);
+    let mut j = 0;
+    while j + 4 <= n {
+        let k: [*const T; 4] = [kp.add(offs[j]), kp.add(offs[j + 1]), kp.add(offs[j + 2]), kp.add(offs[j + 3])];
+        let mut a = [[_mm256_setzero_ps(); 4]; H];
+        let mut d = 0;
+        while d < hd {
+            let kv = [load8(k[0].add(d)), load8(k[1].add(d)), load8(k[2].add(d)), load8(k[3].add(d))];
+            for (h, ah) in a.iter_mut().enumerate() {
+                let qv = _mm256_loadu_ps(qp.add(h * hd + d));
+                for (t, at) in ah.iter_mut().enumerate() {
+                    *at = _mm256_fmadd_ps(qv, kv[t], *at);
+                }
+            }
+            d += 8;
+        }
+        for (h, ah) in a.iter().enumerate() {
+            let t0 = _mm256_hadd_ps(ah[0], ah[1]);
+            let t1 = _mm256_hadd_ps(ah[2], ah[3]);
+            let t2 = _mm256_hadd_ps(t0, t1);
+            let s = _mm_add_ps(_mm256_castps256_ps128(t2), _mm256_extractf128_ps(t2, 1));
+            _mm_storeu_ps(scores.as_mut_ptr().add(h * n + j), _mm_mul_ps(s, sv));
+        }
+        j += 4;
+    }
+    if j < n {
+        for h in 0..H {
+            scores_tail(&q[h * hd..(h + 1) * hd], keys, &offs[j..], off, scale, &mut scores[h * n + j..(h + 1) * n]);
+        }
+    }
+}
+
+/// The one-key-at-a-time tail of [`scores`].
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scores_tail<T: KvElem>(q: &[f32], keys: &[T], offs: &[usize], off: usize, scale: f32, scores: &mut [f32]) {
+    let hd = q.len();
+    let qp = q.as_ptr();
+    let kp = keys.as_ptr().add(off);
+    for (j, &o) in offs.iter().enumerate() {
+        let k = kp.add(o);
         let mut a = _mm256_setzero_ps();
         let mut d = 0;
         while d < hd {
@@ -75,7 +134,6 @@ pub unsafe fn scores<T: KvElem>(q: &[f32], keys: &[T], offs: &[usize], off: usiz
         let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
         let s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 0b01));
         *scores.get_unchecked_mut(j) = _mm_cvtss_f32(s1) * scale;
-        j += 1;
     }
 }
 
@@ -130,4 +188,49 @@ pub unsafe fn scores<T: KvElem>(_q: &[f32], _keys: &[T], _offs: &[usize], _off: 
 /// # Safety
 /// Always safe; does nothing.
 #[cfg(not(target_arch = "x86_64"))]
+pub unsafe fn scores_group<T: KvElem, const H: usize>(_q: &[f32], _hd: usize, _keys: &[T], _offs: &[usize], _off: usize, _scale: f32, _scores: &mut [f32]) {}
+
+/// Not x86-64: never called ([`available`] is false).
+///
+/// # Safety
+/// Always safe; does nothing.
+#[cfg(not(target_arch = "x86_64"))]
 pub unsafe fn weighted_sum<T: KvElem>(_o: &mut [f32], _values: &[T], _offs: &[usize], _off: usize, _e: &[f32], _inv: f32) {}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use half::f16;
+
+    /// The grouped kernel gives each head exactly (bitwise) what the one-head kernel gives.
+    fn check<T: KvElem, const H: usize>(conv: impl Fn(f32) -> T) {
+        let hd = 64;
+        let f = |i: usize| ((i * 7919 % 1999) as f32 / 999.0) - 1.0;
+        let keys: Vec<T> = (0..40 * hd).map(|i| conv(f(i + 5))).collect();
+        let q: Vec<f32> = (0..H * hd).map(|i| f(i + 101)).collect();
+        for n in [1usize, 3, 4, 7, 37] {
+            let offs: Vec<usize> = (0..n).map(|j| ((j * 13) % 39) * hd).collect();
+            let mut grouped = vec![0f32; H * n];
+            // SAFETY: guarded by `available`; all offsets + hd are inside `keys`.
+            unsafe { scores_group::<T, H>(&q, hd, &keys, &offs, 0, 0.125, &mut grouped) };
+            for h in 0..H {
+                let mut one = vec![0f32; n];
+                unsafe { scores(&q[h * hd..(h + 1) * hd], &keys, &offs, 0, 0.125, &mut one) };
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&grouped[h * n..(h + 1) * n]), bits(&one), "H={H} head {h} n={n}");
+            }
+        }
+    }
+
+    #[test]
+    fn grouped_scores_equal_per_head_scores() {
+        if !available() {
+            return;
+        }
+        check::<f32, 1>(|x| x);
+        check::<f32, 3>(|x| x);
+        check::<f16, 2>(f16::from_f32);
+        check::<f16, 3>(f16::from_f32);
+        check::<f16, 4>(f16::from_f32);
+    }
+}

@@ -33,7 +33,7 @@ struct Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (1usize..=3, prop::sample::select(vec![1usize, 2, 4]), prop::sample::select(vec![1usize, 3, 8, 16, 64]), prop::sample::select(vec![1usize, 2, 3, 4, 16]), prop::collection::vec((0usize..=37, 1usize..=9), 1..=3), any::<u64>(), prop::sample::select(vec![KvDtype::F32, KvDtype::F16]))
+    (1usize..=3, prop::sample::select(vec![1usize, 2, 3, 4, 5]), prop::sample::select(vec![1usize, 3, 8, 16, 64]), prop::sample::select(vec![1usize, 2, 3, 4, 16]), prop::collection::vec((0usize..=37, 1usize..=9), 1..=3), any::<u64>(), prop::sample::select(vec![KvDtype::F32, KvDtype::F16]))
         .prop_map(|(nkv, group, hd, bs, seqs, seed, dtype)| Case { nkv, group, hd, bs, seqs, seed, dtype })
 }
 
