@@ -286,8 +286,9 @@ impl LlamaModel {
             };
             // After the last layer's attention only the requested rows matter (everything left is
             // per row): select them before the output projection and the MLP. Not with the
-            // reference arithmetic, whose matmuls block differently by row count.
-            let (att, n) = if li + 1 == self.layers.len() && !exact && want_rows.len() < rows {
+            // reference arithmetic, whose matmuls block differently by row count. (Out-of-range
+            // rows fall through to the final `index_select`, which reports them.)
+            let (att, n) = if li + 1 == self.layers.len() && !exact && want_rows.len() < rows && want_rows.iter().all(|&r| (r as usize) < rows) {
                 if want_rows.is_empty() {
                     return Ok(Tensor::zeros((0, c.hidden_size), DType::F32, &dev)?);
                 }
