@@ -1,4 +1,4 @@
-//! Elementwise activation kernels: `exp` (softmax) and `silu(g) * u` (the SwiGLU MLP).
+//! Elementwise kernels: softmax numerators (`exp`) and `silu(g) * u` (the SwiGLU MLP).
 //!
 //! With AVX2 + FMA (checked at run time) both use an 8-wide `exp`: range reduction by `ln 2` (split
 //! in two constants) and a degree-6 polynomial on `[-ln2/2, ln2/2]` (the Cephes `expf`
@@ -10,16 +10,6 @@
 //! padded to a full vector), so a row's results never depend on how rows are batched.
 
 use rayon::prelude::*;
-
-/// `x[i] = exp(x[i])` for every element.
-pub fn exp_inplace(x: &mut [f32]) {
-    if crate::simd::available() {
-        // SAFETY: AVX2 and FMA were detected at run time.
-        unsafe { vexp_slice(x) }
-    } else {
-        x.iter_mut().for_each(|v| *v = v.exp());
-    }
-}
 
 /// The softmax numerators in place, `x[i] = exp(x[i] - max(x))`, and their sum. With AVX2 the
 /// maximum, the exponentials and the sum run 8 wide (the sum in 8 lanes, reduced in a fixed
@@ -94,11 +84,11 @@ unsafe fn vexp(x: __m256) -> __m256 {
     _mm256_blendv_ps(out, x, nan)
 }
 
-/// [`vexp`] over a slice; the tail goes through a padded vector.
+/// [`vexp`] over a slice; the tail goes through a padded vector (tests of `vexp` over its range).
 ///
 /// # Safety
 /// AVX2 and FMA must be available.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(test, target_arch = "x86_64"))]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn vexp_slice(x: &mut [f32]) {
     let mut chunks = x.chunks_exact_mut(8);
@@ -188,10 +178,6 @@ unsafe fn vsilu_mul(o: &mut [f32], g: &[f32], u: &[f32]) {
 
 /// Not x86-64: never called ([`crate::simd::available`] is false).
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn vexp_slice(_x: &mut [f32]) {}
-
-/// Not x86-64: never called ([`crate::simd::available`] is false).
-#[cfg(not(target_arch = "x86_64"))]
 unsafe fn vsoftmax_numerators(_x: &mut [f32]) -> f32 {
     0.0
 }
@@ -203,6 +189,17 @@ unsafe fn vsilu_mul(_o: &mut [f32], _g: &[f32], _u: &[f32]) {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `exp` of every element: the vector kernel where it runs, else libm.
+    fn exp_inplace(x: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::available() {
+            // SAFETY: AVX2 and FMA were detected at run time.
+            unsafe { vexp_slice(x) };
+            return;
+        }
+        x.iter_mut().for_each(|v| *v = v.exp());
+    }
 
     fn rel(a: f32, b: f64) -> f64 {
         if b == 0.0 {

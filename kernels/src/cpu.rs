@@ -109,7 +109,7 @@ fn attend<T: KvElem>(cache: &PagedKvCache, keys: &[T], values: &[T], seqs: &[Seq
                 (true, 4) => unsafe { crate::simd::scores_group::<T, 4>(qg, hd, keys, &offs, off_h, scale, &mut scores) },
                 (true, _) => {
                     for (i, sc) in scores.chunks_mut(ctx).enumerate() {
-                        unsafe { crate::simd::scores(&qg[i * hd..(i + 1) * hd], keys, &offs, off_h, scale, sc) };
+                        unsafe { crate::simd::scores_group::<T, 1>(&qg[i * hd..(i + 1) * hd], hd, keys, &offs, off_h, scale, sc) };
                     }
                 }
                 (false, _) => {

@@ -29,52 +29,16 @@ unsafe fn load8<T: KvElem>(p: *const T) -> __m256 {
     }
 }
 
-/// `scores[j] = (q · keys[offs[j] + off .. + q.len()]) * scale`, four keys at a time (four
-/// independent accumulators, one horizontal reduction per four keys).
+/// Attention scores of `H` query heads that share one KV head (GQA):
+/// `scores[h * n + j] = (q_h · keys[offs[j] + off .. + hd]) * scale` with `n = offs.len()` and `q_h`
+/// the h-th of the `H` head vectors held back to back in `q`. Four keys at a time (one accumulator
+/// per head and key, one horizontal reduction per four keys); each key chunk is loaded and widened
+/// once for all `H` heads. A head's scores do not depend on `H` (same accumulation and reduction
+/// per head; tested bitwise).
 ///
 /// # Safety
-/// AVX2, FMA and F16C must be available ([`available`]); `q.len()` must be a multiple of 8;
-/// `offs[j] + off + q.len() <= keys.len()` for every j; `scores.len() == offs.len()`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn scores<T: KvElem>(q: &[f32], keys: &[T], offs: &[usize], off: usize, scale: f32, scores: &mut [f32]) {
-    let hd = q.len();
-    let qp = q.as_ptr();
-    let kp = keys.as_ptr().add(off);
-    let sv = _mm_set1_ps(scale);
-    let mut j = 0;
-    while j + 4 <= offs.len() {
-        let k: [*const T; 4] = [kp.add(offs[j]), kp.add(offs[j + 1]), kp.add(offs[j + 2]), kp.add(offs[j + 3])];
-        let (mut a0, mut a1, mut a2, mut a3) = (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut d = 0;
-        while d < hd {
-            let qv = _mm256_loadu_ps(qp.add(d));
-            a0 = _mm256_fmadd_ps(qv, load8(k[0].add(d)), a0);
-            a1 = _mm256_fmadd_ps(qv, load8(k[1].add(d)), a1);
-            a2 = _mm256_fmadd_ps(qv, load8(k[2].add(d)), a2);
-            a3 = _mm256_fmadd_ps(qv, load8(k[3].add(d)), a3);
-            d += 8;
-        }
-        // [a0 a1 a2 a3] lane sums in one vector.
-        let t0 = _mm256_hadd_ps(a0, a1);
-        let t1 = _mm256_hadd_ps(a2, a3);
-        let t2 = _mm256_hadd_ps(t0, t1);
-        let s = _mm_add_ps(_mm256_castps256_ps128(t2), _mm256_extractf128_ps(t2, 1));
-        _mm_storeu_ps(scores.as_mut_ptr().add(j), _mm_mul_ps(s, sv));
-        j += 4;
-    }
-    if j < offs.len() {
-        scores_tail(q, keys, &offs[j..], off, scale, &mut scores[j..]);
-    }
-}
-
-/// [`scores`] for `H` query heads that share one KV head (GQA): `q` holds the `H` heads' vectors
-/// back to back (`H * hd` values) and `scores` the `H` rows of `offs.len()` scores. Each key chunk
-/// is loaded (and widened) once for all `H` heads. Per head, the arithmetic is exactly that of
-/// [`scores`] (same accumulators, same reduction order), so results are bit-identical to it.
-///
-/// # Safety
-/// As for [`scores`], with `q.len() == H * hd` (hd a multiple of 8) and
+/// AVX2, FMA and F16C must be available ([`available`]); `hd` a multiple of 8,
+/// `q.len() == H * hd`, `offs[j] + off + hd <= keys.len()` for every j,
 /// `scores.len() == H * offs.len()`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -114,7 +78,7 @@ pub unsafe fn scores_group<T: KvElem, const H: usize>(q: &[f32], hd: usize, keys
     }
 }
 
-/// The one-key-at-a-time tail of [`scores`].
+/// The one-key-at-a-time tail of [`scores_group`], for one head.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -141,7 +105,8 @@ unsafe fn scores_tail<T: KvElem>(q: &[f32], keys: &[T], offs: &[usize], off: usi
 /// registers while the keys stream by.
 ///
 /// # Safety
-/// As for [`scores`], with `o.len()` a multiple of 8 and `e.len() == offs.len()`.
+/// AVX2, FMA and F16C must be available; `o.len()` a multiple of 8, `offs[j] + off + o.len() <=
+/// values.len()` for every j and `e.len() == offs.len()`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn weighted_sum<T: KvElem>(o: &mut [f32], values: &[T], offs: &[usize], off: usize, e: &[f32], inv: f32) {
@@ -181,13 +146,6 @@ pub unsafe fn weighted_sum<T: KvElem>(o: &mut [f32], values: &[T], offs: &[usize
 /// # Safety
 /// Always safe; does nothing.
 #[cfg(not(target_arch = "x86_64"))]
-pub unsafe fn scores<T: KvElem>(_q: &[f32], _keys: &[T], _offs: &[usize], _off: usize, _scale: f32, _scores: &mut [f32]) {}
-
-/// Not x86-64: never called ([`available`] is false).
-///
-/// # Safety
-/// Always safe; does nothing.
-#[cfg(not(target_arch = "x86_64"))]
 pub unsafe fn scores_group<T: KvElem, const H: usize>(_q: &[f32], _hd: usize, _keys: &[T], _offs: &[usize], _off: usize, _scale: f32, _scores: &mut [f32]) {}
 
 /// Not x86-64: never called ([`available`] is false).
@@ -202,7 +160,7 @@ mod tests {
     use super::*;
     use half::f16;
 
-    /// The grouped kernel gives each head exactly (bitwise) what the one-head kernel gives.
+    /// The grouped kernel gives each head exactly (bitwise) what it gives that head alone.
     fn check<T: KvElem, const H: usize>(conv: impl Fn(f32) -> T) {
         let hd = 64;
         let f = |i: usize| ((i * 7919 % 1999) as f32 / 999.0) - 1.0;
@@ -215,7 +173,7 @@ mod tests {
             unsafe { scores_group::<T, H>(&q, hd, &keys, &offs, 0, 0.125, &mut grouped) };
             for h in 0..H {
                 let mut one = vec![0f32; n];
-                unsafe { scores(&q[h * hd..(h + 1) * hd], &keys, &offs, 0, 0.125, &mut one) };
+                unsafe { scores_group::<T, 1>(&q[h * hd..(h + 1) * hd], hd, &keys, &offs, 0, 0.125, &mut one) };
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&grouped[h * n..(h + 1) * n]), bits(&one), "H={H} head {h} n={n}");
             }
