@@ -139,9 +139,7 @@ unsafe fn vsoftmax_numerators(x: &mut [f32]) -> f32 {
         x[n8..].copy_from_slice(&tail[..rest]);
         sum = _mm256_add_ps(sum, e);
     }
-    let s4 = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
-    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 0b01)))
+    crate::simd::hsum(sum)
 }
 
 /// 8-wide `g / (1 + exp(-g)) * u`.

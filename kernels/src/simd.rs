@@ -29,6 +29,16 @@ unsafe fn load8<T: KvElem>(p: *const T) -> __m256 {
     }
 }
 
+/// The sum of the 8 lanes in a fixed order: halves, then pairs, then the last two.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn hsum(v: __m256) -> f32 {
+    let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 0b01)))
+}
+
 /// Attention scores of `H` query heads that share one KV head (GQA):
 /// `scores[h * n + j] = (q_h · keys[offs[j] + off .. + hd]) * scale` with `n = offs.len()` and `q_h`
 /// the h-th of the `H` head vectors held back to back in `q`. Four keys at a time (one accumulator
@@ -94,10 +104,7 @@ unsafe fn scores_tail<T: KvElem>(q: &[f32], keys: &[T], offs: &[usize], off: usi
             a = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(d)), load8(k.add(d)), a);
             d += 8;
         }
-        let s4 = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-        let s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 0b01));
-        *scores.get_unchecked_mut(j) = _mm_cvtss_f32(s1) * scale;
+        *scores.get_unchecked_mut(j) = hsum(a) * scale;
     }
 }
 
