@@ -1,8 +1,9 @@
 //! Micro-benchmark of the quantized matmul kernels on the default model's shapes (random
 //! weights): time per call at 1, 4 and 16 activation rows, the bytes and MACs per call, and a
-//! plain memory-read baseline. `cargo run --release -p hhh-kernels --example quant_bench`.
+//! plain memory-read baseline; and the Q4_1 layers through the f32 path on dequantized panels
+//! (`matmul_f32_many`) beside the int8 path, up to 256 rows (a prompt chunk). `cargo run --release -p hhh-kernels --example quant_bench`.
 
-use hhh_kernels::quant::{matmul_many, Q4_1Matrix, Q8_0Matrix};
+use hhh_kernels::quant::{matmul_f32_many, matmul_many, Q4_1Matrix, Q8_0Matrix};
 use std::time::Instant;
 
 fn rand_bytes(n: usize, seed: u64) -> Vec<u8> {
@@ -57,7 +58,7 @@ fn main() {
     let layer_bytes: usize = qkv.iter().chain([&o]).chain(gu.iter()).chain([&down]).map(q4_bytes).sum();
     let layer_macs: usize = qkv.iter().chain([&o]).chain(gu.iter()).chain([&down]).map(|m| m.n * m.k).sum();
     println!("threads: {}", rayon::current_num_threads());
-    for m in [1usize, 4, 16, 64] {
+    for m in [1usize, 4, 16, 64, 256] {
         let xh: Vec<f32> = (0..m * h).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
         let xf: Vec<f32> = (0..m * ff).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
         let t_layer = time(|| {
@@ -69,8 +70,20 @@ fn main() {
         let t_head = time(|| {
             std::hint::black_box(head.matmul(&xh, m, true));
         });
+        let t_f32 = time(|| {
+            std::hint::black_box(matmul_f32_many(&[&qkv[0], &qkv[1], &qkv[2]], &xh, m, true));
+            std::hint::black_box(matmul_f32_many(&[&o], &xh, m, true));
+            std::hint::black_box(matmul_f32_many(&[&gu[0], &gu[1]], &xh, m, true));
+            std::hint::black_box(matmul_f32_many(&[&down], &xf, m, true));
+        });
         println!(
-            "m={m:2}: Q4_1 layers {:.2} ms/step ({:.1} GB/s weights, {:.1} GMAC/s); Q8_0 head {:.2} ms ({:.1} GB/s, {:.1} GMAC/s)",
+            "m={m:3}: Q4_1 f32 path {:.2} ms/step ({:.1} GMAC/s), int8/f32 time ratio {:.2}",
+            t_f32 * layers as f64 * 1e3,
+            (layer_macs * m) as f64 / t_f32 / 1e9,
+            t_layer / t_f32
+        );
+        println!(
+            "m={m:3}: Q4_1 layers {:.2} ms/step ({:.1} GB/s weights, {:.1} GMAC/s); Q8_0 head {:.2} ms ({:.1} GB/s, {:.1} GMAC/s)",
             t_layer * layers as f64 * 1e3,
             layer_bytes as f64 / t_layer / 1e9,
             (layer_macs * m) as f64 / t_layer / 1e9,

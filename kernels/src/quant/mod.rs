@@ -10,11 +10,13 @@
 //! same activations (Q/K/V, gate/up) in one parallel loop over 16-column tasks, so the weights
 //! are read once per step for every row of the batch.
 
+pub mod dense;
 pub mod q4_1;
 pub mod q8_0;
 
 use rayon::prelude::*;
 
+pub use dense::{matmul_f32_many, matmul_split};
 pub use q4_1::Q4_1Matrix;
 pub use q8_0::Q8_0Matrix;
 
@@ -76,13 +78,25 @@ pub fn matmul_many<W: QuantMatrix>(ws: &[&W], x: &[f32], m: usize, simd: bool) -
     let xq: Vec<W::Act> = x.chunks_exact(QK).map(W::quantize).collect();
     let rows: Vec<&[W::Act]> = (0..m).map(|r| &xq[r * nb..(r + 1) * nb]).collect();
     let simd = simd && has_avx2_fma();
-    const COLS: usize = 16;
+    let shapes: Vec<(usize, usize)> = ws.iter().map(|w| (w.n(), w.k())).collect();
+    run_panels(&shapes, m, 16, |i, j0, j1, part| ws[i].dot_panel(j0, j1, &rows, part, simd))
+}
+
+/// The shared driver of the matmuls: for matrices of shapes `(n, k)` (those whose `k` differs
+/// from the first's get zeros) and `m` activation rows, runs `panel(i, j0, j1, part)` for every
+/// matrix `i` and column range `j0..j1` of `cols` columns in one parallel loop, `part` being
+/// that task's `[m, j1 - j0]` output (row-major), and assembles `[m, n]` per matrix.
+fn run_panels<F>(shapes: &[(usize, usize)], m: usize, cols: usize, panel: F) -> Vec<Vec<f32>>
+where
+    F: Fn(usize, usize, usize, &mut [f32]) + Sync,
+{
+    let Some(&(_, k)) = shapes.first() else { return vec![] };
     // Tasks: matrix `i`, output columns `j0..j1`.
-    let tasks: Vec<(usize, usize, usize)> = ws
+    let tasks: Vec<(usize, usize, usize)> = shapes
         .iter()
         .enumerate()
-        .filter(|(_, w)| w.k() == k)
-        .flat_map(|(i, w)| (0..w.n()).step_by(COLS).map(move |j0| (i, j0, (j0 + COLS).min(w.n()))))
+        .filter(|(_, s)| s.1 == k)
+        .flat_map(|(i, &(n, _))| (0..n).step_by(cols).map(move |j0| (i, j0, (j0 + cols).min(n))))
         .collect();
     // One scratch buffer for all tasks (`[m, j1 - j0]` each, in task order) instead of one
     // allocation per task: a decode step runs ~300 tasks per layer.
@@ -94,10 +108,10 @@ pub fn matmul_many<W: QuantMatrix>(ws: &[&W], x: &[f32], m: usize, simd: bool) -
         parts.push(((i, j0, j1), head));
         rest = tail;
     }
-    parts.par_iter_mut().for_each(|((i, j0, j1), part)| ws[*i].dot_panel(*j0, *j1, &rows, part, simd));
-    let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; m * w.n()]).collect();
+    parts.par_iter_mut().for_each(|((i, j0, j1), part)| panel(*i, *j0, *j1, part));
+    let mut outs: Vec<Vec<f32>> = shapes.iter().map(|&(n, _)| vec![0f32; m * n]).collect();
     for ((i, j0, j1), part) in parts {
-        let n = ws[i].n();
+        let n = shapes[i].0;
         let w = j1 - j0;
         for r in 0..m {
             outs[i][r * n + j0..r * n + j0 + w].copy_from_slice(&part[r * w..(r + 1) * w]);

@@ -28,10 +28,10 @@ pub struct BlockQ8_1 {
 #[derive(Debug, Clone)]
 pub struct Q4_1Matrix {
     /// Nibbles of every block: low nibbles are elements 0..16, high nibbles 16..32.
-    qs: Vec<[u8; 16]>,
+    pub(super) qs: Vec<[u8; 16]>,
     /// Per-block scale and min, f16 in the file, f32 here.
-    d: Vec<f32>,
-    m: Vec<f32>,
+    pub(super) d: Vec<f32>,
+    pub(super) m: Vec<f32>,
     pub n: usize,
     pub k: usize,
 }
@@ -113,6 +113,24 @@ fn quantize_q8_1(xs: &[f32]) -> BlockQ8_1 {
     // candle: `f16::from_f32(sum) * d` in f16 arithmetic.
     b.s = (half::f16::from_f32(sum as f32) * d16).to_f32();
     b
+}
+
+/// Activation rows `x [m, k]` as the f32 path multiplies them: each row's Q8_1 blocks as f32
+/// (`q · d`, `k` values), then each block's `s` (`k / 32` values: the factor of the weights'
+/// mins, f16-rounded as candle computes it), then zeros up to `kp` (see [`super::dense`]).
+pub(super) fn q8_1_extended_rows(x: &[f32], m: usize, k: usize, kp: usize) -> Vec<f32> {
+    let mut out = vec![0f32; m * kp];
+    for (row, o) in x.chunks_exact(k).take(m).zip(out.chunks_exact_mut(kp)) {
+        let (vals, sums) = o.split_at_mut(k);
+        for ((c, v), s) in row.chunks_exact(QK).zip(vals.chunks_exact_mut(QK)).zip(sums.iter_mut()) {
+            let b = quantize_q8_1(c);
+            for (v, &q) in v.iter_mut().zip(&b.qs) {
+                *v = q as f32 * b.d;
+            }
+            *s = b.s;
+        }
+    }
+    out
 }
 
 /// The reference: ggml's generic `vec_dot_q4_1_q8_1` (candle's path), block by block.

@@ -19,6 +19,9 @@ pub struct BatchSeq {
     pub params: SamplingParams,
     /// Generated tokens so far (for penalties).
     pub output_tokens: Vec<TokenId>,
+    /// Length of the request's prompt: positions below it are prompt tokens (the model
+    /// computes those rows on its prompt path, whatever the step's other rows).
+    pub prompt_len: usize,
     /// Prompt tokens (for the repetition penalty).
     pub prompt_tokens: Vec<TokenId>,
     /// For prompt logprobs: the token that follows each computed position from

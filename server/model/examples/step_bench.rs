@@ -28,7 +28,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let ids: Vec<u32> = (0..n).map(|i| (i * 37 % 1000) as u32 + 10).collect();
         let positions: Vec<usize> = (0..n).map(|i| ctx + i % rows_per_seq).collect();
         let want: Vec<u32> = (0..seqs).map(|s| ((s + 1) * rows_per_seq - 1) as u32).collect();
-        let mut step = || pool.install(|| model.forward(&ids, &positions, &metas, &mut kv, &want).map(|_| ()));
+        // The prefill chunk is prompt tokens (the f32 path unless `HHH_PROMPT_INT8=1`); decode
+        // rows are generated tokens.
+        let prompt_rows = vec![rows_per_seq > 1; n];
+        let mut step = || pool.install(|| model.forward(&ids, &positions, &metas, &mut kv, &want, &prompt_rows).map(|_| ()));
         step()?;
         let t = Instant::now();
         let mut k = 0;

@@ -32,8 +32,10 @@ impl Weight {
         Ok(Weight::Candle(QMatMul::from_qtensor(t)?))
     }
 
-    /// `exact`: candle's scalar Q4_1 arithmetic instead of the SIMD kernel (reference mode).
-    fn forward(&self, x: &Tensor, exact: bool) -> Result<Tensor> {
+    /// `exact`: candle's scalar Q4_1 arithmetic instead of the SIMD kernels (reference mode);
+    /// otherwise rows flagged in `f32_rows` take the f32 path on dequantized weights
+    /// ([`quant::matmul_split`]).
+    fn forward(&self, x: &Tensor, exact: bool, f32_rows: &[bool]) -> Result<Tensor> {
         match self {
             Weight::Candle(w) => Ok(w.forward(x)?),
             Weight::Q4_1(w) => {
@@ -42,11 +44,23 @@ impl Weight {
                     return Err(ModelError::Invalid(format!("matmul: input width {k} != weight width {}", w.k)));
                 }
                 let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                let y = quant::matmul_many(&[w], &xs, m, !exact).pop().unwrap_or_default();
+                let y = Self::q4_1_many(&[w], &xs, m, exact, f32_rows).pop().unwrap_or_default();
                 Ok(Tensor::from_vec(y, (m, w.n), x.device())?)
             }
         }
     }
+
+    fn q4_1_many(ws: &[&Q4_1Matrix], xs: &[f32], m: usize, exact: bool, f32_rows: &[bool]) -> Vec<Vec<f32>> {
+        if exact {
+            quant::matmul_many(ws, xs, m, false)
+        } else {
+            quant::matmul_split(ws, xs, m, f32_rows, true)
+        }
+    }
+}
+
+fn env_is_1(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1")
 }
 
 /// A projection: quantized or dense weight `[out, in]`, optional bias.
@@ -59,7 +73,7 @@ struct Linear {
 impl Linear {
     /// Several projections of the same input, as flat row-major vectors. Bias-free Q4_1
     /// projections of one input width run fused ([`quant::matmul_many`]).
-    fn forward_many(ls: &[&Linear], x: &Tensor, exact: bool) -> Result<Vec<Vec<f32>>> {
+    fn forward_many(ls: &[&Linear], x: &Tensor, exact: bool, f32_rows: &[bool]) -> Result<Vec<Vec<f32>>> {
         let (m, k) = x.dims2()?;
         let fused: Option<Vec<&Q4_1Matrix>> = ls
             .iter()
@@ -71,14 +85,14 @@ impl Linear {
         match fused {
             Some(ws) => {
                 let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                Ok(quant::matmul_many(&ws, &xs, m, !exact))
+                Ok(Weight::q4_1_many(&ws, &xs, m, exact, f32_rows))
             }
-            None => ls.iter().map(|l| Ok(l.forward(x, exact)?.flatten_all()?.to_vec1::<f32>()?)).collect(),
+            None => ls.iter().map(|l| Ok(l.forward(x, exact, f32_rows)?.flatten_all()?.to_vec1::<f32>()?)).collect(),
         }
     }
 
-    fn forward(&self, x: &Tensor, exact: bool) -> Result<Tensor> {
-        let y = self.w.forward(x, exact)?;
+    fn forward(&self, x: &Tensor, exact: bool, f32_rows: &[bool]) -> Result<Tensor> {
+        let y = self.w.forward(x, exact, f32_rows)?;
         Ok(match &self.b {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -118,6 +132,9 @@ pub struct LlamaModel {
     /// KV storage when none is asked for: f16 for GGUF models (llama.cpp's default), f32 for
     /// safetensors models, which compute in f32 and whose tests expect f32 precision.
     pub auto_kv_dtype: crate::attention::KvDtype,
+    /// Whether the rows the caller flags (prompt tokens) take the Q4_1 f32 path; off with
+    /// `HHH_PROMPT_INT8=1` (every row through the int8 path, as before; for A/B measurements).
+    pub prompt_f32: bool,
 }
 
 impl LlamaModel {
@@ -171,7 +188,7 @@ impl LlamaModel {
             });
         }
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, cfg.rope_interleaved);
-        Ok(Self { cfg, embed, layers, norm, lm_head, rope, dtype_name, dense_attention: std::env::var("HHH_DENSE_ATTENTION").is_ok_and(|v| v == "1"), auto_kv_dtype: crate::attention::KvDtype::F16 })
+        Ok(Self { cfg, embed, layers, norm, lm_head, rope, dtype_name, dense_attention: env_is_1("HHH_DENSE_ATTENTION"), prompt_f32: !env_is_1("HHH_PROMPT_INT8"), auto_kv_dtype: crate::attention::KvDtype::F16 })
     }
 
     fn load_hf(dir: &Path) -> Result<Self> {
@@ -227,7 +244,7 @@ impl LlamaModel {
         }
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, cfg.rope_interleaved);
         let embed = crate::embedding::Embedding::Dense(embed);
-        Ok(Self { cfg, embed, layers, norm, lm_head, rope, dtype_name, dense_attention: std::env::var("HHH_DENSE_ATTENTION").is_ok_and(|v| v == "1"), auto_kv_dtype: crate::attention::KvDtype::F32 })
+        Ok(Self { cfg, embed, layers, norm, lm_head, rope, dtype_name, dense_attention: env_is_1("HHH_DENSE_ATTENTION"), prompt_f32: !env_is_1("HHH_PROMPT_INT8"), auto_kv_dtype: crate::attention::KvDtype::F32 })
     }
 
     /// KV storage for `requested` (`None`: the model's default): always f32 in reference mode,
@@ -241,9 +258,11 @@ impl LlamaModel {
     }
 
     /// Run the flattened batch through every layer, writing K/V into `kv`, and return logits
-    /// `[want_rows.len(), vocab]` for the requested rows.
-    pub fn forward(&self, ids: &[u32], positions: &[usize], seqs: &[SeqMeta], kv: &mut PagedKvCache, want_rows: &[u32]) -> Result<Tensor> {
-        let h = self.forward_hidden(ids, positions, seqs, kv, want_rows)?;
+    /// `[want_rows.len(), vocab]` for the requested rows. Rows flagged in `f32_rows` (prompt
+    /// tokens, from the runner; may be empty) go through the Q4_1 weights' f32 path, the others
+    /// through the int8 path: a row's result depends only on its own flag, never on the batch.
+    pub fn forward(&self, ids: &[u32], positions: &[usize], seqs: &[SeqMeta], kv: &mut PagedKvCache, want_rows: &[u32], f32_rows: &[bool]) -> Result<Tensor> {
+        let h = self.forward_hidden(ids, positions, seqs, kv, want_rows, f32_rows)?;
         self.logits(&h)
     }
 
@@ -254,7 +273,7 @@ impl LlamaModel {
 
     /// Like [`Self::forward`], but return the final hidden states (after the last norm)
     /// `[want_rows.len(), hidden]` instead of logits.
-    pub fn forward_hidden(&self, ids: &[u32], positions: &[usize], seqs: &[SeqMeta], kv: &mut PagedKvCache, want_rows: &[u32]) -> Result<Tensor> {
+    pub fn forward_hidden(&self, ids: &[u32], positions: &[usize], seqs: &[SeqMeta], kv: &mut PagedKvCache, want_rows: &[u32], f32_rows: &[bool]) -> Result<Tensor> {
         let c = &self.cfg;
         let rows = ids.len();
         let exact = self.dense_attention;
@@ -267,9 +286,10 @@ impl LlamaModel {
         let (qw, kw) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
         // Whether `x` already holds only `want_rows` (see the last layer).
         let mut selected = false;
+        let mut f32_rows: Vec<bool> = if self.prompt_f32 { f32_rows.to_vec() } else { Vec::new() };
         for (li, l) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &l.attn_norm, eps)?;
-            let mut qkv = Linear::forward_many(&[&l.q, &l.k, &l.v], &h, exact)?.into_iter();
+            let mut qkv = Linear::forward_many(&[&l.q, &l.k, &l.v], &h, exact, &f32_rows)?.into_iter();
             let (mut q, mut k, v) = match (qkv.next(), qkv.next(), qkv.next()) {
                 (Some(q), Some(k), Some(v)) => (q, k, v),
                 _ => return Err(ModelError::Invalid("q/k/v projection".into())),
@@ -294,14 +314,15 @@ impl LlamaModel {
                 }
                 x = x.index_select(&Tensor::from_slice(want_rows, want_rows.len(), &dev)?, 0)?;
                 selected = true;
+                f32_rows = want_rows.iter().map(|&r| f32_rows.get(r as usize).copied().unwrap_or(false)).collect();
                 (want_rows.iter().flat_map(|&r| att[r as usize * qw..(r as usize + 1) * qw].iter().copied()).collect(), want_rows.len())
             } else {
                 (att, rows)
             };
             let att = Tensor::from_vec(att, (n, qw), &dev)?;
-            x = (l.o.forward(&att, exact)? + &x)?;
+            x = (l.o.forward(&att, exact, &f32_rows)? + &x)?;
             let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, eps)?;
-            let mut gu = Linear::forward_many(&[&l.gate, &l.up], &h, exact)?.into_iter();
+            let mut gu = Linear::forward_many(&[&l.gate, &l.up], &h, exact, &f32_rows)?.into_iter();
             let (g, u) = match (gu.next(), gu.next()) {
                 (Some(g), Some(u)) => (g, u),
                 _ => return Err(ModelError::Invalid("gate/up projection".into())),
@@ -310,7 +331,7 @@ impl LlamaModel {
             // libm `exp`) on this thread; otherwise the vectorized kernel on the compute pool.
             let mv: Vec<f32> = if exact { g.iter().zip(&u).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect() } else { hhh_kernels::act::silu_mul(&g, &u) };
             let m = Tensor::from_vec(mv, (n, u.len() / n.max(1)), &dev)?;
-            x = (l.down.forward(&m, exact)? + &x)?;
+            x = (l.down.forward(&m, exact, &f32_rows)? + &x)?;
         }
         if !selected {
             x = x.index_select(&Tensor::from_slice(want_rows, want_rows.len(), &dev)?, 0)?;

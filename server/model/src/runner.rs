@@ -60,6 +60,8 @@ impl ModelRunner {
         let n = batch.num_tokens();
         let mut ids = Vec::with_capacity(n);
         let mut positions = Vec::with_capacity(n);
+        // Prompt-token rows (the model's f32 path for Q4_1 weights).
+        let mut prompt_rows = Vec::with_capacity(n);
         let mut metas = Vec::with_capacity(batch.seqs.len());
         // Rows that need logits (prompt logprobs, sampling) and rows that are pooled.
         let mut want: Vec<u32> = Vec::new();
@@ -71,6 +73,7 @@ impl ModelRunner {
             let row_start = ids.len();
             ids.extend_from_slice(&s.tokens);
             positions.extend((0..s.tokens.len()).map(|i| s.start_pos + i));
+            prompt_rows.extend((0..s.tokens.len()).map(|i| s.start_pos + i < s.prompt_len));
             metas.push(SeqMeta { row_start, num_rows: s.tokens.len(), start_pos: s.start_pos, block_table: s.block_table.clone() });
             let plp = want.len();
             let off = row_start + s.prompt_targets_offset;
@@ -88,7 +91,7 @@ impl ModelRunner {
         }
         // One pass for both kinds of rows; the LM head runs only over rows that need logits.
         let all_rows: Vec<u32> = want.iter().chain(&pool_rows).copied().collect();
-        let hidden = self.model.forward_hidden(&ids, &positions, &metas, &mut self.kv, &all_rows)?;
+        let hidden = self.model.forward_hidden(&ids, &positions, &metas, &mut self.kv, &all_rows, &prompt_rows)?;
         let (logits, vocab) = if want.is_empty() {
             (Vec::new(), 0)
         } else {

@@ -255,6 +255,7 @@ impl Scheduler {
                 sample: end == req.num_tokens(),
                 params: p.clone(),
                 output_tokens: if penalties { req.output.clone() } else { Vec::new() },
+                prompt_len: plen,
                 prompt_tokens: if p.repetition_penalty != 1.0 { req.prompt.clone() } else { Vec::new() },
                 prompt_targets,
                 prompt_targets_offset,
