@@ -9,16 +9,18 @@
 //! candle reference agree closely: activations are rounded through Q8_1 blocks (`q · d`), and a
 //! weight `d·q + m` contributes `d·q` per element plus `m` times the block's f16-rounded
 //! `s = d·Σq` once per block, as in the int8 dot. Both terms run in one GEMM over an extended
-//! input of `kp = k + k/32` (padded to 8) values: a row is `[q·d ..., s per block ..., 0 ...]`
+//! input of `kp = k + k/32` (padded to 16) values: a row is `[q·d ..., s per block ..., 0 ...]`
 //! and a weight row `[d·q ..., m per block ..., 0 ...]`. (With plain f32 activations and
 //! `d·q + m` weights the default model's prompt logprobs moved 0.30 from the reference's, over
 //! the test's 0.25; the int8 path's drift is 0.16.)
 //!
 //! Arithmetic of one output — the same whatever the tile, the panel or the number of rows, so
-//! outputs never depend on the batch: lane `l` (0..8) accumulates `x[k]·w[k]` for the `k` with
-//! `k % 8 == l`, in increasing `k`, with FMA from zero; then the lanes are summed in the fixed
-//! order of `hsum8` ((0+4)+(2+6)) + ((1+5)+(3+7)). [`dot_ref`] is that arithmetic in scalar Rust;
-//! the AVX2 kernel is bit-identical to it (tested).
+//! outputs never depend on the batch: with `L` lanes (16 where the CPU has AVX-512F, else 8:
+//! [`vector_lanes`], fixed per machine) lane `l` accumulates `x[k]·w[k]` for the `k` with
+//! `k % L == l`, in increasing `k`, with FMA from zero; 16 lanes are first folded to 8 (`l + 8`
+//! onto `l`), then summed in the fixed order of `hsum8` ((0+4)+(2+6)) + ((1+5)+(3+7)).
+//! [`dot_ref`] is that arithmetic in scalar Rust; the AVX2 and AVX-512 kernels are
+//! bit-identical to it (tested).
 
 use super::{Q4_1Matrix, QK};
 use std::cell::RefCell;
@@ -58,7 +60,20 @@ pub fn matmul_f32_many(ws: &[&Q4_1Matrix], x: &[f32], m: usize, simd: bool) -> V
 /// Length of an extended row for input width `k`: `k` values, `k / 32` block terms, zeros to
 /// a multiple of 8 (the kernel's vector width).
 fn extended_len(k: usize) -> usize {
-    k + (k / QK).next_multiple_of(8)
+    k + (k / QK).next_multiple_of(16)
+}
+
+/// Lanes of the f32 path's accumulators on this machine: 16 with AVX-512F (unless
+/// `HHH_NO_AVX512=1`, for A/B measurements), else 8. Checked once.
+pub fn vector_lanes() -> usize {
+    static L: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *L.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if super::has_avx2_fma() && is_x86_feature_detected!("avx512f") && std::env::var("HHH_NO_AVX512").map_or(true, |v| v != "1") {
+            return 16;
+        }
+        8
+    })
 }
 
 /// Rows `r` with `f32_rows[r]` through [`matmul_f32_many`], the others (and rows past the end of
@@ -146,14 +161,21 @@ fn panel(w: &[f32], pw: usize, x: &[f32], m: usize, k: usize, part: &mut [f32], 
             let mut out = [[0f32; NR]; MR];
             #[cfg(target_arch = "x86_64")]
             if simd {
-                // SAFETY: AVX2 + FMA detected (`simd`); rows r0..r0+rt of `x` and weight rows
-                // c0..c0+ct of `w` exist and `k` is a multiple of 8 (of 32).
-                unsafe { tile_dispatch(&x[r0 * k..], k, &w[c0 * k..], rt, ct, &mut out) };
+                // SAFETY: AVX2 + FMA detected (`simd`), AVX-512F where `vector_lanes` is 16;
+                // rows r0..r0+rt of `x` and weight rows c0..c0+ct of `w` exist and `k` (an
+                // extended length) is a multiple of 16.
+                unsafe {
+                    if vector_lanes() == 16 {
+                        tile_dispatch_512(&x[r0 * k..], k, &w[c0 * k..], rt, ct, &mut out)
+                    } else {
+                        tile_dispatch(&x[r0 * k..], k, &w[c0 * k..], rt, ct, &mut out)
+                    }
+                };
             }
             if !simd || cfg!(not(target_arch = "x86_64")) {
                 for (r, row) in out.iter_mut().enumerate().take(rt) {
                     for (c, o) in row.iter_mut().enumerate().take(ct) {
-                        *o = dot_ref(&x[(r0 + r) * k..(r0 + r + 1) * k], &w[(c0 + c) * k..(c0 + c + 1) * k]);
+                        *o = dot_ref(&x[(r0 + r) * k..(r0 + r + 1) * k], &w[(c0 + c) * k..(c0 + c + 1) * k], vector_lanes());
                     }
                 }
             }
@@ -165,61 +187,92 @@ fn panel(w: &[f32], pw: usize, x: &[f32], m: usize, k: usize, part: &mut [f32], 
 }
 
 /// The arithmetic of one output in scalar Rust (see the module docs): the reference the AVX2
-/// tile must equal bit for bit. `x.len() == w.len()`, a multiple of 8.
-pub fn dot_ref(x: &[f32], w: &[f32]) -> f32 {
-    let mut l = [0f32; 8];
+/// tiles must equal bit for bit, with `lanes` 8 or 16. `x.len() == w.len()`, a multiple of it.
+pub fn dot_ref(x: &[f32], w: &[f32], lanes: usize) -> f32 {
+    let lanes = if lanes == 16 { 16 } else { 8 };
+    let mut l = [0f32; 16];
     for (i, (a, b)) in x.iter().zip(w).enumerate() {
-        l[i % 8] = a.mul_add(*b, l[i % 8]);
+        l[i % lanes] = a.mul_add(*b, l[i % lanes]);
+    }
+    if lanes == 16 {
+        for i in 0..8 {
+            l[i] += l[i + 8];
+        }
     }
     ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn tile_dispatch(x: &[f32], k: usize, w: &[f32], rt: usize, ct: usize, out: &mut [[f32; NR]; MR]) {
-    match (rt, ct) {
-        (4, 3) => tile::<4, 3>(x, k, w, out),
-        (4, 2) => tile::<4, 2>(x, k, w, out),
-        (4, _) => tile::<4, 1>(x, k, w, out),
-        (3, 3) => tile::<3, 3>(x, k, w, out),
-        (3, 2) => tile::<3, 2>(x, k, w, out),
-        (3, _) => tile::<3, 1>(x, k, w, out),
-        (2, 3) => tile::<2, 3>(x, k, w, out),
-        (2, 2) => tile::<2, 2>(x, k, w, out),
-        (2, _) => tile::<2, 1>(x, k, w, out),
-        (_, 3) => tile::<1, 3>(x, k, w, out),
-        (_, 2) => tile::<1, 2>(x, k, w, out),
-        _ => tile::<1, 1>(x, k, w, out),
-    }
-}
-
-/// `R` activation rows (stride `k`, from `x`) × `C` weight rows (stride `k`, from `w`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn tile<const R: usize, const C: usize>(x: &[f32], k: usize, w: &[f32], out: &mut [[f32; NR]; MR]) {
-    use std::arch::x86_64::*;
-    debug_assert!(x.len() >= (R - 1) * k + k && w.len() >= (C - 1) * k + k);
-    let (xp, wp) = (x.as_ptr(), w.as_ptr());
-    let mut acc = [[_mm256_setzero_ps(); C]; R];
-    let mut kk = 0;
-    while kk < k {
-        let mut wv = [_mm256_setzero_ps(); C];
-        for (c, v) in wv.iter_mut().enumerate() {
-            *v = _mm256_loadu_ps(wp.add(c * k + kk));
-        }
-        for (r, row) in acc.iter_mut().enumerate() {
-            let a = _mm256_loadu_ps(xp.add(r * k + kk));
-            for (c, v) in row.iter_mut().enumerate() {
-                *v = _mm256_fmadd_ps(a, wv[c], *v);
+/// `tile_dispatch(x, k, w, rt, ct, out)`: the tile kernel of the const shape `rt × ct`.
+macro_rules! tile_dispatch {
+    ($name:ident, $tile:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(x: &[f32], k: usize, w: &[f32], rt: usize, ct: usize, out: &mut [[f32; NR]; MR]) {
+            match (rt, ct) {
+                (4, 3) => $tile::<4, 3>(x, k, w, out),
+                (4, 2) => $tile::<4, 2>(x, k, w, out),
+                (4, _) => $tile::<4, 1>(x, k, w, out),
+                (3, 3) => $tile::<3, 3>(x, k, w, out),
+                (3, 2) => $tile::<3, 2>(x, k, w, out),
+                (3, _) => $tile::<3, 1>(x, k, w, out),
+                (2, 3) => $tile::<2, 3>(x, k, w, out),
+                (2, 2) => $tile::<2, 2>(x, k, w, out),
+                (2, _) => $tile::<2, 1>(x, k, w, out),
+                (_, 3) => $tile::<1, 3>(x, k, w, out),
+                (_, 2) => $tile::<1, 2>(x, k, w, out),
+                _ => $tile::<1, 1>(x, k, w, out),
             }
         }
-        kk += 8;
-    }
-    for (r, row) in acc.iter().enumerate() {
-        for (c, v) in row.iter().enumerate() {
-            out[r][c] = super::hsum8(*v);
+    };
+}
+
+/// The register tile: `R` activation rows (stride `k`, from `x`) × `C` weight rows (stride `k`,
+/// from `w`), for a vector type (`$zero`, `$load`, `$fma`, `$width` lanes, `$hsum` to f32).
+macro_rules! tile_kernel {
+    ($name:ident, $features:literal, $width:literal, $zero:ident, $load:ident, $fma:ident, $hsum:path) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const R: usize, const C: usize>(x: &[f32], k: usize, w: &[f32], out: &mut [[f32; NR]; MR]) {
+            use std::arch::x86_64::*;
+            debug_assert!(x.len() >= (R - 1) * k + k && w.len() >= (C - 1) * k + k);
+            let (xp, wp) = (x.as_ptr(), w.as_ptr());
+            let mut acc = [[$zero(); C]; R];
+            let mut kk = 0;
+            while kk < k {
+                let mut wv = [$zero(); C];
+                for (c, v) in wv.iter_mut().enumerate() {
+                    *v = $load(wp.add(c * k + kk));
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let a = $load(xp.add(r * k + kk));
+                    for (c, v) in row.iter_mut().enumerate() {
+                        *v = $fma(a, wv[c], *v);
+                    }
+                }
+                kk += $width;
+            }
+            for (r, row) in acc.iter().enumerate() {
+                for (c, v) in row.iter().enumerate() {
+                    out[r][c] = $hsum(*v);
+                }
+            }
         }
-    }
+    };
+}
+
+tile_kernel!(tile, "avx2,fma", 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps, super::hsum8);
+tile_kernel!(tile_512, "avx512f,avx2,fma", 16, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_fmadd_ps, hsum16);
+tile_dispatch!(tile_dispatch, tile, "avx2,fma");
+tile_dispatch!(tile_dispatch_512, tile_512, "avx512f,avx2,fma");
+
+/// Lanes `l + 8` added onto `l`, then [`super::hsum8`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn hsum16(v: std::arch::x86_64::__m512) -> f32 {
+    use std::arch::x86_64::*;
+    let lo = _mm512_castps512_ps256(v);
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    super::hsum8(_mm256_add_ps(lo, hi))
 }
 
 #[cfg(test)]
@@ -257,6 +310,39 @@ mod tests {
             // Row 0 alone gives the same bits as inside the batch.
             let solo = matmul_f32_many(&[&a], &x[..k], 1, true);
             assert!(solo[0].iter().zip(&fast[0][..a.n]).all(|(p, q)| p.to_bits() == q.to_bits()));
+        }
+    }
+
+    /// Each vector kernel this CPU can run equals `dot_ref` with its lane count, bit for bit,
+    /// for every tile shape (the matmul test above only covers the lane count in use).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn each_vector_kernel_equals_its_reference() {
+        let k = 160;
+        let (x, w) = (data(MR * k, 21), data(NR * k, 22));
+        let kernels: [(usize, bool); 2] = [(8, crate::quant::has_avx2_fma()), (16, crate::quant::has_avx2_fma() && is_x86_feature_detected!("avx512f"))];
+        for (lanes, available) in kernels {
+            if !available {
+                eprintln!("{lanes}-lane kernel not compared: this CPU cannot run it");
+                continue;
+            }
+            for (rt, ct) in (1..=MR).flat_map(|r| (1..=NR).map(move |c| (r, c))) {
+                let mut out = [[0f32; NR]; MR];
+                // SAFETY: the features were detected above; `x` and `w` hold MR and NR rows of k.
+                unsafe {
+                    if lanes == 16 {
+                        tile_dispatch_512(&x, k, &w, rt, ct, &mut out)
+                    } else {
+                        tile_dispatch(&x, k, &w, rt, ct, &mut out)
+                    }
+                }
+                for r in 0..rt {
+                    for c in 0..ct {
+                        let want = dot_ref(&x[r * k..(r + 1) * k], &w[c * k..(c + 1) * k], lanes);
+                        assert_eq!(out[r][c].to_bits(), want.to_bits(), "{lanes} lanes, tile {rt}x{ct}");
+                    }
+                }
+            }
         }
     }
 
