@@ -58,7 +58,7 @@ pub fn matmul_f32_many(ws: &[&Q4_1Matrix], x: &[f32], m: usize, simd: bool) -> V
 }
 
 /// Length of an extended row for input width `k`: `k` values, `k / 32` block terms, zeros to
-/// a multiple of 8 (the kernel's vector width).
+/// a multiple of 16 (the widest kernel's vector width; `k` is a multiple of 32).
 fn extended_len(k: usize) -> usize {
     k + (k / QK).next_multiple_of(16)
 }
@@ -154,6 +154,7 @@ unsafe fn dequantize_block_avx2(q: &[u8; 16], d: f32, o: &mut [f32]) {
 
 /// Every activation row against the dequantized panel `w` (`[pw, k]`) into `part` (`[m, pw]`).
 fn panel(w: &[f32], pw: usize, x: &[f32], m: usize, k: usize, part: &mut [f32], simd: bool) {
+    let lanes = vector_lanes();
     for r0 in (0..m).step_by(MR) {
         let rt = (m - r0).min(MR);
         for c0 in (0..pw).step_by(NR) {
@@ -165,7 +166,7 @@ fn panel(w: &[f32], pw: usize, x: &[f32], m: usize, k: usize, part: &mut [f32], 
                 // rows r0..r0+rt of `x` and weight rows c0..c0+ct of `w` exist and `k` (an
                 // extended length) is a multiple of 16.
                 unsafe {
-                    if vector_lanes() == 16 {
+                    if lanes == 16 {
                         tile_dispatch_512(&x[r0 * k..], k, &w[c0 * k..], rt, ct, &mut out)
                     } else {
                         tile_dispatch(&x[r0 * k..], k, &w[c0 * k..], rt, ct, &mut out)
@@ -175,7 +176,7 @@ fn panel(w: &[f32], pw: usize, x: &[f32], m: usize, k: usize, part: &mut [f32], 
             if !simd || cfg!(not(target_arch = "x86_64")) {
                 for (r, row) in out.iter_mut().enumerate().take(rt) {
                     for (c, o) in row.iter_mut().enumerate().take(ct) {
-                        *o = dot_ref(&x[(r0 + r) * k..(r0 + r + 1) * k], &w[(c0 + c) * k..(c0 + c + 1) * k], vector_lanes());
+                        *o = dot_ref(&x[(r0 + r) * k..(r0 + r + 1) * k], &w[(c0 + c) * k..(c0 + c + 1) * k], lanes);
                     }
                 }
             }
