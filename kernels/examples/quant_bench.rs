@@ -54,6 +54,9 @@ fn main() {
     let gu = [q4_1(ff, h), q4_1(ff, h)];
     let down = q4_1(h, ff);
     let head = q8_0(49152, h);
+    // The same weights interleaved for the VNNI kernel (one path for every row).
+    let (qkv_x, o_x, gu_x, down_x) = (qkv.clone().map(|w| w.into_x16()), o.clone().into_x16(), gu.clone().map(|w| w.into_x16()), down.clone().into_x16());
+    println!("VNNI interleaved kernel available: {}", hhh_kernels::quant::has_vnni512());
     let q4_bytes = |m: &Q4_1Matrix| m.n * m.k / 32 * 24;
     let layer_bytes: usize = qkv.iter().chain([&o]).chain(gu.iter()).chain([&down]).map(q4_bytes).sum();
     let layer_macs: usize = qkv.iter().chain([&o]).chain(gu.iter()).chain([&down]).map(|m| m.n * m.k).sum();
@@ -76,6 +79,19 @@ fn main() {
             std::hint::black_box(matmul_f32_many(&[&gu[0], &gu[1]], &xh, m, true));
             std::hint::black_box(matmul_f32_many(&[&down], &xf, m, true));
         });
+        let t_x16 = time(|| {
+            std::hint::black_box(matmul_many(&[&qkv_x[0], &qkv_x[1], &qkv_x[2]], &xh, m, true));
+            std::hint::black_box(matmul_many(&[&o_x], &xh, m, true));
+            std::hint::black_box(matmul_many(&[&gu_x[0], &gu_x[1]], &xh, m, true));
+            std::hint::black_box(matmul_many(&[&down_x], &xf, m, true));
+        });
+        println!(
+            "m={m:3}: Q4_1 interleaved {:.2} ms/step ({:.1} GMAC/s); speed vs int8 {:.2}x, vs f32 path {:.2}x",
+            t_x16 * layers as f64 * 1e3,
+            (layer_macs * m) as f64 / t_x16 / 1e9,
+            t_layer / t_x16,
+            t_f32 / t_x16
+        );
         println!(
             "m={m:3}: Q4_1 f32 path {:.2} ms/step ({:.1} GMAC/s), int8/f32 time ratio {:.2}",
             t_f32 * layers as f64 * 1e3,

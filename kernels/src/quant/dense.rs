@@ -42,6 +42,10 @@ thread_local! {
 /// docs). `simd = false` forces [`dot_ref`].
 pub fn matmul_f32_many(ws: &[&Q4_1Matrix], x: &[f32], m: usize, simd: bool) -> Vec<Vec<f32>> {
     let Some(first) = ws.first() else { return vec![] };
+    if ws.iter().any(|w| w.is_interleaved()) {
+        // Interleaved weights have one path for every row (candle's arithmetic, `super::x16`).
+        return super::matmul_many(ws, x, m, simd);
+    }
     let k = first.k;
     let kp = extended_len(k);
     let simd = simd && super::has_avx2_fma();
@@ -81,6 +85,9 @@ pub fn vector_lanes() -> usize {
 /// path gives it alone. The model sends prompt tokens one way and generated tokens the other.
 pub fn matmul_split(ws: &[&Q4_1Matrix], x: &[f32], m: usize, f32_rows: &[bool], simd: bool) -> Vec<Vec<f32>> {
     let Some(first) = ws.first() else { return vec![] };
+    if ws.iter().any(|w| w.is_interleaved()) {
+        return super::matmul_many(ws, x, m, simd);
+    }
     let is_f32 = |r: usize| f32_rows.get(r).copied().unwrap_or(false);
     let nf = (0..m).filter(|&r| is_f32(r)).count();
     if nf == 0 {

@@ -13,6 +13,9 @@
 pub mod dense;
 pub mod q4_1;
 pub mod q8_0;
+mod x16;
+
+pub use x16::has_vnni512;
 
 use rayon::prelude::*;
 
@@ -42,18 +45,24 @@ pub trait QuantMatrix: Sync {
     /// format may override it with a larger register tile, as long as each output is computed
     /// with the same arithmetic whatever the tile (outputs must not depend on the batch).
     fn dot_panel(&self, j0: usize, j1: usize, rows: &[&[Self::Act]], part: &mut [f32], simd: bool) {
-        let (m, w) = (rows.len(), j1 - j0);
-        for j in j0..j1 {
-            let mut r = 0;
-            while r < m {
-                let t = (m - r).min(4);
-                let mut res = [0f32; 4];
-                self.dot_tile(j, &rows[r..r + t], &mut res[..t], simd);
-                for (i, v) in res[..t].iter().enumerate() {
-                    part[(r + i) * w + (j - j0)] = *v;
-                }
-                r += t;
+        dot_panel_rows(self, j0, j1, rows, part, simd)
+    }
+}
+
+/// [`QuantMatrix::dot_panel`]'s default: [`QuantMatrix::dot_tile`] over weight rows `j0..j1`,
+/// up to 4 activation rows at a time.
+fn dot_panel_rows<W: QuantMatrix + ?Sized>(w: &W, j0: usize, j1: usize, rows: &[&[W::Act]], part: &mut [f32], simd: bool) {
+    let (m, cols) = (rows.len(), j1 - j0);
+    for j in j0..j1 {
+        let mut r = 0;
+        while r < m {
+            let t = (m - r).min(4);
+            let mut res = [0f32; 4];
+            w.dot_tile(j, &rows[r..r + t], &mut res[..t], simd);
+            for (i, v) in res[..t].iter().enumerate() {
+                part[(r + i) * cols + (j - j0)] = *v;
             }
+            r += t;
         }
     }
 }

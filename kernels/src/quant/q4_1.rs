@@ -9,6 +9,7 @@
 //! integer dot of each block is exact; only the order of float additions differs from candle's
 //! scalar loop (relative differences ~1e-6, checked against [`dot_scalar`] below).
 
+use super::x16::{self, X16};
 use super::{QuantMatrix, QK};
 
 /// One Q8_1 block of activations: 32 int8 values with scale `d` and `s = sum(qs) * d`, both
@@ -24,14 +25,26 @@ pub struct BlockQ8_1 {
     s: f32,
 }
 
-/// A Q4_1 weight matrix `[n, k]` (row-major, rows of `k / 32` blocks).
+impl BlockQ8_1 {
+    /// Quants, scale and `s`.
+    pub(super) fn parts(&self) -> (&[i8; 32], f32, f32) {
+        (&self.qs, self.d, self.s)
+    }
+}
+
+/// A Q4_1 weight matrix `[n, k]` (row-major, rows of `k / 32` blocks), in the row layout or,
+/// after [`Q4_1Matrix::interleaved`], in the 16-row interleaved layout of [`super::x16`].
 #[derive(Debug, Clone)]
 pub struct Q4_1Matrix {
-    /// Nibbles of every block: low nibbles are elements 0..16, high nibbles 16..32.
+    /// Row layout: nibbles of every block (low nibbles are elements 0..16, high nibbles 16..32).
+    /// Empty when `x16` holds the weights.
     pub(super) qs: Vec<[u8; 16]>,
     /// Per-block scale and min, f16 in the file, f32 here.
     pub(super) d: Vec<f32>,
     pub(super) m: Vec<f32>,
+    /// The interleaved layout; when set, the row layout above is empty and every product
+    /// (int8, f32 and reference paths) runs on this one.
+    pub(super) x16: Option<X16>,
     pub n: usize,
     pub k: usize,
 }
@@ -56,7 +69,30 @@ impl Q4_1Matrix {
             m.push(half::f16::from_le_bytes([c[2], c[3]]).to_f32());
             qs.push(c[4..20].try_into().unwrap_or([0; 16]));
         }
-        Some(Self { qs, d, m, n, k })
+        Some(Self { qs, d, m, x16: None, n, k })
+    }
+
+    /// The same matrix in the interleaved layout where the CPU can run its kernel
+    /// ([`x16::has_vnni512`]), else unchanged. Outputs keep their bits (candle's arithmetic).
+    pub fn interleaved(self) -> Self {
+        if self.x16.is_some() || !x16::has_vnni512() {
+            return self;
+        }
+        self.into_x16()
+    }
+
+    /// The interleaved layout whatever the CPU (its scalar reference runs anywhere).
+    pub fn into_x16(self) -> Self {
+        if self.x16.is_some() {
+            return self;
+        }
+        let x = X16::pack(&self.qs, &self.d, &self.m, self.n, self.k / QK);
+        Self { qs: Vec::new(), d: Vec::new(), m: Vec::new(), x16: Some(x), n: self.n, k: self.k }
+    }
+
+    /// Whether the weights are in the interleaved layout.
+    pub fn is_interleaved(&self) -> bool {
+        self.x16.is_some()
     }
 
     fn row(&self, j: usize) -> Row<'_> {
@@ -83,6 +119,12 @@ impl QuantMatrix for Q4_1Matrix {
         quantize_q8_1(xs)
     }
     fn dot_tile(&self, j: usize, ys: &[&[BlockQ8_1]], out: &mut [f32], simd: bool) {
+        if let Some(x) = &self.x16 {
+            for (o, y) in out.iter_mut().zip(ys) {
+                *o = x.dot_scalar(j, y);
+            }
+            return;
+        }
         let w = self.row(j);
         if simd {
             dot_tile_dispatch(&w, ys, out);
@@ -90,6 +132,12 @@ impl QuantMatrix for Q4_1Matrix {
             for (o, y) in out.iter_mut().zip(ys) {
                 *o = dot_scalar(&w, y);
             }
+        }
+    }
+    fn dot_panel(&self, j0: usize, j1: usize, rows: &[&[BlockQ8_1]], part: &mut [f32], simd: bool) {
+        match &self.x16 {
+            Some(x) => x.panel(j0, j1, rows, part, simd && x16::has_vnni512()),
+            None => super::dot_panel_rows(self, j0, j1, rows, part, simd),
         }
     }
 }

@@ -25,7 +25,8 @@ impl Weight {
         if t.dtype() == candle_core::quantized::GgmlDType::Q4_1 {
             if let Ok((n, k)) = t.shape().dims2() {
                 if let Some(m) = Q4_1Matrix::from_bytes(&t.data()?, n, k) {
-                    return Ok(Weight::Q4_1(m));
+                    // Interleaved for the VNNI kernel where the CPU has it (same bits).
+                    return Ok(Weight::Q4_1(m.interleaved()));
                 }
             }
         }

@@ -1,0 +1,252 @@
+//! Q4_1 weights interleaved 16 rows at a time, multiplied with Q8_1 activations by an AVX-512
+//! VNNI kernel that computes 16 outputs per instruction, with candle's arithmetic exactly.
+//!
+//! The row-layout kernel ([`super::q4_1`]) reduces every 32-element block pair of one weight row
+//! to a float and scales it: per row and block, ~7 instructions for 32 multiply-adds. Here the
+//! 16 weight rows of a group sit side by side (lane `j` of every vector is row `16g + j`), so
+//! `vpdpbusd` (u8 weights × s8 activations, 4 products per lane) accumulates the integer block
+//! dot of 16 rows at once, and the float part (`sumi·d_w·d_x + m_w·s_x`, added to the running
+//! sum) is 6 vector operations for the 16 rows: ~14 instructions per 512 multiply-adds.
+//!
+//! Arithmetic: the integer block dot is exact, and the float part is candle's generic
+//! `vec_dot_q4_1_q8_1` step for step (`sumf += sumi as f32 * d * yd + m * s`, no fused
+//! multiply-add), so every output is bit for bit candle's, whatever the number of rows, the
+//! tile or the batch (tested). There is no separate path for prompt rows.
+//!
+//! Layout of group `g` (weight rows `16g..16g+16`; the last group is padded with zero rows),
+//! block `b`: 4 vectors of 64 bytes; in vector `p`, lane `j`'s 4 bytes are bytes `4p..4p+4` of
+//! row `16g + j`'s block (low nibbles: elements `4p..4p+4`, high nibbles: `16+4p..16+4p+4`);
+//! then 16 f16 scales and 16 f16 mins (the file's values, so no precision is lost).
+
+use super::q4_1::BlockQ8_1;
+
+/// Weight rows per group (lanes of a 512-bit vector of i32).
+pub(super) const G: usize = 16;
+
+/// A Q4_1 matrix in the interleaved layout (module docs).
+#[derive(Debug, Clone)]
+pub(super) struct X16 {
+    /// `[groups, k / 32, 256]` bytes.
+    qs: Vec<u8>,
+    /// `[groups, k / 32, 16]` f16 bits of the scales and the mins.
+    d: Vec<u16>,
+    m: Vec<u16>,
+    /// Blocks per row (`k / 32`).
+    nb: usize,
+}
+
+impl X16 {
+    /// From row-layout blocks (`qs[j * nb + b]`, f32 scale and min that are f16 values).
+    pub(super) fn pack(qs: &[[u8; 16]], d: &[f32], m: &[f32], n: usize, nb: usize) -> Self {
+        let groups = n.div_ceil(G);
+        let mut x = X16 { qs: vec![0; groups * nb * 256], d: vec![0; groups * nb * G], m: vec![0; groups * nb * G], nb };
+        for j in 0..n {
+            let (g, lane) = (j / G, j % G);
+            for b in 0..nb {
+                let (src, gb) = (j * nb + b, g * nb + b);
+                for p in 0..4 {
+                    let o = gb * 256 + p * 64 + lane * 4;
+                    x.qs[o..o + 4].copy_from_slice(&qs[src][4 * p..4 * p + 4]);
+                }
+                x.d[gb * G + lane] = half::f16::from_f32(d[src]).to_bits();
+                x.m[gb * G + lane] = half::f16::from_f32(m[src]).to_bits();
+            }
+        }
+        x
+    }
+
+    /// Row `j`'s block `b` back in the row layout: nibbles, scale, min.
+    fn block(&self, j: usize, b: usize) -> ([u8; 16], f32, f32) {
+        let gb = (j / G) * self.nb + b;
+        let lane = j % G;
+        let mut q = [0u8; 16];
+        for p in 0..4 {
+            let o = gb * 256 + p * 64 + lane * 4;
+            q[4 * p..4 * p + 4].copy_from_slice(&self.qs[o..o + 4]);
+        }
+        let f = |v: u16| half::f16::from_bits(v).to_f32();
+        (q, f(self.d[gb * G + lane]), f(self.m[gb * G + lane]))
+    }
+
+    /// Weight row `j` against activation row `y`, candle's scalar arithmetic (the reference).
+    pub(super) fn dot_scalar(&self, j: usize, y: &[BlockQ8_1]) -> f32 {
+        let mut sumf = 0f32;
+        for (b, yb) in y.iter().enumerate().take(self.nb) {
+            let (q, d, m) = self.block(j, b);
+            let (yq, yd, ys) = yb.parts();
+            let mut sumi = 0i32;
+            for i in 0..16 {
+                sumi += (q[i] & 0x0F) as i32 * yq[i] as i32 + (q[i] >> 4) as i32 * yq[i + 16] as i32;
+            }
+            sumf += sumi as f32 * d * yd + m * ys;
+        }
+        sumf
+    }
+
+    /// Weight rows `j0..j1` against every row of `rows` into `part` (`[rows.len(), j1 - j0]`).
+    /// `simd`: the VNNI kernel (callers pass it only when [`has_vnni512`]), else
+    /// [`Self::dot_scalar`]; the same bits either way.
+    pub(super) fn panel(&self, j0: usize, j1: usize, rows: &[&[BlockQ8_1]], part: &mut [f32], simd: bool) {
+        let w = j1 - j0;
+        #[cfg(target_arch = "x86_64")]
+        if simd && rows.iter().all(|y| y.len() >= self.nb) {
+            for g in j0 / G..j1.div_ceil(G) {
+                // Columns `c0..c1` of `part` are lanes `c0 + j0 - 16g ..` of group `g`.
+                let (c0, c1) = ((G * g).max(j0) - j0, (G * g + G).min(j1) - j0);
+                let l0 = c0 + j0 - G * g;
+                let mut r = 0;
+                while r < rows.len() {
+                    let t = (rows.len() - r).min(4);
+                    let mut out = [[0f32; G]; 4];
+                    // SAFETY: AVX-512F/BW and VNNI were detected (`simd`); group `g` exists
+                    // (`j1 <= n`) and every row holds `nb` blocks (quantized rows of width `k`).
+                    unsafe {
+                        match t {
+                            4 => tile::<4>(self, g, &rows[r..r + 4], &mut out),
+                            3 => tile::<3>(self, g, &rows[r..r + 3], &mut out),
+                            2 => tile::<2>(self, g, &rows[r..r + 2], &mut out),
+                            _ => tile::<1>(self, g, &rows[r..r + 1], &mut out),
+                        }
+                    }
+                    for (i, o) in out.iter().enumerate().take(t) {
+                        part[(r + i) * w + c0..(r + i) * w + c1].copy_from_slice(&o[l0..l0 + c1 - c0]);
+                    }
+                    r += t;
+                }
+            }
+            return;
+        }
+        let _ = simd;
+        for (r, y) in rows.iter().enumerate() {
+            for j in j0..j1 {
+                part[r * w + j - j0] = self.dot_scalar(j, y);
+            }
+        }
+    }
+}
+
+/// Whether the interleaved kernel can run here: AVX-512F, BW and VNNI, unless
+/// `HHH_NO_VNNI512=1` (for A/B measurements). Checked once.
+pub fn has_vnni512() -> bool {
+    static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *A.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
+            return std::env::var("HHH_NO_VNNI512").map_or(true, |v| v != "1");
+        }
+        false
+    })
+}
+
+/// Group `g` against `R` activation rows into `out[..R]`: per block, the 4 weight vectors are
+/// unpacked once (low and high nibbles) and `vpdpbusd`-ed with each row's broadcast 4-byte
+/// groups; then candle's float step per lane.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile<const R: usize>(x: &X16, g: usize, ys: &[&[BlockQ8_1]], out: &mut [[f32; G]; 4]) {
+    use std::arch::x86_64::*;
+    let mask = _mm512_set1_epi8(0x0F);
+    let mut acc = [_mm512_setzero_ps(); R];
+    let nb = x.nb;
+    let base = g * nb;
+    for b in 0..nb {
+        let gb = base + b;
+        let qp = x.qs.as_ptr().add(gb * 256);
+        let mut isum = [_mm512_setzero_si512(); R];
+        for p in 0..4 {
+            let q = _mm512_loadu_si512(qp.add(p * 64) as *const _);
+            let lo = _mm512_and_si512(q, mask);
+            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), mask);
+            for r in 0..R {
+                let yq = ys.get_unchecked(r).get_unchecked(b).parts().0.as_ptr();
+                let ylo = _mm512_set1_epi32((yq.add(4 * p) as *const i32).read_unaligned());
+                let yhi = _mm512_set1_epi32((yq.add(16 + 4 * p) as *const i32).read_unaligned());
+                isum[r] = _mm512_dpbusd_epi32(isum[r], lo, ylo);
+                isum[r] = _mm512_dpbusd_epi32(isum[r], hi, yhi);
+            }
+        }
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(x.d.as_ptr().add(gb * G) as *const __m256i));
+        let m = _mm512_cvtph_ps(_mm256_loadu_si256(x.m.as_ptr().add(gb * G) as *const __m256i));
+        for r in 0..R {
+            let (_, yd, ys_) = ys.get_unchecked(r).get_unchecked(b).parts();
+            let t = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum[r]), d), _mm512_set1_ps(yd));
+            let u = _mm512_mul_ps(m, _mm512_set1_ps(ys_));
+            acc[r] = _mm512_add_ps(acc[r], _mm512_add_ps(t, u));
+        }
+    }
+    for r in 0..R {
+        _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_data as data;
+    use super::super::{matmul_many, matmul_split, Q4_1Matrix, QuantMatrix, QK};
+    use super::*;
+
+    fn matrix(n: usize, k: usize, seed: u32) -> Q4_1Matrix {
+        // Random blocks: f16 d in [0, 0.1), f16 m in [-0.4, 0.4), random nibbles.
+        let raw = data(n * k / QK * 20, seed);
+        let mut bytes = Vec::with_capacity(raw.len());
+        for c in raw.chunks_exact(20) {
+            bytes.extend(half::f16::from_f32(c[0].abs() / 20.0).to_le_bytes());
+            bytes.extend(half::f16::from_f32(c[1] / 5.0).to_le_bytes());
+            bytes.extend(c[2..18].iter().map(|v| ((v + 2.0) * 64.0) as u8));
+        }
+        Q4_1Matrix::from_bytes(&bytes, n, k).unwrap()
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// Interleaved weights give candle's bits (the row layout's scalar reference, itself tested
+    /// equal to candle's Q4_1 matmul in `q4_1`) through the VNNI kernel where this CPU has it
+    /// and through the interleaved scalar reference, for every row count (tiles of 1-4 rows,
+    /// remainders), a last group padded with zero rows, and through `matmul_split` whatever
+    /// the row kinds (one path for every row).
+    #[test]
+    fn interleaved_equals_candle_arithmetic_bitwise() {
+        let k = 256;
+        let (a, b) = (matrix(70, k, 11), matrix(16, k, 12));
+        let (ai, bi) = (a.clone().into_x16(), b.clone().into_x16());
+        if !has_vnni512() {
+            eprintln!("VNNI kernel not compared: this CPU cannot run it (scalar reference only)");
+        }
+        for m in [1, 2, 3, 4, 5, 9] {
+            let x = data(m * k, 30 + m as u32);
+            let want = matmul_many(&[&a, &b], &x, m, false);
+            let fast = matmul_many(&[&ai, &bi], &x, m, true);
+            let slow = matmul_many(&[&ai, &bi], &x, m, false);
+            let kinds: Vec<bool> = (0..m).map(|r| r % 2 == 0).collect();
+            let split = matmul_split(&[&ai, &bi], &x, m, &kinds, true);
+            for i in 0..2 {
+                assert_eq!(bits(&fast[i]), bits(&want[i]), "kernel, m = {m}, matrix {i}");
+                assert_eq!(bits(&slow[i]), bits(&want[i]), "scalar, m = {m}, matrix {i}");
+                assert_eq!(bits(&split[i]), bits(&want[i]), "split, m = {m}, matrix {i}");
+            }
+        }
+    }
+
+    /// A panel that starts and ends inside groups (other column splits than the driver's)
+    /// gives the same outputs as whole groups.
+    #[test]
+    fn panels_across_group_boundaries() {
+        let (n, k, m) = (70, 64, 6);
+        let w = matrix(n, k, 13).into_x16();
+        let x = data(m * k, 14);
+        let xq: Vec<_> = x.chunks_exact(QK).map(Q4_1Matrix::quantize).collect();
+        let rows: Vec<&[BlockQ8_1]> = xq.chunks_exact(k / QK).collect();
+        let full = matmul_many(&[&w], &x, m, false).remove(0);
+        for (j0, j1) in [(5, 40), (0, 70), (17, 18), (48, 70)] {
+            for simd in [true, false] {
+                let mut part = vec![0f32; m * (j1 - j0)];
+                w.dot_panel(j0, j1, &rows, &mut part, simd && has_vnni512());
+                for r in 0..m {
+                    assert_eq!(bits(&part[r * (j1 - j0)..(r + 1) * (j1 - j0)]), bits(&full[r * n + j0..r * n + j1]), "{j0}..{j1}, row {r}");
+                }
+            }
+        }
+    }
+}
