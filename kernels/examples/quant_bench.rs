@@ -56,6 +56,7 @@ fn main() {
     let head = q8_0(49152, h);
     // The same weights interleaved for the VNNI kernel (one path for every row).
     let (qkv_x, o_x, gu_x, down_x) = (qkv.clone().map(|w| w.into_x16()), o.clone().into_x16(), gu.clone().map(|w| w.into_x16()), down.clone().into_x16());
+    let head_x = head.clone().into_x16();
     println!("VNNI interleaved kernel available: {}", hhh_kernels::quant::has_vnni512());
     let q4_bytes = |m: &Q4_1Matrix| m.n * m.k / 32 * 24;
     let layer_bytes: usize = qkv.iter().chain([&o]).chain(gu.iter()).chain([&down]).map(q4_bytes).sum();
@@ -85,6 +86,10 @@ fn main() {
             std::hint::black_box(matmul_many(&[&gu_x[0], &gu_x[1]], &xh, m, true));
             std::hint::black_box(matmul_many(&[&down_x], &xf, m, true));
         });
+        let t_head_x = time(|| {
+            std::hint::black_box(head_x.matmul(&xh, m, true));
+        });
+        println!("m={m:3}: Q8_0 head interleaved {:.2} ms, speed vs row layout {:.2}x", t_head_x * 1e3, t_head / t_head_x);
         println!(
             "m={m:3}: Q4_1 interleaved {:.2} ms/step ({:.1} GMAC/s); speed vs int8 {:.2}x, vs f32 path {:.2}x",
             t_x16 * layers as f64 * 1e3,

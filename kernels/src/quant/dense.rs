@@ -43,7 +43,7 @@ thread_local! {
 pub fn matmul_f32_many(ws: &[&Q4_1Matrix], x: &[f32], m: usize, simd: bool) -> Vec<Vec<f32>> {
     let Some(first) = ws.first() else { return vec![] };
     if ws.iter().any(|w| w.is_interleaved()) {
-        // Interleaved weights have one path for every row (candle's arithmetic, `super::x16`).
+        // Interleaved weights have one path for every row (candle's arithmetic, `super::q4_1_x16`).
         return super::matmul_many(ws, x, m, simd);
     }
     let k = first.k;

@@ -13,9 +13,10 @@
 pub mod dense;
 pub mod q4_1;
 pub mod q8_0;
-mod x16;
+mod q4_1_x16;
+mod q8_0_x16;
 
-pub use x16::has_vnni512;
+pub use q4_1_x16::has_vnni512;
 
 use rayon::prelude::*;
 

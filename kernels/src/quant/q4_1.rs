@@ -9,7 +9,7 @@
 //! integer dot of each block is exact; only the order of float additions differs from candle's
 //! scalar loop (relative differences ~1e-6, checked against [`dot_scalar`] below).
 
-use super::x16::{self, X16};
+use super::q4_1_x16::{self as x16, X16};
 use super::{QuantMatrix, QK};
 
 /// One Q8_1 block of activations: 32 int8 values with scale `d` and `s = sum(qs) * d`, both
@@ -33,7 +33,7 @@ impl BlockQ8_1 {
 }
 
 /// A Q4_1 weight matrix `[n, k]` (row-major, rows of `k / 32` blocks), in the row layout or,
-/// after [`Q4_1Matrix::interleaved`], in the 16-row interleaved layout of [`super::x16`].
+/// after [`Q4_1Matrix::interleaved`], in the 16-row interleaved layout of [`super::q4_1_x16`].
 #[derive(Debug, Clone)]
 pub struct Q4_1Matrix {
     /// Row layout: nibbles of every block (low nibbles are elements 0..16, high nibbles 16..32).

@@ -8,6 +8,7 @@
 //! FMA into 8 lanes, same horizontal sum), so results equal candle's bit for bit on AVX2
 //! machines; the scalar reference is ggml's generic loop (checked within 1e-5 below).
 
+use super::q8_0_x16::X16;
 use super::{QuantMatrix, QK};
 
 /// One Q8_0 block of activations: 32 int8 values and scale `d` (rounded through f16, as f32).
@@ -17,6 +18,21 @@ use super::{QuantMatrix, QK};
 pub struct BlockQ8_0 {
     qs: [i8; 32],
     d: f32,
+    /// `-128 · Σ qs[4c..4c+4]` for each 4-value chunk `c`: the start of the interleaved
+    /// kernel's integer sums, whose weights carry a +128 bias ([`super::q8_0_x16`]).
+    bias: [i32; 8],
+}
+
+impl BlockQ8_0 {
+    pub(super) fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+    pub(super) fn d(&self) -> f32 {
+        self.d
+    }
+    pub(super) fn bias(&self) -> &[i32; 8] {
+        &self.bias
+    }
 }
 
 /// 32 weight quants, 32-byte aligned (same reason).
@@ -24,13 +40,16 @@ pub struct BlockQ8_0 {
 #[repr(C, align(32))]
 struct Quants([i8; 32]);
 
-/// A Q8_0 weight matrix `[n, k]`, also readable row by row (embedding lookup).
+/// A Q8_0 weight matrix `[n, k]`, also readable row by row (embedding lookup), in the row
+/// layout or, after [`Q8_0Matrix::interleaved`], the 16-row layout of [`super::q8_0_x16`].
 #[derive(Debug, Clone)]
 pub struct Q8_0Matrix {
-    /// Quants of every block, row-major.
+    /// Quants of every block, row-major; empty when `x16` holds the weights.
     qs: Vec<Quants>,
     /// Per-block scale, f16 in the file, f32 here (exact).
     d: Vec<f32>,
+    /// The interleaved layout; when set, the row layout above is empty.
+    x16: Option<X16>,
     pub n: usize,
     pub k: usize,
 }
@@ -47,12 +66,38 @@ impl Q8_0Matrix {
             d.push(half::f16::from_le_bytes([c[0], c[1]]).to_f32());
             qs.push(Quants(std::array::from_fn(|i| c[2 + i] as i8)));
         }
-        Some(Self { qs, d, n, k })
+        Some(Self { qs, d, x16: None, n, k })
+    }
+
+    /// The same matrix in the interleaved layout where the CPU can run its kernel
+    /// ([`super::has_vnni512`]), else unchanged. Outputs keep their bits.
+    pub fn interleaved(self) -> Self {
+        if self.x16.is_some() || !super::has_vnni512() {
+            return self;
+        }
+        self.into_x16()
+    }
+
+    /// The interleaved layout whatever the CPU (its scalar path runs anywhere).
+    pub fn into_x16(self) -> Self {
+        if self.x16.is_some() {
+            return self;
+        }
+        let qs: Vec<[i8; 32]> = self.qs.iter().map(|q| q.0).collect();
+        let x = X16::pack(&qs, &self.d, self.n, self.k / QK);
+        Self { qs: Vec::new(), d: Vec::new(), x16: Some(x), n: self.n, k: self.k }
     }
 
     /// Row `j` dequantized (`d * q`, candle's arithmetic), appended to `out`.
     pub fn dequantize_row(&self, j: usize, out: &mut Vec<f32>) {
         let nb = self.k / QK;
+        if let Some(x) = &self.x16 {
+            for b in 0..nb {
+                let (q, d) = x.block(j, b);
+                out.extend(q.iter().map(|&q| d * q as f32));
+            }
+            return;
+        }
         for b in j * nb..(j + 1) * nb {
             let d = self.d[b];
             out.extend(self.qs[b].0.iter().map(|&q| d * q as f32));
@@ -78,10 +123,21 @@ impl QuantMatrix for Q8_0Matrix {
         let amax = xs.iter().fold(0f32, |a, &x| a.max(x.abs()));
         let d = amax / 127f32;
         let id = if d != 0f32 { 1. / d } else { 0. };
-        BlockQ8_0 { d: half::f16::from_f32(d).to_f32(), qs: std::array::from_fn(|j| f32::round(xs[j] * id) as i8) }
+        let qs: [i8; 32] = std::array::from_fn(|j| f32::round(xs[j] * id) as i8);
+        let bias = std::array::from_fn(|c| -128 * qs[4 * c..4 * c + 4].iter().map(|&q| q as i32).sum::<i32>());
+        BlockQ8_0 { d: half::f16::from_f32(d).to_f32(), qs, bias }
     }
     fn dot_tile(&self, j: usize, ys: &[&[BlockQ8_0]], out: &mut [f32], simd: bool) {
         let nb = self.k / QK;
+        if let Some(x) = &self.x16 {
+            // The scalar reference on interleaved weights (the kernel runs in `dot_panel`).
+            for (o, y) in out.iter_mut().zip(ys) {
+                let blocks: Vec<([i8; 32], f32)> = (0..nb).map(|b| x.block(j, b)).collect();
+                let (qs, d): (Vec<Quants>, Vec<f32>) = blocks.into_iter().map(|(q, d)| (Quants(q), d)).unzip();
+                *o = dot_scalar(&qs, &d, y);
+            }
+            return;
+        }
         let (qs, d) = (&self.qs[j * nb..(j + 1) * nb], &self.d[j * nb..(j + 1) * nb]);
         #[cfg(target_arch = "x86_64")]
         if simd {
@@ -100,6 +156,14 @@ impl QuantMatrix for Q8_0Matrix {
         for (o, y) in out.iter_mut().zip(ys) {
             *o = dot_scalar(qs, d, y);
         }
+    }
+    fn dot_panel(&self, j0: usize, j1: usize, rows: &[&[BlockQ8_0]], part: &mut [f32], simd: bool) {
+        if let Some(x) = &self.x16 {
+            if simd && super::has_vnni512() && x.panel(j0, j1, rows, part) {
+                return;
+            }
+        }
+        super::dot_panel_rows(self, j0, j1, rows, part, simd)
     }
 }
 

@@ -18,7 +18,8 @@ fn q8_0(t: &QTensor) -> Result<Option<Arc<Q8_0Matrix>>> {
     if t.dtype() != GgmlDType::Q8_0 {
         return Ok(None);
     }
-    Ok(Q8_0Matrix::from_bytes(&t.data()?, n, k).map(Arc::new))
+    // Interleaved for the VNNI kernel where the CPU has it (same bits, same rows).
+    Ok(Q8_0Matrix::from_bytes(&t.data()?, n, k).map(|m| Arc::new(m.interleaved())))
 }
 
 #[derive(Debug)]
