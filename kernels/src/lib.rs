@@ -8,8 +8,8 @@
 //! |---|---|---|
 //! | write new keys/values into the paged cache through the block tables (`reshape_and_cache`) | [`cpu::write_kv`] | `cuda/reshape_and_cache.cu` |
 //! | paged attention, decode and prefill chunks (causal, GQA, any context length) | [`cpu::paged_attention`] | `cuda/paged_attention.cu` (decode, split-context with log-sum-exp combine) |
-//! | quantized matmuls (Q4_1, Q8_0 weights × int8 activations) | [`quant::matmul_many`] | — |
-//! | Q4_1 weights dequantized per panel × f32 activations (prompt rows; int8 arithmetic up to rounding) | [`quant::matmul_f32_many`] | — |
+//! | quantized matmuls (Q4_1, Q8_0 weights × int8 activations; AVX2 row tiles, or AVX-512 VNNI on weights interleaved 16 rows at a time, candle's bits) | [`quant::matmul_many`] | — |
+//! | Q4_1 weights dequantized per panel × f32 activations (prompt rows on CPUs without AVX-512 VNNI; int8 arithmetic up to rounding) | [`quant::matmul_f32_many`] | — |
 //! | `exp`, softmax numerators, `silu(g) * u` | [`act`] | — |
 //!
 //! The CUDA sources are compiled (CI: `scripts/check-cuda.sh`, nvcc 13.0 from PyPI) but have

@@ -1,4 +1,5 @@
-//! Q4_1 weights × f32 activations, for many rows at once (prompt chunks): each panel of
+//! Q4_1 weights × f32 activations, for many rows at once (prompt chunks on CPUs without AVX-512
+//! VNNI; interleaved weights, module `q4_1_x16`, take one path for every row): each panel of
 //! [`PANEL`] weight rows is dequantized once per call to f32 (`d·q + m`, one FMA) into a
 //! per-thread scratch buffer, then multiplied with every activation row by an AVX2 register
 //! tile of 4 activation rows × 3 weight rows. For tens of rows or more it is faster than the

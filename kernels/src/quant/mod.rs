@@ -6,6 +6,10 @@
 //! loaded and unpacked once per tile). The integer part of every block dot is exact; only the
 //! order of float additions may differ from the reference (tests in each format's module).
 //!
+//! Where the CPU has AVX-512 VNNI ([`has_vnni512`]) the model loads both formats interleaved 16
+//! weight rows at a time (`interleaved()`; modules `q4_1_x16`, `q8_0_x16`) and a `vpdpbusd` kernel
+//! computes 16 outputs at once, with candle's arithmetic bit for bit, for any number of rows.
+//!
 //! [`matmul_many`] is the shared driver: several matrices of one input width applied to the
 //! same activations (Q/K/V, gate/up) in one parallel loop over 16-column tasks, so the weights
 //! are read once per step for every row of the batch.

@@ -33,7 +33,7 @@ impl BlockQ8_1 {
 }
 
 /// A Q4_1 weight matrix `[n, k]` (row-major, rows of `k / 32` blocks), in the row layout or,
-/// after [`Q4_1Matrix::interleaved`], in the 16-row interleaved layout of [`super::q4_1_x16`].
+/// after [`Q4_1Matrix::interleaved`], in the 16-row interleaved layout of module `q4_1_x16`.
 #[derive(Debug, Clone)]
 pub struct Q4_1Matrix {
     /// Row layout: nibbles of every block (low nibbles are elements 0..16, high nibbles 16..32).

@@ -19,7 +19,7 @@ pub struct BlockQ8_0 {
     qs: [i8; 32],
     d: f32,
     /// `-128 · Σ qs[4c..4c+4]` for each 4-value chunk `c`: the start of the interleaved
-    /// kernel's integer sums, whose weights carry a +128 bias ([`super::q8_0_x16`]).
+    /// kernel's integer sums, whose weights carry a +128 bias (module `q8_0_x16`).
     bias: [i32; 8],
 }
 
@@ -41,7 +41,7 @@ impl BlockQ8_0 {
 struct Quants([i8; 32]);
 
 /// A Q8_0 weight matrix `[n, k]`, also readable row by row (embedding lookup), in the row
-/// layout or, after [`Q8_0Matrix::interleaved`], the 16-row layout of [`super::q8_0_x16`].
+/// layout or, after [`Q8_0Matrix::interleaved`], the 16-row layout of module `q8_0_x16`.
 #[derive(Debug, Clone)]
 pub struct Q8_0Matrix {
     /// Quants of every block, row-major; empty when `x16` holds the weights.

@@ -134,7 +134,8 @@ pub struct LlamaModel {
     /// safetensors models, which compute in f32 and whose tests expect f32 precision.
     pub auto_kv_dtype: crate::attention::KvDtype,
     /// Whether the rows the caller flags (prompt tokens) take the Q4_1 f32 path; off with
-    /// `HHH_PROMPT_INT8=1` (every row through the int8 path, as before; for A/B measurements).
+    /// `HHH_PROMPT_INT8=1` (every row through the int8 path; for A/B measurements). Moot where
+    /// the weights are interleaved for the VNNI kernel, which has one path for every row.
     pub prompt_f32: bool,
 }
 
