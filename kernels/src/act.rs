@@ -9,7 +9,6 @@
 //! Every element goes through the same vector instructions whatever its position (tails are
 //! padded to a full vector), so a row's results never depend on how rows are batched.
 
-use rayon::prelude::*;
 
 /// The softmax numerators in place, `x[i] = exp(x[i] - max(x))`, and their sum. With AVX2 the
 /// maximum, the exponentials and the sum run 8 wide (the sum in 8 lanes, reduced in a fixed
@@ -27,7 +26,7 @@ pub fn softmax_numerators(x: &mut [f32]) -> f32 {
 }
 
 /// `silu(g) * u` elementwise (`silu(x) = x / (1 + exp(-x))`), in parallel chunks on the current
-/// rayon pool. `g` and `u` must have the same length.
+/// kernel pool ([`crate::pool`]). `g` and `u` must have the same length.
 pub fn silu_mul(g: &[f32], u: &[f32]) -> Vec<f32> {
     /// Elements per parallel task (a multiple of 8, so that chunking never changes which
     /// elements share a vector).
@@ -36,7 +35,9 @@ pub fn silu_mul(g: &[f32], u: &[f32]) -> Vec<f32> {
     let (g, u) = (&g[..n], &u[..n]);
     let mut out = vec![0f32; n];
     let simd = crate::simd::available();
-    out.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(u.par_chunks(CHUNK)).for_each(|((o, g), u)| {
+    let mut chunks: Vec<&mut [f32]> = out.chunks_mut(CHUNK).collect();
+    crate::pool::for_each_mut(&mut chunks, |c, o| {
+        let (g, u) = (&g[c * CHUNK..(c * CHUNK + CHUNK).min(n)], &u[c * CHUNK..(c * CHUNK + CHUNK).min(n)]);
         if simd {
             // SAFETY: AVX2 and FMA were detected at run time.
             unsafe { vsilu_mul(o, g, u) }

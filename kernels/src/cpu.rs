@@ -18,7 +18,6 @@
 
 use crate::paged::{KvBuf, PagedKvCache, SeqMeta};
 use half::f16;
-use rayon::prelude::*;
 
 /// An element type of the cache.
 pub trait KvElem: Copy + Send + Sync + 'static {
@@ -89,7 +88,8 @@ fn attend<T: KvElem>(cache: &PagedKvCache, keys: &[T], values: &[T], seqs: &[Seq
     let group = num_heads / cache.num_kv_heads;
     let kvw = cache.slot_width();
     let scale = 1.0 / (hd as f32).sqrt();
-    out.par_chunks_mut(qw).enumerate().for_each(|(row, out_row)| {
+    let mut rows: Vec<&mut [f32]> = out.chunks_mut(qw).collect();
+    crate::pool::for_each_mut(&mut rows, |row, out_row| {
         let Some(s) = seqs.get(row_seq[row]) else { return };
         let ctx = s.start_pos + (row - s.row_start) + 1;
         // Element offset of each position's slot.

@@ -22,8 +22,6 @@ mod q8_0_x16;
 
 pub use q4_1_x16::has_vnni512;
 
-use rayon::prelude::*;
-
 pub use dense::{matmul_f32_many, matmul_split};
 pub use q4_1::Q4_1Matrix;
 pub use q8_0::Q8_0Matrix;
@@ -122,7 +120,7 @@ where
         parts.push(((i, j0, j1), head));
         rest = tail;
     }
-    parts.par_iter_mut().for_each(|((i, j0, j1), part)| panel(*i, *j0, *j1, part));
+    crate::pool::for_each_mut(&mut parts, |_, ((i, j0, j1), part)| panel(*i, *j0, *j1, part));
     let mut outs: Vec<Vec<f32>> = shapes.iter().map(|&(n, _)| vec![0f32; m * n]).collect();
     for ((i, j0, j1), part) in parts {
         let n = shapes[i].0;

@@ -152,7 +152,10 @@ unsafe fn tile<const R: usize>(x: &X16, g: usize, ys: &[&[BlockQ8_1]], out: &mut
     for b in 0..nb {
         let gb = base + b;
         let qp = x.qs.as_ptr().add(gb * 256);
-        let mut isum = [_mm512_setzero_si512(); R];
+        // Four independent integer chains per row (low/high nibbles × even/odd vector): one
+        // chain of 8 dependent `vpdpbusd` would leave the kernel waiting on their latency. The
+        // integer sum is exact, so the split does not change it.
+        let mut isum = [[_mm512_setzero_si512(); 4]; R];
         for p in 0..4 {
             let q = _mm512_loadu_si512(qp.add(p * 64) as *const _);
             let lo = _mm512_and_si512(q, mask);
@@ -161,15 +164,18 @@ unsafe fn tile<const R: usize>(x: &X16, g: usize, ys: &[&[BlockQ8_1]], out: &mut
                 let yq = ys.get_unchecked(r).get_unchecked(b).parts().0.as_ptr();
                 let ylo = _mm512_set1_epi32((yq.add(4 * p) as *const i32).read_unaligned());
                 let yhi = _mm512_set1_epi32((yq.add(16 + 4 * p) as *const i32).read_unaligned());
-                isum[r] = _mm512_dpbusd_epi32(isum[r], lo, ylo);
-                isum[r] = _mm512_dpbusd_epi32(isum[r], hi, yhi);
+                let c = 2 * (p & 1);
+                isum[r][c] = _mm512_dpbusd_epi32(isum[r][c], lo, ylo);
+                isum[r][c + 1] = _mm512_dpbusd_epi32(isum[r][c + 1], hi, yhi);
             }
         }
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(x.d.as_ptr().add(gb * G) as *const __m256i));
         let m = _mm512_cvtph_ps(_mm256_loadu_si256(x.m.as_ptr().add(gb * G) as *const __m256i));
         for r in 0..R {
             let (_, yd, ys_) = ys.get_unchecked(r).get_unchecked(b).parts();
-            let t = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum[r]), d), _mm512_set1_ps(yd));
+            let i = &isum[r];
+            let sumi = _mm512_add_epi32(_mm512_add_epi32(i[0], i[1]), _mm512_add_epi32(i[2], i[3]));
+            let t = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(sumi), d), _mm512_set1_ps(yd));
             let u = _mm512_mul_ps(m, _mm512_set1_ps(ys_));
             acc[r] = _mm512_add_ps(acc[r], _mm512_add_ps(t, u));
         }

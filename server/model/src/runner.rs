@@ -24,9 +24,8 @@ pub struct ModelRunner {
     /// Applied to the final hidden state of pooling requests.
     head: Option<RewardHead>,
     /// Compute threads (`RAYON_NUM_THREADS`, default all cores). A step runs inside the pool
-    /// (`install`), so the ~150 parallel loops of a forward pass are forked from a worker
-    /// thread instead of being injected from the engine thread one by one (each injection is a
-    /// cross-thread wake-up and sleep: measured ~10 % of single-stream decode time).
+    /// (`install`): the kernels' own pool (`hhh_kernels::pool`, spinning helpers) takes its
+    /// size from it, and candle ops that use rayon run on it.
     pool: Option<rayon::ThreadPool>,
 }
 
