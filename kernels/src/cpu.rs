@@ -88,6 +88,8 @@ fn attend<T: KvElem>(cache: &PagedKvCache, keys: &[T], values: &[T], seqs: &[Seq
     let group = num_heads / cache.num_kv_heads;
     let kvw = cache.slot_width();
     let scale = 1.0 / (hd as f32).sqrt();
+    // The 16-lane grouped weighted sum (same bits as the per-head one).
+    let wide = simd && hd.is_multiple_of(16) && crate::simd::available_512();
     let mut rows: Vec<&mut [f32]> = out.chunks_mut(qw).collect();
     crate::pool::for_each_mut(&mut rows, |row, out_row| {
         let Some(s) = seqs.get(row_seq[row]) else { return };
@@ -119,6 +121,24 @@ fn attend<T: KvElem>(cache: &PagedKvCache, keys: &[T], values: &[T], seqs: &[Seq
                         }
                     }
                 }
+            }
+            if wide && group <= 4 {
+                let mut inv = [0f32; 4];
+                for (i, sc) in scores.chunks_mut(ctx).enumerate() {
+                    inv[i] = 1.0 / crate::act::softmax_numerators(sc);
+                }
+                let o = &mut out_row[g * group * hd..(g + 1) * group * hd];
+                // SAFETY: `wide` means AVX-512F, FMA and F16C were detected and hd is a multiple
+                // of 16; `o` holds `group` heads, `scores` `group` rows of `ctx`, offsets as above.
+                unsafe {
+                    match group {
+                        1 => crate::simd::weighted_sum_group::<T, 1>(o, hd, values, &offs, off_h, &scores, &inv[..1]),
+                        2 => crate::simd::weighted_sum_group::<T, 2>(o, hd, values, &offs, off_h, &scores, &inv[..2]),
+                        3 => crate::simd::weighted_sum_group::<T, 3>(o, hd, values, &offs, off_h, &scores, &inv[..3]),
+                        _ => crate::simd::weighted_sum_group::<T, 4>(o, hd, values, &offs, off_h, &scores, &inv[..4]),
+                    }
+                }
+                continue;
             }
             for (i, sc) in scores.chunks_mut(ctx).enumerate() {
                 let h = g * group + i;

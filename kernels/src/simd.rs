@@ -148,6 +148,79 @@ pub unsafe fn weighted_sum<T: KvElem>(o: &mut [f32], values: &[T], offs: &[usize
     }
 }
 
+/// Whether [`weighted_sum_group`] can run here (AVX-512F besides [`available`]; checked once).
+pub fn available_512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *A.get_or_init(|| available() && is_x86_feature_detected!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// [`weighted_sum`] for the `H` query heads of one KV head at once: head `h`'s output
+/// `o[h * hd ..][..hd] += Σ_j (e[h * n + j] * inv[h]) * values[offs[j] + off ..][..hd]`
+/// (`n = offs.len()`), each value chunk loaded and widened once for all heads, 16 lanes per
+/// vector. Every output element gets the same FMAs in the same order as with [`weighted_sum`]
+/// (no reductions across lanes), so the results are bit-identical (tested).
+///
+/// # Safety
+/// AVX-512F, FMA and F16C must be available ([`available_512`]); `hd` a multiple of 16,
+/// `o.len() == H * hd`, `e.len() == H * offs.len()`, `inv.len() == H`,
+/// `offs[j] + off + hd <= values.len()` for every j.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub unsafe fn weighted_sum_group<T: KvElem, const H: usize>(o: &mut [f32], hd: usize, values: &[T], offs: &[usize], off: usize, e: &[f32], inv: &[f32]) {
+    let n = offs.len();
+    let vp = values.as_ptr().add(off);
+    let op = o.as_mut_ptr();
+    let load16 = |p: *const T| -> __m512 {
+        if T::IS_F16 {
+            _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+        } else {
+            _mm512_loadu_ps(p as *const f32)
+        }
+    };
+    let mut c = 0;
+    while c < hd {
+        // Up to 64 columns (4 vectors) per head per pass over the positions.
+        let nv = ((hd - c) / 16).min(4);
+        let mut acc = [[_mm512_setzero_ps(); 4]; H];
+        for (h, ah) in acc.iter_mut().enumerate() {
+            for (t, a) in ah.iter_mut().enumerate().take(nv) {
+                *a = _mm512_loadu_ps(op.add(h * hd + c + 16 * t));
+            }
+        }
+        for (j, &oj) in offs.iter().enumerate() {
+            let v = vp.add(oj + c);
+            let mut vv = [_mm512_setzero_ps(); 4];
+            for (t, x) in vv.iter_mut().enumerate().take(nv) {
+                *x = load16(v.add(16 * t));
+            }
+            for (h, ah) in acc.iter_mut().enumerate() {
+                let w = _mm512_set1_ps(*e.get_unchecked(h * n + j) * *inv.get_unchecked(h));
+                for (a, x) in ah.iter_mut().zip(&vv).take(nv) {
+                    *a = _mm512_fmadd_ps(w, *x, *a);
+                }
+            }
+        }
+        for (h, ah) in acc.iter().enumerate() {
+            for (t, a) in ah.iter().enumerate().take(nv) {
+                _mm512_storeu_ps(op.add(h * hd + c + 16 * t), *a);
+            }
+        }
+        c += 16 * nv;
+    }
+}
+
+/// Not x86-64: never called ([`available_512`] is false).
+///
+/// # Safety
+/// Always safe; does nothing.
+#[cfg(not(target_arch = "x86_64"))]
+pub unsafe fn weighted_sum_group<T: KvElem, const H: usize>(_o: &mut [f32], _hd: usize, _values: &[T], _offs: &[usize], _off: usize, _e: &[f32], _inv: &[f32]) {}
+
 /// Not x86-64: never called ([`available`] is false).
 ///
 /// # Safety
@@ -185,6 +258,40 @@ mod tests {
                 assert_eq!(bits(&grouped[h * n..(h + 1) * n]), bits(&one), "H={H} head {h} n={n}");
             }
         }
+    }
+
+    /// The grouped 16-lane weighted sum gives each head exactly what `weighted_sum` gives it.
+    fn check_weighted<T: KvElem, const H: usize>(conv: impl Fn(f32) -> T, hd: usize) {
+        let f = |i: usize| ((i * 7919 % 1999) as f32 / 999.0) - 1.0;
+        let values: Vec<T> = (0..40 * hd).map(|i| conv(f(i + 7))).collect();
+        for n in [1usize, 5, 37] {
+            let offs: Vec<usize> = (0..n).map(|j| ((j * 13) % 39) * hd).collect();
+            let e: Vec<f32> = (0..H * n).map(|i| f(i + 3).abs()).collect();
+            let inv: Vec<f32> = (0..H).map(|h| 0.1 + h as f32 * 0.07).collect();
+            let start: Vec<f32> = (0..H * hd).map(|i| f(i + 11) * 0.01).collect();
+            let mut grouped = start.clone();
+            // SAFETY: guarded by `available_512`; all offsets + hd are inside `values`.
+            unsafe { weighted_sum_group::<T, H>(&mut grouped, hd, &values, &offs, 0, &e, &inv) };
+            for h in 0..H {
+                let mut one = start[h * hd..(h + 1) * hd].to_vec();
+                unsafe { weighted_sum(&mut one, &values, &offs, 0, &e[h * n..(h + 1) * n], inv[h]) };
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&grouped[h * hd..(h + 1) * hd]), bits(&one), "H={H} head {h} n={n} hd={hd}");
+            }
+        }
+    }
+
+    #[test]
+    fn grouped_weighted_sums_equal_per_head_sums() {
+        if !available_512() {
+            eprintln!("16-lane weighted sum not compared: this CPU has no AVX-512F");
+            return;
+        }
+        check_weighted::<f32, 1>(|x| x, 64);
+        check_weighted::<f32, 3>(|x| x, 80);
+        check_weighted::<f16, 3>(f16::from_f32, 64);
+        check_weighted::<f16, 4>(f16::from_f32, 128);
+        check_weighted::<f16, 2>(f16::from_f32, 16);
     }
 
     #[test]
