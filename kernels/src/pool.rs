@@ -159,7 +159,7 @@ fn helper(p: &'static Pool) {
                 break;
             }
             spins += 1;
-            if spins % 1024 == 0 && start.elapsed() > SPIN {
+            if spins.is_multiple_of(1024) && start.elapsed() > SPIN {
                 if let Ok(mut parked) = p.parked.lock() {
                     *parked += 1;
                     while p.epoch.load(SeqCst) == e {
@@ -207,7 +207,7 @@ mod tests {
         for round in 0..200 {
             let n = 1 + round % 37;
             let mut hits = vec![0u32; n];
-            for_each_mut(&mut hits, |i, h| *h += 1 + (i % 1) as u32);
+            for_each_mut(&mut hits, |_, h| *h += 1);
             assert!(hits.iter().all(|&h| h == 1), "round {round}: {hits:?}");
         }
         std::thread::sleep(SPIN * 3);

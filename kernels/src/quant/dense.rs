@@ -287,19 +287,9 @@ fn hsum16(v: std::arch::x86_64::__m512) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::super::test_data as data;
+    use super::super::test_q4_1_matrix as matrix;
     use super::*;
 
-    fn matrix(n: usize, k: usize, seed: u32) -> Q4_1Matrix {
-        // Random blocks: f16 d in [0, 0.1), f16 m in [-0.4, 0.4), random nibbles.
-        let raw = data(n * k / QK * 20, seed);
-        let mut bytes = Vec::with_capacity(raw.len());
-        for c in raw.chunks_exact(20) {
-            bytes.extend(half::f16::from_f32(c[0].abs() / 20.0).to_le_bytes());
-            bytes.extend(half::f16::from_f32(c[1] / 5.0).to_le_bytes());
-            bytes.extend(c[2..18].iter().map(|v| ((v + 2.0) * 64.0) as u8));
-        }
-        Q4_1Matrix::from_bytes(&bytes, n, k).unwrap()
-    }
 
     /// The AVX2 path equals the scalar reference bit for bit, for every tile shape (rows not a
     /// multiple of 4, panels not a multiple of 3, several panels and matrices), and each output

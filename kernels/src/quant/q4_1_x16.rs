@@ -143,6 +143,7 @@ pub fn has_vnni512() -> bool {
 /// groups; then candle's float step per lane.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::needless_range_loop)] // rows and chunks index several register arrays at once
 unsafe fn tile<const R: usize>(x: &X16, g: usize, ys: &[&[BlockQ8_1]], out: &mut [[f32; G]; 4]) {
     use std::arch::x86_64::*;
     let mask = _mm512_set1_epi8(0x0F);
@@ -188,20 +189,10 @@ unsafe fn tile<const R: usize>(x: &X16, g: usize, ys: &[&[BlockQ8_1]], out: &mut
 #[cfg(test)]
 mod tests {
     use super::super::test_data as data;
+    use super::super::test_q4_1_matrix as matrix;
     use super::super::{matmul_many, matmul_split, Q4_1Matrix, QuantMatrix, QK};
     use super::*;
 
-    fn matrix(n: usize, k: usize, seed: u32) -> Q4_1Matrix {
-        // Random blocks: f16 d in [0, 0.1), f16 m in [-0.4, 0.4), random nibbles.
-        let raw = data(n * k / QK * 20, seed);
-        let mut bytes = Vec::with_capacity(raw.len());
-        for c in raw.chunks_exact(20) {
-            bytes.extend(half::f16::from_f32(c[0].abs() / 20.0).to_le_bytes());
-            bytes.extend(half::f16::from_f32(c[1] / 5.0).to_le_bytes());
-            bytes.extend(c[2..18].iter().map(|v| ((v + 2.0) * 64.0) as u8));
-        }
-        Q4_1Matrix::from_bytes(&bytes, n, k).unwrap()
-    }
 
     fn bits(v: &[f32]) -> Vec<u32> {
         v.iter().map(|x| x.to_bits()).collect()

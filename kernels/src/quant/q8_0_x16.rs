@@ -98,6 +98,7 @@ impl X16 {
 /// Group `g` against `R` activation rows (module docs for the arithmetic).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::needless_range_loop)] // rows and chunks index several register arrays at once
 unsafe fn tile<const R: usize>(x: &X16, g: usize, ys: &[&[BlockQ8_0]], out: &mut [[f32; G]; 2]) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); 8]; R];
