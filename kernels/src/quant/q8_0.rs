@@ -130,10 +130,10 @@ impl QuantMatrix for Q8_0Matrix {
     fn dot_tile(&self, j: usize, ys: &[&[BlockQ8_0]], out: &mut [f32], simd: bool) {
         let nb = self.k / QK;
         if let Some(x) = &self.x16 {
-            // The scalar reference on interleaved weights (the kernel runs in `dot_panel`).
+            // The scalar reference on interleaved weights (the kernel runs in `dot_panel`): the
+            // row's blocks gathered once for all activation rows.
+            let (qs, d): (Vec<Quants>, Vec<f32>) = (0..nb).map(|b| x.block(j, b)).map(|(q, d)| (Quants(q), d)).unzip();
             for (o, y) in out.iter_mut().zip(ys) {
-                let blocks: Vec<([i8; 32], f32)> = (0..nb).map(|b| x.block(j, b)).collect();
-                let (qs, d): (Vec<Quants>, Vec<f32>) = blocks.into_iter().map(|(q, d)| (Quants(q), d)).unzip();
                 *o = dot_scalar(&qs, &d, y);
             }
             return;
