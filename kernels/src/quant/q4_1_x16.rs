@@ -90,30 +90,18 @@ impl X16 {
         let w = j1 - j0;
         #[cfg(target_arch = "x86_64")]
         if simd && rows.iter().all(|y| y.len() >= self.nb) {
-            for g in j0 / G..j1.div_ceil(G) {
-                // Columns `c0..c1` of `part` are lanes `c0 + j0 - 16g ..` of group `g`.
-                let (c0, c1) = ((G * g).max(j0) - j0, (G * g + G).min(j1) - j0);
-                let l0 = c0 + j0 - G * g;
-                let mut r = 0;
-                while r < rows.len() {
-                    let t = (rows.len() - r).min(4);
-                    let mut out = [[0f32; G]; 4];
-                    // SAFETY: AVX-512F/BW and VNNI were detected (`simd`); group `g` exists
-                    // (`j1 <= n`) and every row holds `nb` blocks (quantized rows of width `k`).
-                    unsafe {
-                        match t {
-                            4 => tile::<4>(self, g, &rows[r..r + 4], &mut out),
-                            3 => tile::<3>(self, g, &rows[r..r + 3], &mut out),
-                            2 => tile::<2>(self, g, &rows[r..r + 2], &mut out),
-                            _ => tile::<1>(self, g, &rows[r..r + 1], &mut out),
-                        }
+            group_tiles(j0, j1, rows.len(), 4, part, |g, r, t, out| {
+                // SAFETY: AVX-512F/BW and VNNI were detected (`simd`); group `g` exists
+                // (`j1 <= n`) and every row holds `nb` blocks (checked above).
+                unsafe {
+                    match t {
+                        4 => tile::<4>(self, g, &rows[r..r + 4], out),
+                        3 => tile::<3>(self, g, &rows[r..r + 3], out),
+                        2 => tile::<2>(self, g, &rows[r..r + 2], out),
+                        _ => tile::<1>(self, g, &rows[r..r + 1], out),
                     }
-                    for (i, o) in out.iter().enumerate().take(t) {
-                        part[(r + i) * w + c0..(r + i) * w + c1].copy_from_slice(&o[l0..l0 + c1 - c0]);
-                    }
-                    r += t;
                 }
-            }
+            });
             return;
         }
         let _ = simd;
@@ -121,6 +109,29 @@ impl X16 {
             for j in j0..j1 {
                 part[r * w + j - j0] = self.dot_scalar(j, y);
             }
+        }
+    }
+}
+
+/// The driver of both interleaved kernels' panels: for every 16-row group `g` that overlaps
+/// `j0..j1` and every run of up to `tile_rows` (at most 4) of the `m` activation rows starting at
+/// row `r`, `tile(g, r, t, out)` fills `out[..t]` with the group's 16 outputs for rows
+/// `r..r + t`; the lanes inside `j0..j1` are copied into `part` (`[m, j1 - j0]`).
+pub(super) fn group_tiles(j0: usize, j1: usize, m: usize, tile_rows: usize, part: &mut [f32], mut tile: impl FnMut(usize, usize, usize, &mut [[f32; G]; 4])) {
+    let w = j1 - j0;
+    for g in j0 / G..j1.div_ceil(G) {
+        // Columns `c0..c1` of `part` are lanes `l0..` of group `g`.
+        let (c0, c1) = ((G * g).max(j0) - j0, (G * g + G).min(j1) - j0);
+        let l0 = c0 + j0 - G * g;
+        let mut r = 0;
+        while r < m {
+            let t = (m - r).min(tile_rows.clamp(1, 4));
+            let mut out = [[0f32; G]; 4];
+            tile(g, r, t, &mut out);
+            for (i, o) in out.iter().enumerate().take(t) {
+                part[(r + i) * w + c0..(r + i) * w + c1].copy_from_slice(&o[l0..l0 + c1 - c0]);
+            }
+            r += t;
         }
     }
 }

@@ -67,29 +67,17 @@ impl X16 {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            let w = j1 - j0;
-            for g in j0 / G..j1.div_ceil(G) {
-                let (c0, c1) = ((G * g).max(j0) - j0, (G * g + G).min(j1) - j0);
-                let l0 = c0 + j0 - G * g;
-                let mut r = 0;
-                while r < rows.len() {
-                    let t = (rows.len() - r).min(2);
-                    let mut out = [[0f32; G]; 2];
-                    // SAFETY: AVX-512F/BW and VNNI were detected by the caller; group `g` exists
-                    // (`j1 <= n`) and every row holds at least `nb` blocks (checked above).
-                    unsafe {
-                        if t == 2 {
-                            tile::<2>(self, g, &rows[r..r + 2], &mut out)
-                        } else {
-                            tile::<1>(self, g, &rows[r..r + 1], &mut out)
-                        }
+            super::q4_1_x16::group_tiles(j0, j1, rows.len(), 2, part, |g, r, t, out| {
+                // SAFETY: AVX-512F/BW and VNNI were detected by the caller; group `g` exists
+                // (`j1 <= n`) and every row holds at least `nb` blocks (checked above).
+                unsafe {
+                    if t == 2 {
+                        tile::<2>(self, g, &rows[r..r + 2], out)
+                    } else {
+                        tile::<1>(self, g, &rows[r..r + 1], out)
                     }
-                    for (i, o) in out.iter().enumerate().take(t) {
-                        part[(r + i) * w + c0..(r + i) * w + c1].copy_from_slice(&o[l0..l0 + c1 - c0]);
-                    }
-                    r += t;
                 }
-            }
+            });
         }
         true
     }
@@ -99,7 +87,7 @@ impl X16 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(clippy::needless_range_loop)] // rows and chunks index several register arrays at once
-unsafe fn tile<const R: usize>(x: &X16, g: usize, ys: &[&[BlockQ8_0]], out: &mut [[f32; G]; 2]) {
+unsafe fn tile<const R: usize>(x: &X16, g: usize, ys: &[&[BlockQ8_0]], out: &mut [[f32; G]; 4]) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); 8]; R];
     let base = g * x.nb;
