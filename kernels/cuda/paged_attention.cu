@@ -5,7 +5,10 @@
 // CPU twin and reference: hhh_kernels::cpu::paged_attention (kernels/src/cpu.rs); the partition
 // combination is hhh_kernels::reference::attention_split (kernels/src/reference.rs).
 //
-// q:             [num_seqs, num_heads, head_dim]                     (RoPE applied)
+// q, out:        [num_rows, num_heads, head_dim]                     (q with RoPE applied)
+// seq_rows:      [num_seqs] int32, the row of q/out of each sequence's query (a decode step's
+//                rows need not be the first or contiguous ones: prefill rows of the same step are
+//                written by paged_prefill.cu into the same output)
 // key/value_cache: [num_blocks, block_size, num_kv_heads, head_dim]   (kernels/src/paged.rs)
 // block_tables:  [num_seqs, max_blocks_per_seq] int32
 // context_lens:  [num_seqs] int32 (the query's own position included; >= 1)
@@ -54,8 +57,9 @@ __device__ float block_reduce(float x, float* scratch) {
 template <typename T>
 __device__ void partial(float* __restrict__ max_logits, float* __restrict__ exp_sums, float* __restrict__ tmp_out,
                         const T* __restrict__ q, const T* __restrict__ key_cache, const T* __restrict__ value_cache,
-                        const int* __restrict__ block_tables, const int* __restrict__ context_lens, int num_kv_heads,
-                        int head_dim, int block_size, int max_blocks_per_seq, float scale) {
+                        const int* __restrict__ block_tables, const int* __restrict__ context_lens,
+                        const int* __restrict__ seq_rows, int num_kv_heads, int head_dim, int block_size,
+                        int max_blocks_per_seq, float scale) {
     const int head = blockIdx.x, seq = blockIdx.y, part = blockIdx.z;
     const int num_heads = gridDim.x, num_parts = gridDim.z;
     const int kv_head = head / (num_heads / num_kv_heads);
@@ -75,7 +79,7 @@ __device__ void partial(float* __restrict__ max_logits, float* __restrict__ exp_
     __shared__ float qs[MAX_HEAD_DIM];
     __shared__ float logits[PARTITION];
     __shared__ float scratch[THREADS / 32];
-    const T* qh = q + ((int64_t)seq * num_heads + head) * head_dim;
+    const T* qh = q + ((int64_t)seq_rows[seq] * num_heads + head) * head_dim;
     for (int d = threadIdx.x; d < head_dim; d += THREADS) qs[d] = to_f(qh[d]);
     __syncthreads();
     const int* table = block_tables + (int64_t)seq * max_blocks_per_seq;
@@ -116,7 +120,8 @@ __device__ void partial(float* __restrict__ max_logits, float* __restrict__ exp_
 
 template <typename T>
 __device__ void combine(T* __restrict__ out, const float* __restrict__ max_logits, const float* __restrict__ exp_sums,
-                        const float* __restrict__ tmp_out, int head_dim, int num_parts) {
+                        const float* __restrict__ tmp_out, const int* __restrict__ seq_rows, int head_dim,
+                        int num_parts) {
     const int head = blockIdx.x, seq = blockIdx.y, num_heads = gridDim.x;
     const int64_t base = ((int64_t)seq * num_heads + head) * num_parts;
     float gm = -FLT_MAX;
@@ -128,21 +133,22 @@ __device__ void combine(T* __restrict__ out, const float* __restrict__ max_logit
         for (int p = 0; p < num_parts; ++p) {
             acc += tmp_out[(base + p) * head_dim + d] * exp_sums[base + p] * __expf(max_logits[base + p] - gm);
         }
-        from_f(out + ((int64_t)seq * num_heads + head) * head_dim + d, acc / z);
+        from_f(out + ((int64_t)seq_rows[seq] * num_heads + head) * head_dim + d, acc / z);
     }
 }
 
 #define PAGED_ATTENTION(SUFFIX, T)                                                                                        \
     extern "C" __global__ void __launch_bounds__(THREADS) paged_attention_partial_##SUFFIX(                               \
         float* max_logits, float* exp_sums, float* tmp_out, const T* q, const T* key_cache, const T* value_cache,         \
-        const int* block_tables, const int* context_lens, int num_kv_heads, int head_dim, int block_size,                  \
-        int max_blocks_per_seq, float scale) {                                                                             \
-        partial<T>(max_logits, exp_sums, tmp_out, q, key_cache, value_cache, block_tables, context_lens, num_kv_heads,    \
-                   head_dim, block_size, max_blocks_per_seq, scale);                                                      \
+        const int* block_tables, const int* context_lens, const int* seq_rows, int num_kv_heads, int head_dim,             \
+        int block_size, int max_blocks_per_seq, float scale) {                                                             \
+        partial<T>(max_logits, exp_sums, tmp_out, q, key_cache, value_cache, block_tables, context_lens, seq_rows,        \
+                   num_kv_heads, head_dim, block_size, max_blocks_per_seq, scale);                                        \
     }                                                                                                                      \
     extern "C" __global__ void __launch_bounds__(THREADS) paged_attention_combine_##SUFFIX(                               \
-        T* out, const float* max_logits, const float* exp_sums, const float* tmp_out, int head_dim, int num_parts) {      \
-        combine<T>(out, max_logits, exp_sums, tmp_out, head_dim, num_parts);                                              \
+        T* out, const float* max_logits, const float* exp_sums, const float* tmp_out, const int* seq_rows, int head_dim,  \
+        int num_parts) {                                                                                                   \
+        combine<T>(out, max_logits, exp_sums, tmp_out, seq_rows, head_dim, num_parts);                                    \
     }
 
 PAGED_ATTENTION(f32, float)

@@ -17,29 +17,119 @@
 //! differ from each other in summation order and in `exp` (within 2e-7 relative).
 
 use crate::paged::{KvBuf, PagedKvCache, SeqMeta};
-use half::f16;
+use half::{bf16, f16};
 
 /// An element type of the cache.
 pub trait KvElem: Copy + Send + Sync + 'static {
     /// True for f16 (the SIMD loads widen it with F16C).
     const IS_F16: bool;
+    /// Whether the SIMD loops can read it (f32, f16); bf16 takes the scalar loop.
+    const SIMD: bool;
     fn to_f32(self) -> f32;
+    /// Round an f32 to this type (round to nearest even).
+    fn from_f32(x: f32) -> Self;
 }
 
 impl KvElem for f32 {
     const IS_F16: bool = false;
+    const SIMD: bool = true;
     #[inline]
     fn to_f32(self) -> f32 {
         self
+    }
+    #[inline]
+    fn from_f32(x: f32) -> Self {
+        x
     }
 }
 
 impl KvElem for f16 {
     const IS_F16: bool = true;
+    const SIMD: bool = true;
     #[inline]
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
     }
+    #[inline]
+    fn from_f32(x: f32) -> Self {
+        f16::from_f32(x)
+    }
+}
+
+impl KvElem for bf16 {
+    const IS_F16: bool = false;
+    const SIMD: bool = false;
+    #[inline]
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+    #[inline]
+    fn from_f32(x: f32) -> Self {
+        bf16::from_f32(x)
+    }
+}
+
+/// Where the cache's elements are: the geometry of [`PagedKvCache`] without the buffers, for
+/// kernels that work on caller-owned slices (the CPU twins of the CUDA kernels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheGeom {
+    pub block_size: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl CacheGeom {
+    /// Elements per slot (one token's keys, or values, of one layer).
+    pub fn slot_width(&self) -> usize {
+        self.num_kv_heads * self.head_dim
+    }
+
+    /// Slot index of position `pos` under `block_table`.
+    #[inline]
+    pub fn slot(&self, block_table: &[u32], pos: usize) -> usize {
+        block_table[pos / self.block_size] as usize * self.block_size + pos % self.block_size
+    }
+}
+
+impl PagedKvCache {
+    /// The cache's geometry.
+    pub fn geom(&self) -> CacheGeom {
+        CacheGeom { block_size: self.block_size, num_kv_heads: self.num_kv_heads, head_dim: self.head_dim }
+    }
+}
+
+/// CPU twin of `cuda/reshape_and_cache.cu`: row `i` of `k_new` / `v_new` (`width` elements
+/// each) goes to slot `slot_mapping[i]` of the caches (`[slots, width]`), rounded to their type;
+/// a negative slot skips the row. Panics on a slot outside the cache (a caller bug).
+pub fn reshape_and_cache<T: KvElem>(key_cache: &mut [T], value_cache: &mut [T], width: usize, slot_mapping: &[i64], k_new: &[f32], v_new: &[f32]) {
+    for (i, &slot) in slot_mapping.iter().enumerate() {
+        let Ok(slot) = usize::try_from(slot) else { continue };
+        let (src_k, src_v) = (&k_new[i * width..(i + 1) * width], &v_new[i * width..(i + 1) * width]);
+        for (d, s) in key_cache[slot * width..(slot + 1) * width].iter_mut().zip(src_k) {
+            *d = T::from_f32(*s);
+        }
+        for (d, s) in value_cache[slot * width..(slot + 1) * width].iter_mut().zip(src_v) {
+            *d = T::from_f32(*s);
+        }
+    }
+}
+
+/// The slot of every new token of `seqs` (rows in order), as `reshape_and_cache` takes them.
+pub fn slot_mapping(geom: CacheGeom, seqs: &[SeqMeta], num_rows: usize) -> Vec<i64> {
+    let mut m = vec![-1i64; num_rows];
+    for s in seqs {
+        for i in 0..s.num_rows {
+            m[s.row_start + i] = geom.slot(&s.block_table, s.start_pos + i) as i64;
+        }
+    }
+    m
+}
+
+/// Attention for every query row over caller-owned cache slices (the CPU twin of
+/// `cuda/paged_attention.cu` and `cuda/paged_prefill.cu`; see [`paged_attention`]).
+pub fn paged_attention_slices<T: KvElem>(geom: CacheGeom, keys: &[T], values: &[T], seqs: &[SeqMeta], q: &[f32], num_heads: usize) -> Vec<f32> {
+    let simd = T::SIMD && crate::simd::available() && geom.head_dim.is_multiple_of(8);
+    attend(geom, keys, values, seqs, q, num_heads, simd)
 }
 
 /// Write the new keys and values of every sequence into their slots (`reshape_and_cache`),
@@ -60,23 +150,23 @@ pub fn write_kv(cache: &mut PagedKvCache, layer: usize, seqs: &[SeqMeta], k_new:
 pub fn paged_attention(cache: &PagedKvCache, layer: usize, seqs: &[SeqMeta], q: &[f32], num_heads: usize) -> Vec<f32> {
     let simd = crate::simd::available() && cache.head_dim.is_multiple_of(8);
     match (&cache.keys[layer], &cache.values[layer]) {
-        (KvBuf::F32(k), KvBuf::F32(v)) => attend(cache, k, v, seqs, q, num_heads, simd),
-        (KvBuf::F16(k), KvBuf::F16(v)) => attend(cache, k, v, seqs, q, num_heads, simd),
+        (KvBuf::F32(k), KvBuf::F32(v)) => attend(cache.geom(), k, v, seqs, q, num_heads, simd),
+        (KvBuf::F16(k), KvBuf::F16(v)) => attend(cache.geom(), k, v, seqs, q, num_heads, simd),
         // Keys and values of different dtypes (`PagedKvCache::new` never makes this): widen both.
-        (k, v) => attend(cache, &k.read(0..k.len()), &v.read(0..v.len()), seqs, q, num_heads, simd),
+        (k, v) => attend(cache.geom(), &k.read(0..k.len()), &v.read(0..v.len()), seqs, q, num_heads, simd),
     }
 }
 
 /// Same as [`paged_attention`] but always the scalar loop (for tests and comparisons).
 pub fn paged_attention_scalar(cache: &PagedKvCache, layer: usize, seqs: &[SeqMeta], q: &[f32], num_heads: usize) -> Vec<f32> {
     match (&cache.keys[layer], &cache.values[layer]) {
-        (KvBuf::F32(k), KvBuf::F32(v)) => attend(cache, k, v, seqs, q, num_heads, false),
-        (KvBuf::F16(k), KvBuf::F16(v)) => attend(cache, k, v, seqs, q, num_heads, false),
-        (k, v) => attend(cache, &k.read(0..k.len()), &v.read(0..v.len()), seqs, q, num_heads, false),
+        (KvBuf::F32(k), KvBuf::F32(v)) => attend(cache.geom(), k, v, seqs, q, num_heads, false),
+        (KvBuf::F16(k), KvBuf::F16(v)) => attend(cache.geom(), k, v, seqs, q, num_heads, false),
+        (k, v) => attend(cache.geom(), &k.read(0..k.len()), &v.read(0..v.len()), seqs, q, num_heads, false),
     }
 }
 
-fn attend<T: KvElem>(cache: &PagedKvCache, keys: &[T], values: &[T], seqs: &[SeqMeta], q: &[f32], num_heads: usize, simd: bool) -> Vec<f32> {
+fn attend<T: KvElem>(cache: CacheGeom, keys: &[T], values: &[T], seqs: &[SeqMeta], q: &[f32], num_heads: usize, simd: bool) -> Vec<f32> {
     let hd = cache.head_dim;
     let qw = num_heads * hd;
     let num_rows = q.len() / qw;

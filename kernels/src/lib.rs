@@ -19,6 +19,7 @@
 pub mod act;
 pub mod cpu;
 pub mod paged;
+pub mod plan;
 pub mod pool;
 pub mod quant;
 pub mod reference;
