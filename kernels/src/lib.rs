@@ -32,4 +32,5 @@ pub use paged::{KvBuf, KvDtype, PagedKvCache, SeqMeta};
 pub mod ptx {
     pub const RESHAPE_AND_CACHE: &str = include_str!(concat!(env!("OUT_DIR"), "/reshape_and_cache.ptx"));
     pub const PAGED_ATTENTION: &str = include_str!(concat!(env!("OUT_DIR"), "/paged_attention.ptx"));
+    pub const PAGED_PREFILL: &str = include_str!(concat!(env!("OUT_DIR"), "/paged_prefill.ptx"));
 }

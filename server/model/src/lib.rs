@@ -13,10 +13,12 @@ pub mod attention;
 pub mod config;
 mod embedding;
 pub mod error;
+pub mod gpu;
 pub mod llama;
 pub mod reward_head;
 pub mod runner;
 pub mod sampler;
+mod step_plan;
 #[doc(hidden)]
 pub mod testing;
 

@@ -1,0 +1,70 @@
+//! The GPU model runner: the same [`Executor`] seam as the CPU runner, with the model and its
+//! paged KV pool on a candle device. Host-side work (sampling, logprobs, pooling heads) is the
+//! CPU runner's ([`crate::step_plan::StepPlan`]); the only device-to-host copies of a step are
+//! the logits of the rows that need them and the pooled rows' hidden states (see
+//! `tests/gpu_no_host_roundtrip.rs`).
+
+use super::model::GpuLlama;
+use crate::error::{ModelError, Result};
+use crate::reward_head::RewardHead;
+use crate::step_plan::StepPlan;
+use candle_core::{DType, Tensor};
+use hhh_engine::{Batch, Executor, StepOutput};
+
+/// Owns the device model, its KV pool and an optional reward head; lives on the engine thread.
+pub struct GpuRunner {
+    model: GpuLlama,
+    /// One `[2, num_blocks * block_size, width]` tensor per layer.
+    cache: Vec<Tensor>,
+    block_size: usize,
+    head: Option<RewardHead>,
+}
+
+impl GpuRunner {
+    /// Allocate a pool of `num_blocks` blocks of `block_size` tokens next to the model.
+    pub fn new(model: GpuLlama, num_blocks: usize, block_size: usize) -> Result<Self> {
+        if block_size == 0 || num_blocks == 0 {
+            return Err(ModelError::Invalid("the KV pool needs at least one block of at least one token".into()));
+        }
+        let cache = model.new_cache(num_blocks, block_size)?;
+        Ok(Self { model, cache, block_size, head: None })
+    }
+
+    /// Attach a reward head (its width must be the model's hidden size).
+    pub fn with_head(mut self, head: RewardHead) -> Result<Self> {
+        if head.hidden_size != self.model.cfg.hidden_size {
+            return Err(ModelError::Invalid(format!("reward head width {} != model hidden size {}", head.hidden_size, self.model.cfg.hidden_size)));
+        }
+        self.head = Some(head);
+        Ok(self)
+    }
+
+    pub fn model(&self) -> &GpuLlama {
+        &self.model
+    }
+
+    fn run(&mut self, batch: &Batch) -> Result<StepOutput> {
+        let plan = StepPlan::new(batch);
+        let hidden = self.model.forward_hidden(&plan.ids, &plan.positions, plan.metas.clone(), &self.cache, self.block_size, &plan.all_rows())?;
+        // The step's only device-to-host copies: logits of the rows that need them, pooled rows.
+        let (logits, vocab) = if plan.want.is_empty() {
+            (Vec::new(), 0)
+        } else {
+            let l = self.model.logits(&hidden.narrow(0, 0, plan.want.len())?)?;
+            let vocab = l.dim(1)?;
+            (l.flatten_all()?.to_vec1::<f32>()?, vocab)
+        };
+        let pooled_h = if plan.pool_rows.is_empty() {
+            Vec::new()
+        } else {
+            hidden.narrow(0, plan.want.len(), plan.pool_rows.len())?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?
+        };
+        Ok(plan.finish(batch, &logits, vocab, &pooled_h, self.model.cfg.hidden_size, self.head.as_ref()))
+    }
+}
+
+impl Executor for GpuRunner {
+    fn execute(&mut self, batch: &Batch) -> std::result::Result<StepOutput, String> {
+        self.run(batch).map_err(|e| e.to_string())
+    }
+}
