@@ -11,18 +11,47 @@ pub fn make_tiny_model(dir: &Path, dtype: DType, seq_cls_labels: Option<usize>) 
     try_make_tiny_model(dir, dtype, seq_cls_labels).unwrap_or_else(|e| panic!("writing the tiny model to {}: {e}", dir.display()))
 }
 
+/// Shape of a random-weight Llama written by [`make_random_llama`].
+#[derive(Debug, Clone, Copy)]
+pub struct RandomLlama {
+    pub vocab: usize,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub max_pos: usize,
+    /// Scale of the projection weights (the embedding is uniform in [-1, 1]).
+    pub scale: f32,
+    pub seed: u64,
+}
+
+impl RandomLlama {
+    /// The tiny model of [`make_tiny_model`]: vocab 128, hidden 64, 3 layers, 4 heads / 2 KV
+    /// heads (head_dim 16).
+    pub const TINY: RandomLlama = RandomLlama { vocab: 128, hidden: 64, intermediate: 128, layers: 3, heads: 4, kv_heads: 2, max_pos: 512, scale: 0.25, seed: 0x5eed };
+}
+
 /// [`make_tiny_model`], returning errors.
 pub fn try_make_tiny_model(dir: &Path, dtype: DType, seq_cls_labels: Option<usize>) -> crate::error::Result<PathBuf> {
+    make_random_llama(dir, dtype, &RandomLlama::TINY, seq_cls_labels)
+}
+
+/// Write a seeded random Llama of shape `spec` to `dir` (config.json and two safetensors
+/// shards); with `seq_cls_labels`, a `LlamaForSequenceClassification`.
+pub fn make_random_llama(dir: &Path, dtype: DType, spec: &RandomLlama, seq_cls_labels: Option<usize>) -> crate::error::Result<PathBuf> {
+    let RandomLlama { vocab, hidden, intermediate, layers, heads, kv_heads, max_pos, scale, seed } = *spec;
+    let hd = hidden / heads;
     std::fs::create_dir_all(dir).map_err(|e| crate::ModelError::Io { path: dir.display().to_string(), source: e })?;
     let cfg = serde_json::json!({
-        "architectures": [if seq_cls_labels.is_some() { "LlamaForSequenceClassification" } else { "LlamaForCausalLM" }], "vocab_size": 128, "hidden_size": 64, "intermediate_size": 128,
-        "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
-        "rope_theta": 10000.0, "max_position_embeddings": 512, "tie_word_embeddings": false,
+        "architectures": [if seq_cls_labels.is_some() { "LlamaForSequenceClassification" } else { "LlamaForCausalLM" }], "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": intermediate,
+        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads, "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0, "max_position_embeddings": max_pos, "tie_word_embeddings": false,
         "bos_token_id": 1, "eos_token_id": 2
     });
     std::fs::write(dir.join("config.json"), cfg.to_string()).map_err(|e| crate::ModelError::Io { path: dir.display().to_string(), source: e })?;
     let dev = Device::Cpu;
-    let mut seed = 0x5eed_u64;
+    let mut seed = seed;
     let mut rand = |shape: &[usize], scale: f32| {
         let n: usize = shape.iter().product();
         let v: Vec<f32> = (0..n)
@@ -34,19 +63,20 @@ pub fn try_make_tiny_model(dir: &Path, dtype: DType, seq_cls_labels: Option<usiz
         Tensor::from_vec(v, shape, &dev)?.to_dtype(dtype)
     };
     let mut t: HashMap<String, Tensor> = HashMap::new();
-    t.insert("model.embed_tokens.weight".into(), rand(&[128, 64], 1.0)?);
+    t.insert("model.embed_tokens.weight".into(), rand(&[vocab, hidden], 1.0)?);
     match seq_cls_labels {
-        None => t.insert("lm_head.weight".into(), rand(&[128, 64], 0.5)?),
-        Some(n) => t.insert("score.weight".into(), rand(&[n, 64], 0.5)?),
+        None => t.insert("lm_head.weight".into(), rand(&[vocab, hidden], 0.5)?),
+        Some(n) => t.insert("score.weight".into(), rand(&[n, hidden], 0.5)?),
     };
-    t.insert("model.norm.weight".into(), (rand(&[64], 0.1)? + 1.0)?);
-    for l in 0..3 {
+    t.insert("model.norm.weight".into(), (rand(&[hidden], 0.1)? + 1.0)?);
+    let (qw, kw) = (heads * hd, kv_heads * hd);
+    for l in 0..layers {
         let p = format!("model.layers.{l}");
-        for (n, s) in [("self_attn.q_proj", [64, 64]), ("self_attn.k_proj", [32, 64]), ("self_attn.v_proj", [32, 64]), ("self_attn.o_proj", [64, 64]), ("mlp.gate_proj", [128, 64]), ("mlp.up_proj", [128, 64]), ("mlp.down_proj", [64, 128])] {
-            t.insert(format!("{p}.{n}.weight"), rand(&s, 0.25)?);
+        for (n, s) in [("self_attn.q_proj", [qw, hidden]), ("self_attn.k_proj", [kw, hidden]), ("self_attn.v_proj", [kw, hidden]), ("self_attn.o_proj", [hidden, qw]), ("mlp.gate_proj", [intermediate, hidden]), ("mlp.up_proj", [intermediate, hidden]), ("mlp.down_proj", [hidden, intermediate])] {
+            t.insert(format!("{p}.{n}.weight"), rand(&s, scale)?);
         }
-        t.insert(format!("{p}.input_layernorm.weight"), (rand(&[64], 0.1)? + 1.0)?);
-        t.insert(format!("{p}.post_attention_layernorm.weight"), (rand(&[64], 0.1)? + 1.0)?);
+        t.insert(format!("{p}.input_layernorm.weight"), (rand(&[hidden], 0.1)? + 1.0)?);
+        t.insert(format!("{p}.post_attention_layernorm.weight"), (rand(&[hidden], 0.1)? + 1.0)?);
     }
     // Two shards, to exercise sharded loading.
     let (a, b): (Vec<_>, Vec<_>) = t.into_iter().partition(|(k, _)| k.contains("layers.0") || k.contains("embed"));

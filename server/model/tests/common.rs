@@ -155,3 +155,45 @@ pub fn greedy_reference(prompt: &[u32], new_tokens: usize, mut forward: impl FnM
 
 #[allow(unused_imports)]
 pub use hhh_model::testing::make_tiny_model;
+
+/// Greedy runs of candle-transformers' `llama` (contiguous KV cache, f32 compute) on an HF
+/// directory: the non-paged reference for safetensors models.
+pub fn hf_reference(dir: &std::path::Path, prompts: &[Vec<u32>], new_tokens: usize) -> Vec<RefRun> {
+    use candle_core::{DType, Device, Tensor};
+    use candle_transformers::models::llama::{Cache, Llama, LlamaConfig};
+    let dev = Device::Cpu;
+    let cfg: LlamaConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let cfg = cfg.into_config(false);
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "safetensors")).collect();
+    files.sort();
+    let vb = unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&files, DType::F32, &dev).unwrap() };
+    let model = Llama::load(vb, &cfg).unwrap();
+    prompts
+        .iter()
+        .map(|p| {
+            let mut cache = Cache::new(true, DType::F32, &cfg, &dev).unwrap();
+            greedy_reference(p, new_tokens, |input, pos| {
+                let x = Tensor::new(input, &dev).unwrap().unsqueeze(0).unwrap();
+                model.forward(&x, pos, &mut cache).unwrap().squeeze(0).unwrap().to_vec1::<f32>().unwrap()
+            })
+        })
+        .collect()
+}
+
+/// Prompts of the tiny models' vocabulary (128 ids).
+pub fn tiny_prompts() -> Vec<Vec<u32>> {
+    [1usize, 5, 16, 17, 40, 90].iter().enumerate().map(|(k, &n)| (0..n).map(|i| ((i * 13 + k * 29) % 125 + 3) as u32).collect()).collect()
+}
+
+/// An engine over the GPU path ([`hhh_model::gpu::GpuRunner`]) on candle's CPU backend.
+pub fn gpu_path_engine(path: PathBuf, dtype: candle_core::DType, num_blocks: usize, block_size: usize, budget: usize) -> EngineClient {
+    let cfg = EngineConfig {
+        scheduler: SchedulerConfig { max_num_seqs: 16, max_num_batched_tokens: budget, max_model_len: 1024, block_size, num_blocks, enable_prefix_caching: true, eos_token_ids: vec![] },
+        ..Default::default()
+    };
+    spawn_engine(cfg, move || {
+        let m = hhh_model::gpu::GpuLlama::load(&path, &candle_core::Device::Cpu, dtype).map_err(|e| e.to_string())?;
+        hhh_model::gpu::GpuRunner::new(m, num_blocks, block_size).map_err(|e| e.to_string())
+    })
+    .expect("engine starts")
+}
