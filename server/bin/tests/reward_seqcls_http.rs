@@ -14,26 +14,6 @@ use support::*;
 
 const PM: &str = "tiny-rm";
 
-/// Word-level tokenizer over the 128-id vocabulary: `[UNK]`, `<s>`, `</s>`, a few words, `w7..`.
-fn write_tokenizer(dir: &Path) {
-    let mut vocab = serde_json::Map::new();
-    let fixed = ["[UNK]", "<s>", "</s>", "user", "assistant", ":", "hello", "world"];
-    for (i, w) in fixed.iter().enumerate() {
-        vocab.insert(w.to_string(), json!(i));
-    }
-    for i in fixed.len()..128 {
-        vocab.insert(format!("w{i}"), json!(i));
-    }
-    let tok = json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
-    });
-    std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
-    let cfg = json!({"bos_token": "<s>", "eos_token": "</s>", "chat_template": "{% for m in messages %}{{ m.role }} : {{ m.content }} {% endfor %}"});
-    std::fs::write(dir.join("tokenizer_config.json"), cfg.to_string()).unwrap();
-}
-
 fn reference(dir: &Path, ids: &[u32]) -> f32 {
     let dev = Device::Cpu;
     let cfg: LlamaConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
@@ -58,7 +38,7 @@ fn reference(dir: &Path, ids: &[u32]) -> f32 {
 async fn seq_cls_directory_served_as_preference_model() {
     let dir = std::env::temp_dir().join(format!("hhh-tiny-rm-http-{}", std::process::id()));
     hhh_model::testing::make_tiny_model(&dir, DType::F32, Some(1));
-    write_tokenizer(&dir);
+    write_word_tokenizer(&dir);
     let s = spawn(&["--preference-model", dir.to_str().unwrap(), "--preference-model-name", PM, "--preference-num-kv-blocks", "64"]).await;
     let models: Value = client().get(format!("{}/v1/models", s.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(models["data"][1]["id"], PM);

@@ -18,6 +18,7 @@ pub mod cuda;
 pub mod model;
 pub mod ops;
 pub mod planner;
+pub mod profile;
 pub mod runner;
 pub mod step;
 
@@ -78,6 +79,17 @@ impl DeviceSpec {
             #[cfg(not(feature = "cuda"))]
             Self::Cuda(_) => Err(ModelError::Invalid("this hhh-server was built without CUDA: build it with `--features cuda` (scripts/build-cuda.sh)".into())),
         }
+    }
+}
+
+/// A `--dtype` value: `None` is `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DtypeArg(pub Option<DType>);
+
+impl std::str::FromStr for DtypeArg {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        parse_dtype(s).map(DtypeArg)
     }
 }
 
