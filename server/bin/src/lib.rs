@@ -1,6 +1,7 @@
 //! Wiring shared by the `hhh-server` binary and the end-to-end tests: load the model and
 //! tokenizer, start the engine thread, warm up, and serve the router.
 
+pub mod gpu_check;
 pub mod serve;
 pub mod train;
 

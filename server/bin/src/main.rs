@@ -23,6 +23,9 @@ enum Cmd {
     /// Fit a linear reward head on a model's final hidden states from preference pairs
     /// (Bradley–Terry; see docs/preference-model.md).
     TrainRewardHead(TrainArgs),
+    /// Check the GPU path on a CUDA device (kernels against their CPU twins, GPU against CPU
+    /// decoding, benchmarks) and write JSON; `--dry-run` runs it on the CPU (docs/gpu.md).
+    GpuCheck(hhh_server::gpu_check::GpuCheckArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,6 +35,11 @@ fn main() -> anyhow::Result<()> {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
             tracing_subscriber::fmt().with_env_filter(filter).init();
             hhh_server::train::run(args)
+        }
+        Cmd::GpuCheck(args) => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+            tracing_subscriber::fmt().with_env_filter(filter).init();
+            hhh_server::gpu_check::run(args)
         }
     }
 }

@@ -23,13 +23,15 @@ pub struct RandomLlama {
     pub max_pos: usize,
     /// Scale of the projection weights (the embedding is uniform in [-1, 1]).
     pub scale: f32,
+    /// Scale of the LM head (larger: more peaked next-token distributions, fewer near-ties).
+    pub head_scale: f32,
     pub seed: u64,
 }
 
 impl RandomLlama {
     /// The tiny model of [`make_tiny_model`]: vocab 128, hidden 64, 3 layers, 4 heads / 2 KV
     /// heads (head_dim 16).
-    pub const TINY: RandomLlama = RandomLlama { vocab: 128, hidden: 64, intermediate: 128, layers: 3, heads: 4, kv_heads: 2, max_pos: 512, scale: 0.25, seed: 0x5eed };
+    pub const TINY: RandomLlama = RandomLlama { vocab: 128, hidden: 64, intermediate: 128, layers: 3, heads: 4, kv_heads: 2, max_pos: 512, scale: 0.25, head_scale: 0.5, seed: 0x5eed };
 }
 
 /// [`make_tiny_model`], returning errors.
@@ -40,7 +42,7 @@ pub fn try_make_tiny_model(dir: &Path, dtype: DType, seq_cls_labels: Option<usiz
 /// Write a seeded random Llama of shape `spec` to `dir` (config.json and two safetensors
 /// shards); with `seq_cls_labels`, a `LlamaForSequenceClassification`.
 pub fn make_random_llama(dir: &Path, dtype: DType, spec: &RandomLlama, seq_cls_labels: Option<usize>) -> crate::error::Result<PathBuf> {
-    let RandomLlama { vocab, hidden, intermediate, layers, heads, kv_heads, max_pos, scale, seed } = *spec;
+    let RandomLlama { vocab, hidden, intermediate, layers, heads, kv_heads, max_pos, scale, head_scale, seed } = *spec;
     let hd = hidden / heads;
     std::fs::create_dir_all(dir).map_err(|e| crate::ModelError::Io { path: dir.display().to_string(), source: e })?;
     let cfg = serde_json::json!({
@@ -65,7 +67,7 @@ pub fn make_random_llama(dir: &Path, dtype: DType, spec: &RandomLlama, seq_cls_l
     let mut t: HashMap<String, Tensor> = HashMap::new();
     t.insert("model.embed_tokens.weight".into(), rand(&[vocab, hidden], 1.0)?);
     match seq_cls_labels {
-        None => t.insert("lm_head.weight".into(), rand(&[vocab, hidden], 0.5)?),
+        None => t.insert("lm_head.weight".into(), rand(&[vocab, hidden], head_scale)?),
         Some(n) => t.insert("score.weight".into(), rand(&[n, hidden], 0.5)?),
     };
     t.insert("model.norm.weight".into(), (rand(&[hidden], 0.1)? + 1.0)?);
@@ -85,3 +87,31 @@ pub fn make_random_llama(dir: &Path, dtype: DType, spec: &RandomLlama, seq_cls_l
     Ok(dir.to_path_buf())
 }
 
+
+/// Write a word-level `tokenizer.json` over ids `0..vocab` (`[UNK]`, `<s>`, `</s>`, `user`,
+/// `assistant`, `:`, `hello`, `world`, then `w8`, `w9`, ...) and a `tokenizer_config.json` with
+/// a plain chat template (`role : content ` per message), for serving random models.
+pub fn write_word_tokenizer(dir: &Path) {
+    write_word_tokenizer_n(dir, 128).unwrap_or_else(|e| panic!("writing the tokenizer to {}: {e}", dir.display()))
+}
+
+/// [`write_word_tokenizer`] for a vocabulary of `vocab` ids, returning errors.
+pub fn write_word_tokenizer_n(dir: &Path, vocab: usize) -> std::io::Result<()> {
+    use serde_json::json;
+    let mut words = serde_json::Map::new();
+    let fixed = ["[UNK]", "<s>", "</s>", "user", "assistant", ":", "hello", "world"];
+    for (i, w) in fixed.iter().enumerate() {
+        words.insert(w.to_string(), json!(i));
+    }
+    for i in fixed.len()..vocab {
+        words.insert(format!("w{i}"), json!(i));
+    }
+    let tok = json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": words, "unk_token": "[UNK]"}
+    });
+    std::fs::write(dir.join("tokenizer.json"), tok.to_string())?;
+    let cfg = json!({"bos_token": "<s>", "eos_token": "</s>", "chat_template": "{% for m in messages %}{{ m.role }} : {{ m.content }} {% endfor %}"});
+    std::fs::write(dir.join("tokenizer_config.json"), cfg.to_string())
+}

@@ -40,7 +40,7 @@ fn gpu_path_runs(dir: &std::path::Path, dtype: DType, prompts: &[Vec<u32>]) -> V
 #[test]
 fn f32_gpu_path_matches_the_non_paged_reference() {
     // head_dim 16 (the tiny model) and 64 (the prefill kernel's instantiation), GQA 2.
-    let wide = RandomLlama { vocab: 256, hidden: 128, intermediate: 256, layers: 2, heads: 2, kv_heads: 1, max_pos: 512, scale: 0.2, seed: 7 };
+    let wide = RandomLlama { vocab: 256, hidden: 128, intermediate: 256, layers: 2, heads: 2, kv_heads: 1, max_pos: 512, scale: 0.2, head_scale: 0.5, seed: 7 };
     for (name, spec) in [("tiny", RandomLlama::TINY), ("hd64", wide)] {
         let dir = model_dir(&format!("f32-{name}"), DType::F32, &spec);
         let prompts: Vec<Vec<u32>> = tiny_prompts().into_iter().map(|p| p.into_iter().map(|t| t % spec.vocab as u32).collect()).collect();

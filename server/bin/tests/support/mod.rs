@@ -129,23 +129,4 @@ pub fn parse_sse(text: &str) -> (String, Option<String>, Option<Value>, bool) {
     (content, finish, error, done)
 }
 
-/// Word-level tokenizer over the 128-id vocabulary: `[UNK]`, `<s>`, `</s>`, a few words, `w7..`.
-pub fn write_word_tokenizer(dir: &std::path::Path) {
-    let mut vocab = serde_json::Map::new();
-    let fixed = ["[UNK]", "<s>", "</s>", "user", "assistant", ":", "hello", "world"];
-    for (i, w) in fixed.iter().enumerate() {
-        vocab.insert(w.to_string(), json!(i));
-    }
-    for i in fixed.len()..128 {
-        vocab.insert(format!("w{i}"), json!(i));
-    }
-    let tok = json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
-    });
-    std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
-    let cfg = json!({"bos_token": "<s>", "eos_token": "</s>", "chat_template": "{% for m in messages %}{{ m.role }} : {{ m.content }} {% endfor %}"});
-    std::fs::write(dir.join("tokenizer_config.json"), cfg.to_string()).unwrap();
-}
-
+pub use hhh_model::testing::write_word_tokenizer;

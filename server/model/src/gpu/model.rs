@@ -99,6 +99,31 @@ impl GpuLlama {
         Ok(Self { cfg, device: device.clone(), dtype, embed, lm_head, norm, layers, cos, sin })
     }
 
+    /// A model of shape `cfg` with random normal weights (std 0.02; norms 1) made on the device
+    /// itself: for benchmarks of large shapes (an 8B-shaped model) without writing weights to
+    /// disk. Not seeded on CUDA (curand), so outputs are not reproducible across runs.
+    pub fn random(cfg: LlamaConfig, device: &Device, dtype: DType) -> Result<Self> {
+        let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let (qw, kw) = (cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim);
+        let w = |rows: usize, cols: usize| -> Result<Tensor> { Ok(Tensor::randn(0f32, 0.02, (rows, cols), device)?.to_dtype(dtype)?) };
+        let ones = |n: usize| -> Result<Tensor> { Ok(Tensor::ones(n, dtype, device)?) };
+        let mut layers = Vec::with_capacity(cfg.num_layers);
+        for _ in 0..cfg.num_layers {
+            layers.push(Layer { attn_norm: ones(h)?, qkv: w(qw + 2 * kw, h)?, qkv_bias: None, o: w(h, qw)?, ffn_norm: ones(h)?, gate_up: w(2 * i, h)?, down: w(h, i)? });
+        }
+        let embed = w(v, h)?;
+        let lm_head = if cfg.tie_word_embeddings { embed.clone() } else { w(v, h)? };
+        let (cos, sin) = rope_tables(&cfg, device, dtype)?;
+        Ok(Self { norm: ones(h)?, cfg, device: device.clone(), dtype, embed, lm_head, layers, cos, sin })
+    }
+
+    /// Bytes of the weights on the device.
+    pub fn weight_bytes(&self) -> usize {
+        let t = |x: &Tensor| x.elem_count() * x.dtype().size_in_bytes();
+        let head = if self.cfg.tie_word_embeddings { 0 } else { t(&self.lm_head) };
+        t(&self.embed) + head + t(&self.norm) + self.layers.iter().map(|l| t(&l.attn_norm) + t(&l.qkv) + l.qkv_bias.as_ref().map_or(0, t) + t(&l.o) + t(&l.ffn_norm) + t(&l.gate_up) + t(&l.down)).sum::<usize>()
+    }
+
     /// Geometry of this model's paged cache with `block_size`.
     pub fn geom(&self, block_size: usize) -> CacheGeom {
         CacheGeom { block_size, num_kv_heads: self.cfg.num_kv_heads, head_dim: self.cfg.head_dim }
