@@ -18,15 +18,20 @@ cargo fetch -q
 [ -f "$STUBS/libcuda.so" ] || bash scripts/make-cuda-link-stubs.sh "$STUBS"
 ln -sf "$CUDA_HOME/lib/libcudart.so.13" "$STUBS/libcudart.so"
 export LIBRARY_PATH="$STUBS${LIBRARY_PATH:+:$LIBRARY_PATH}"
-cargo build --release -p hhh-server --features cuda --bins --examples
+cargo build --release -p hhh-server --features cuda --bins
 BIN=$CARGO_TARGET_DIR/release/hhh-server
 echo "built $BIN ($(du -h "$BIN" | cut -f1)); needs: $(readelf -d "$BIN" | grep NEEDED | grep -o '\[.*\]' | tr -d '[]' | tr '\n' ' ')"
 if [ "${1:-}" = "--pack" ]; then
   mkdir -p dist
-  for b in "$BIN" "$CARGO_TARGET_DIR"/release/examples/gpu_check; do
+  for b in "$BIN"; do
     [ -f "$b" ] || continue
     strip -o "dist/$(basename "$b")" "$b"
     xz -9 -T2 -f "dist/$(basename "$b")"
     echo "packed dist/$(basename "$b").xz ($(du -h "dist/$(basename "$b").xz" | cut -f1))"
   done
+  # The openai client for the GPU machine (no network there), for the Pythons it may have.
+  for v in 3.10 3.11 3.12 3.13; do
+    python3 -m pip download -q --only-binary=:all: --python-version "$v" --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d dist/wheels "openai>=1.40" || echo "no openai wheels for python $v"
+  done
+  echo "dist/: $(du -sh dist | cut -f1)"
 fi
