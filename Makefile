@@ -8,7 +8,7 @@ PYTHON      ?= python3
 HOST        ?= 127.0.0.1
 PORT        ?= 8000
 
-.PHONY: model build serve test test-deps test-rust test-python test-deploy test-cuda-compile bench fixtures clean
+.PHONY: model build serve test test-deps test-rust test-python test-deploy test-cuda-compile test-cuda-build test-gpu-dry-run gpu-pack bench fixtures clean
 
 model: $(MODEL_FILE)
 
@@ -26,7 +26,7 @@ build:
 serve: model build
 	./target/release/hhh-server serve --model $(MODEL_FILE) --host $(HOST) --port $(PORT)
 
-test: model test-deps test-rust test-python test-deploy test-cuda-compile
+test: model test-deps test-rust test-python test-deploy test-cuda-compile test-cuda-build test-gpu-dry-run
 
 # The reliability tests run a real Prometheus server and promtool (Debian's `prometheus`).
 test-deps:
@@ -51,9 +51,24 @@ test-python: build
 test-deploy: model build test-deps
 	bash deploy/validate.sh
 
-# Compile kernels/cuda/*.cu with nvcc 13.0 from PyPI (no GPU needed; the kernels do not run here).
+# The CUDA kernels without a GPU: PTX and cubins for sm_80/sm_90 with nvcc 13.0 from PyPI, ptxas
+# resources against the checked-in baseline (no spills), the SIMT-shim tests under ThreadSanitizer.
 test-cuda-compile:
 	bash scripts/check-cuda.sh
+
+# The whole server with `--features cuda` (candle's CUDA backend + our kernels), from PyPI wheels
+# and link stubs (about 17 minutes on 2 cores from scratch; seconds when cached).
+test-cuda-build:
+	bash scripts/build-cuda.sh
+
+# scripts/gpu-check.sh --dry-run: every GPU-check stage on candle's CPU backend, the server with
+# --device candle-cpu and the official openai client.
+test-gpu-dry-run: build
+	bash scripts/gpu-check.sh --dry-run target/gpu-check-dry-run
+
+# What a GPU machine needs, in dist/: the CUDA binary (stripped, xz) and the openai wheels.
+gpu-pack:
+	bash scripts/build-cuda.sh --pack
 
 bench: model build
 	bash scripts/bench.sh
