@@ -9,6 +9,7 @@
 //! - `bench`: an 8B-shaped random bf16 model (Llama-3-8B shape) made on the device: decode
 //!   steps at batch 1, 16 and 64, a 4096-token prefill, and the HBM roofline from a copy
 //!   bandwidth measured in the same run.
+//!
 //! `--dry-run` runs every stage on candle's CPU backend with small shapes (what CI can check);
 //! without it and without a CUDA device the command fails, it never skips.
 

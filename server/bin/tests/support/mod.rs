@@ -129,4 +129,5 @@ pub fn parse_sse(text: &str) -> (String, Option<String>, Option<Value>, bool) {
     (content, finish, error, done)
 }
 
+#[allow(unused_imports)]
 pub use hhh_model::testing::write_word_tokenizer;

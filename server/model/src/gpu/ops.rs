@@ -31,7 +31,7 @@ fn to_f32<T: KvElem>(v: &[T]) -> Vec<f32> {
     v.iter().map(|x| x.to_f32()).collect()
 }
 
-fn kv_write_cpu<T: KvElem>(cache: &mut [T], cl: &Layout, k: &[T], kl: &Layout, v: &[T], vl: &Layout, width: usize, slots: &[i64]) -> Result<()> {
+fn kv_write_cpu<T: KvElem>(cache: &mut [T], cl: &Layout, (k, kl): (&[T], &Layout), (v, vl): (&[T], &Layout), width: usize, slots: &[i64]) -> Result<()> {
     let (a, b) = cl.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("cache must be contiguous".into()))?;
     let cache = &mut cache[a..b];
     let half = cache.len() / 2;
@@ -56,9 +56,9 @@ impl InplaceOp3 for KvWrite {
     fn cpu_fwd(&self, c: &mut CpuStorage, cl: &Layout, k: &CpuStorage, kl: &Layout, v: &CpuStorage, vl: &Layout) -> Result<()> {
         let (w, slots) = (self.meta.geom.slot_width(), &self.meta.slots);
         match (c, k, v) {
-            (CpuStorage::F32(c), CpuStorage::F32(k), CpuStorage::F32(v)) => kv_write_cpu(c, cl, k, kl, v, vl, w, slots),
-            (CpuStorage::F16(c), CpuStorage::F16(k), CpuStorage::F16(v)) => kv_write_cpu(c, cl, k, kl, v, vl, w, slots),
-            (CpuStorage::BF16(c), CpuStorage::BF16(k), CpuStorage::BF16(v)) => kv_write_cpu(c, cl, k, kl, v, vl, w, slots),
+            (CpuStorage::F32(c), CpuStorage::F32(k), CpuStorage::F32(v)) => kv_write_cpu(c, cl, (k, kl), (v, vl), w, slots),
+            (CpuStorage::F16(c), CpuStorage::F16(k), CpuStorage::F16(v)) => kv_write_cpu(c, cl, (k, kl), (v, vl), w, slots),
+            (CpuStorage::BF16(c), CpuStorage::BF16(k), CpuStorage::BF16(v)) => kv_write_cpu(c, cl, (k, kl), (v, vl), w, slots),
             (c, k, v) => candle_core::bail!("kv write: cache {:?}, k {:?}, v {:?}: one of f32, f16, bf16 for all three", c.dtype(), k.dtype(), v.dtype()),
         }
     }
