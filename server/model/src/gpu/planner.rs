@@ -70,17 +70,19 @@ mod tests {
 
     #[test]
     fn too_little_left_names_the_numbers() {
-        let b = MemoryBudget { total: 80 * G, free: 10 * G, utilization: 0.9 };
+        // 75 GiB in use, 0.9 of 80 = 72 GiB allowed.
+        let b = MemoryBudget { total: 80 * G, free: 5 * G, utilization: 0.9 };
         let e = kv_blocks(b, 1 << 20, 16, 4096, None).unwrap_err();
-        assert!(e.contains("70.00 GiB") && e.contains("--gpu-memory-utilization"), "{e}");
+        assert!(e.contains("75.00 GiB") && e.contains("72.00 GiB") && e.contains("--gpu-memory-utilization"), "{e}");
     }
 
     #[test]
     fn a_pool_that_cannot_hold_one_sequence_is_refused() {
-        let b = MemoryBudget { total: 80 * G, free: 11 * G, utilization: 0.9 }; // 2 GiB left
-        let e = kv_blocks(b, 256 << 20, 16, 32768, None).unwrap_err(); // 8 blocks, 2048 needed
-        assert!(e.contains("8 blocks (128 tokens)") && e.contains("32768"), "{e}");
-        assert_eq!(kv_blocks(b, 256 << 20, 16, 128, None).unwrap(), 8);
+        let b = MemoryBudget { total: 80 * G, free: 11 * G, utilization: 0.9 }; // 72 - 69 = 3 GiB left
+        let e = kv_blocks(b, 256 << 20, 16, 32768, None).unwrap_err(); // 12 blocks, 2048 needed
+        assert!(e.contains("12 blocks (192 tokens)") && e.contains("32768"), "{e}");
+        assert_eq!(kv_blocks(b, 256 << 20, 16, 192, None).unwrap(), 12);
+        assert!(kv_blocks(b, 256 << 20, 16, 193, None).is_err());
     }
 
     #[test]
