@@ -26,11 +26,11 @@ impl StepMeta {
     /// Plan the step and, on a CUDA device, upload its metadata (six small host-to-device
     /// copies per step, none per layer). `num_blocks`: the pool's size, every block id is
     /// checked against it here.
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
     pub fn new(geom: CacheGeom, seqs: Vec<SeqMeta>, num_rows: usize, num_blocks: usize, device: &Device) -> Result<Self> {
         let slots = cpu::slot_mapping(geom, &seqs, num_rows);
         let plan = AttnPlan::build(&seqs, geom.block_size).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         plan.check(num_blocks, num_rows).map_err(candle_core::Error::Msg)?;
-        let _ = device;
         Ok(Self {
             #[cfg(feature = "cuda")]
             dev: match device {
