@@ -282,8 +282,8 @@ fn bench(device: &Device, dry: bool) -> anyhow::Result<Value> {
         let pos = vec![ctx; b];
         let want: Vec<u32> = (0..b as u32).collect();
         let ms = time_ms(device, 3, if dry { 3 } else { 20 }, || {
-            let hdn = model.forward_hidden(&ids, &pos, seqs.clone(), &cache, bs, &want)?;
-            let _l = model.logits(&hdn)?;
+            let hdn = model.forward_hidden(&ids, &pos, seqs.clone(), &cache, bs, &want)?.context("no hidden rows")?;
+            model.logits(&hdn)?;
             Ok(())
         })?;
         decode.push(json!({"batch": b, "context": ctx, "step_ms": ms, "tokens_per_s": b as f64 / (ms / 1e3)}));
@@ -293,8 +293,8 @@ fn bench(device: &Device, dry: bool) -> anyhow::Result<Value> {
     let seqs = vec![SeqMeta { row_start: 0, num_rows: pt, start_pos: 0, block_table: (base..base + pt.div_ceil(bs) as u32).collect() }];
     let (ids, pos) = (vec![1u32; pt], (0..pt).collect::<Vec<_>>());
     let pms = time_ms(device, 1, 3, || {
-        let hdn = model.forward_hidden(&ids, &pos, seqs.clone(), &cache, bs, &[pt as u32 - 1])?;
-        let _l = model.logits(&hdn)?;
+        let hdn = model.forward_hidden(&ids, &pos, seqs.clone(), &cache, bs, &[pt as u32 - 1])?.context("no hidden rows")?;
+        model.logits(&hdn)?;
         Ok(())
     })?;
     let roofline_ms = wbytes as f64 / bw * 1e3;

@@ -142,8 +142,9 @@ impl GpuLlama {
 
     /// Run the step's rows through every layer, writing K/V into `cache`, and return the final
     /// hidden states (after the last norm) of `want_rows`, `[want_rows.len(), hidden]`, on the
-    /// device, in `dtype`.
-    pub fn forward_hidden(&self, ids: &[u32], positions: &[usize], seqs: Vec<SeqMeta>, cache: &[Tensor], block_size: usize, want_rows: &[u32]) -> Result<Tensor> {
+    /// device, in `dtype`; `None` when no row is wanted (a step of prefill chunks only: the last
+    /// layer stops after its KV write, and no empty tensor is allocated on the device).
+    pub fn forward_hidden(&self, ids: &[u32], positions: &[usize], seqs: Vec<SeqMeta>, cache: &[Tensor], block_size: usize, want_rows: &[u32]) -> Result<Option<Tensor>> {
         let c = &self.cfg;
         let n = ids.len();
         if cache.len() != c.num_layers {
@@ -191,7 +192,7 @@ impl GpuLlama {
             check_shapes(&meta, c.num_heads, &q, &k, &v, &cache[li])?;
             cache[li].inplace_op3(&k, &v, &KvWrite { meta: meta.clone() })?;
             if li == last && want_rows.is_empty() {
-                return Ok(Tensor::zeros((0, c.hidden_size), self.dtype, dev)?);
+                return Ok(None);
             }
             let mut att = q.apply_op2_no_bwd(&cache[li], &PagedAttention { meta: meta.clone(), num_heads: c.num_heads })?;
             if li == last && !selected {
@@ -211,7 +212,7 @@ impl GpuLlama {
         if !selected {
             x = x.index_select(&Tensor::from_slice(want_rows, want_rows.len(), dev)?, 0)?;
         }
-        Ok(candle_nn::ops::rms_norm(&x, &self.norm, eps)?)
+        Ok(Some(candle_nn::ops::rms_norm(&x, &self.norm, eps)?))
     }
 
     /// Logits `[rows, vocab]` (f32, on the device) of final hidden states.

@@ -29,8 +29,9 @@ pub fn plan_kv_blocks(model: &GpuLlama, lim: StepLimits, utilization: f64, overr
         let positions: Vec<usize> = (0..tokens).collect();
         let seqs = vec![SeqMeta { row_start: 0, num_rows: tokens, start_pos: 0, block_table: (0..blocks as u32).collect() }];
         let want: Vec<u32> = (tokens.saturating_sub(lim.max_num_seqs.max(1)) as u32..tokens as u32).collect();
-        let hidden = model.forward_hidden(&ids, &positions, seqs, &cache, bs, &want)?;
-        let _logits = model.logits(&hidden)?;
+        if let Some(hidden) = model.forward_hidden(&ids, &positions, seqs, &cache, bs, &want)? {
+            model.logits(&hidden)?;
+        }
     }
     let Some((free, total)) = super::device_memory(&model.device)? else {
         return Err(ModelError::Invalid("memory planning needs a CUDA device".into()));

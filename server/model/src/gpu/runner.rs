@@ -47,6 +47,9 @@ impl GpuRunner {
         let plan = StepPlan::new(batch);
         let hidden = self.model.forward_hidden(&plan.ids, &plan.positions, plan.metas.clone(), &self.cache, self.block_size, &plan.all_rows())?;
         // The step's only device-to-host copies: logits of the rows that need them, pooled rows.
+        let Some(hidden) = hidden else {
+            return Ok(plan.finish(batch, &[], 0, &[], self.model.cfg.hidden_size, self.head.as_ref()));
+        };
         let (logits, vocab) = if plan.want.is_empty() {
             (Vec::new(), 0)
         } else {
