@@ -122,7 +122,7 @@ pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<R
     let mut choices: Vec<ChatChoice> = (0..n)
         .map(|i| ChatChoice { index: i, message: AssistantMessage { role: "assistant".into(), content: String::new() }, logprobs: top.map(|_| ChatLogprobs::default()), finish_reason: None, harmlessness: None })
         .collect();
-    let mut usage = Usage { prompt_tokens: prompt_len, ..Default::default() };
+    let mut usage = crate::usage::UsageAcc::new(vec![prompt_len], n);
     let mut all = stream::select_all(streams);
     while let Some(ev) = all.next().await {
         match ev {
@@ -137,13 +137,12 @@ pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<R
                     return Err(e);
                 }
                 choices[index].finish_reason = Some(finish_reason);
-                usage.completion_tokens += u.completion_tokens;
-                usage.prompt_tokens_details = Some(PromptTokensDetails { cached_tokens: u.cached_tokens.max(usage.prompt_tokens_details.as_ref().map_or(0, |d| d.cached_tokens)) });
+                usage.add(index, &u);
             }
             ChoiceEvent::PromptLogprobs { .. } => {}
         }
     }
-    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+    let usage = usage.usage();
     let (choices, harmlessness) = match &req.harmlessness {
         Some(h) => {
             let (c, summary) = crate::harmlessness::select_choices(&st, &req.messages, h, choices).await?;
@@ -201,7 +200,7 @@ fn sse(
             let d = ChatDelta { role: Some("assistant".into()), content: Some(String::new()) };
             yield Ok(chunk(vec![ChatChunkChoice { index: i, delta: d, logprobs: None, finish_reason: None, harmlessness: None }], None));
         }
-        let mut usage = Usage { prompt_tokens: prompt_len, ..Default::default() };
+        let mut usage = crate::usage::UsageAcc::new(vec![prompt_len], n);
         while let Some(ev) = events.next().await {
             match ev {
                 ChoiceEvent::Delta { index, text, token } => {
@@ -216,17 +215,14 @@ fn sse(
                     if let Some(e) = error {
                         yield Ok(Event::default().data(serde_json::to_string(&e.body()).unwrap_or_default()));
                     }
-                    usage.completion_tokens += u.completion_tokens;
-                    let cached = usage.prompt_tokens_details.as_ref().map_or(0, |d| d.cached_tokens).max(u.cached_tokens);
-                    usage.prompt_tokens_details = Some(PromptTokensDetails { cached_tokens: cached });
+                    usage.add(index, &u);
                     yield Ok(chunk(vec![ChatChunkChoice { index, delta: ChatDelta::default(), logprobs: None, finish_reason: Some(finish_reason), harmlessness: None }], None));
                 }
                 ChoiceEvent::PromptLogprobs { .. } => {}
             }
         }
         if include_usage {
-            usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
-            yield Ok(chunk(vec![], Some(usage)));
+            yield Ok(chunk(vec![], Some(usage.usage())));
         }
         yield Ok(Event::default().data("[DONE]"));
     };

@@ -98,7 +98,6 @@ pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<R
     let prompts = prompts(&st, req.prompt.clone()).await?;
     let info = st.engine.info();
     let mut streams = Vec::new();
-    let mut total_prompt = 0;
     for (pi, p) in prompts.iter().enumerate() {
         let mt = resolve_max_tokens("max_tokens", "prompt", req.sampling.max_tokens, Some(16), p.ids.len(), info.max_model_len, info.num_blocks * info.block_size)?;
         let mut params = sampling_params(&req.sampling, mt, logprobs, st.tokenizer.vocab_size())?;
@@ -110,20 +109,20 @@ pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<R
             pr.seed = pr.seed.wrapping_add(i as u64);
             streams.push(Box::pin(submit_choice(&st, &ctx, pi * n + i, p.ids.clone(), pr, stops.clone())?));
         }
-        total_prompt += p.ids.len();
     }
+    let usage = crate::usage::UsageAcc::new(prompts.iter().map(|p| p.ids.len()).collect(), n);
     let id = new_id("cmpl");
     let texts: Vec<(Vec<u32>, String)> = prompts.into_iter().map(|p| (p.ids, p.text)).collect();
     let ctx = Ctx { st, id, model: req.model, n, echo, logprobs, prompts: texts };
     if req.sampling.stream {
         let include_usage = req.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
-        return Ok(([("x-accel-buffering", "no")], sse(ctx, stream::select_all(streams), total_prompt * n, include_usage)).into_response());
+        return Ok(([("x-accel-buffering", "no")], sse(ctx, stream::select_all(streams), usage, include_usage)).into_response());
     }
     let total = streams.len();
     let mut text: Vec<String> = (0..total).map(|i| if echo { ctx.prompts[i / n].1.clone() } else { String::new() }).collect();
     let mut lps: Vec<LogprobBuilder> = (0..total).map(|_| LogprobBuilder::new(0)).collect();
     let mut finish: Vec<Option<String>> = vec![None; total];
-    let mut usage = Usage { prompt_tokens: total_prompt * n, ..Default::default() };
+    let mut usage = usage;
     let mut all = stream::select_all(streams);
     while let Some(ev) = all.next().await {
         match ev {
@@ -147,15 +146,14 @@ pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<R
                     return Err(e);
                 }
                 finish[index] = Some(finish_reason);
-                usage.completion_tokens += u.completion_tokens;
+                usage.add(index, &u);
             }
         }
     }
-    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
     let choices = (0..total)
         .map(|i| CompletionChoice { index: i, text: std::mem::take(&mut text[i]), logprobs: logprobs.map(|_| lps[i].take()), finish_reason: finish[i].take() })
         .collect();
-    Ok(Json(CompletionResponse { id: ctx.id, object: "text_completion".into(), created: now(), model: ctx.model, choices, usage: Some(usage) }).into_response())
+    Ok(Json(CompletionResponse { id: ctx.id, object: "text_completion".into(), created: now(), model: ctx.model, choices, usage: Some(usage.usage()) }).into_response())
 }
 
 struct Ctx {
@@ -168,7 +166,7 @@ struct Ctx {
     prompts: Vec<(Vec<u32>, String)>,
 }
 
-fn sse(ctx: Ctx, mut events: impl futures::Stream<Item = ChoiceEvent> + Send + Unpin + 'static, prompt_tokens: usize, include_usage: bool) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+fn sse(ctx: Ctx, mut events: impl futures::Stream<Item = ChoiceEvent> + Send + Unpin + 'static, mut usage: crate::usage::UsageAcc, include_usage: bool) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
     let created = now();
     let chunk = {
         let (id, model) = (ctx.id.clone(), ctx.model.clone());
@@ -184,7 +182,6 @@ fn sse(ctx: Ctx, mut events: impl futures::Stream<Item = ChoiceEvent> + Send + U
                 yield Ok(chunk(vec![CompletionChoice { index: i, text: ctx.prompts[i / ctx.n].1.clone(), logprobs: None, finish_reason: None }], None));
             }
         }
-        let mut usage = Usage { prompt_tokens, ..Default::default() };
         while let Some(ev) = events.next().await {
             match ev {
                 ChoiceEvent::PromptLogprobs { index, start, logprobs } => {
@@ -217,14 +214,13 @@ fn sse(ctx: Ctx, mut events: impl futures::Stream<Item = ChoiceEvent> + Send + U
                     if let Some(e) = error {
                         yield Ok(Event::default().data(serde_json::to_string(&e.body()).unwrap_or_default()));
                     }
-                    usage.completion_tokens += u.completion_tokens;
+                    usage.add(index, &u);
                     yield Ok(chunk(vec![CompletionChoice { index, text: String::new(), logprobs: None, finish_reason: Some(finish_reason) }], None));
                 }
             }
         }
         if include_usage {
-            usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
-            yield Ok(chunk(vec![], Some(usage)));
+            yield Ok(chunk(vec![], Some(usage.usage())));
         }
         yield Ok(Event::default().data("[DONE]"));
     };

@@ -20,6 +20,7 @@ pub mod middleware;
 pub mod misc;
 pub mod revise;
 pub mod scoring;
+pub mod usage;
 pub mod validate;
 
 use axum::routing::{get, post};

@@ -200,6 +200,42 @@ async fn completion_echo_logprobs_match_reference() {
 }
 
 #[tokio::test]
+async fn usage_counts_each_prompt_once_with_n_choices() {
+    // Long enough for full KV blocks (16 tokens), so a repeat is served from the prefix cache.
+    let prompt = "Here is a list of the planets of the solar system, in order from the sun, with one fact about each of them:";
+    let (_, t) = post("/tokenize", json!({"prompt": prompt})).await;
+    let len = t["count"].as_u64().unwrap();
+    assert!(len >= 20, "{t}");
+    let body = json!({"model": MODEL, "prompt": prompt, "max_tokens": 4, "n": 3, "temperature": 1.0, "seed": 3, "ignore_eos": true});
+    let (s, v) = post("/v1/completions", body.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    let u = &v["usage"];
+    assert_eq!((u["prompt_tokens"].as_u64(), u["completion_tokens"].as_u64(), u["total_tokens"].as_u64()), (Some(len), Some(12), Some(len + 12)), "{v}");
+    let (_, v2) = post("/v1/completions", body.clone()).await;
+    let cached = v2["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0);
+    assert!(cached >= 16 && cached < len, "a repeat takes the prompt's full blocks from the cache: {v2}");
+    // Two prompts with n = 2: each prompt counted once.
+    let two = json!({"model": MODEL, "prompt": [prompt, "Hello"], "max_tokens": 2, "n": 2, "temperature": 1.0, "ignore_eos": true});
+    let (_, h) = post("/tokenize", json!({"prompt": "Hello"})).await;
+    let (_, v3) = post("/v1/completions", two.clone()).await;
+    assert_eq!(v3["usage"]["prompt_tokens"].as_u64(), Some(len + h["count"].as_u64().unwrap()), "{v3}");
+    assert_eq!(v3["usage"]["completion_tokens"].as_u64(), Some(8));
+    // Streaming with include_usage reports the same prompt count.
+    let mut sb = body.clone();
+    sb["stream"] = json!(true);
+    sb["stream_options"] = json!({"include_usage": true});
+    let events = sse("/v1/completions", sb).await;
+    let last: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(last["usage"]["prompt_tokens"].as_u64(), Some(len), "{last}");
+    assert_eq!(last["usage"]["completion_tokens"].as_u64(), Some(12));
+    // Chat with n = 3 counts its (templated) prompt once too.
+    let (_, c1) = post("/v1/chat/completions", chat(prompt, json!({"n": 1, "max_tokens": 2}))).await;
+    let (_, c3) = post("/v1/chat/completions", chat(prompt, json!({"n": 3, "max_tokens": 2, "temperature": 1.0, "ignore_eos": true}))).await;
+    assert_eq!(c3["usage"]["prompt_tokens"], c1["usage"]["prompt_tokens"], "{c3}");
+    assert_eq!(c3["usage"]["completion_tokens"].as_u64(), Some(6));
+}
+
+#[tokio::test]
 async fn n_choices_and_seed_reproducibility() {
     let body = chat("Write a word.", json!({"n": 3, "temperature": 1.0, "seed": 1234, "max_tokens": 12}));
     let (s, a) = post("/v1/chat/completions", body.clone()).await;
