@@ -46,6 +46,14 @@ fn rows<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<f32>,
 }
 
 impl RewardHead {
+    /// This head, if its width is the model's `hidden_size`.
+    pub fn for_model(self, hidden_size: usize) -> Result<Self> {
+        if self.hidden_size != hidden_size {
+            return Err(crate::ModelError::Invalid(format!("reward head width {} != model hidden size {hidden_size}", self.hidden_size)));
+        }
+        Ok(self)
+    }
+
     /// A head from its parts; checks the shapes.
     pub fn new(hidden_size: usize, weight: Vec<f32>, bias: Vec<f32>, metadata: serde_json::Value) -> Result<Self> {
         let num_labels = bias.len();

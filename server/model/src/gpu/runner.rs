@@ -32,10 +32,7 @@ impl GpuRunner {
 
     /// Attach a reward head (its width must be the model's hidden size).
     pub fn with_head(mut self, head: RewardHead) -> Result<Self> {
-        if head.hidden_size != self.model.cfg.hidden_size {
-            return Err(ModelError::Invalid(format!("reward head width {} != model hidden size {}", head.hidden_size, self.model.cfg.hidden_size)));
-        }
-        self.head = Some(head);
+        self.head = Some(head.for_model(self.model.cfg.hidden_size)?);
         Ok(self)
     }
 
