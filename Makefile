@@ -8,7 +8,7 @@ PYTHON      ?= python3
 HOST        ?= 127.0.0.1
 PORT        ?= 8000
 
-.PHONY: model build serve test test-deps test-rust test-python test-deploy test-cuda-compile test-cuda-build test-gpu-dry-run gpu-pack bench fixtures clean
+.PHONY: model build serve test test-lint test-deps test-rust test-python test-deploy test-cuda-compile test-cuda-build test-gpu-dry-run gpu-pack bench fixtures clean
 
 model: $(MODEL_FILE)
 
@@ -26,7 +26,12 @@ build:
 serve: model build
 	./target/release/hhh-server serve --model $(MODEL_FILE) --host $(HOST) --port $(PORT)
 
-test: model test-deps test-rust test-python test-deploy test-cuda-compile test-cuda-build test-gpu-dry-run
+test: model test-lint test-deps test-rust test-python test-deploy test-cuda-compile test-cuda-build test-gpu-dry-run
+
+# Formatting (rustfmt.toml) and clippy with warnings as errors, over every crate and target.
+test-lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
 
 # The reliability tests run a real Prometheus server and promtool (Debian's `prometheus`).
 test-deps:

@@ -97,12 +97,7 @@ fn main() {
             t_layer / t_x16,
             t_f32 / t_x16
         );
-        println!(
-            "m={m:3}: Q4_1 f32 path {:.2} ms/step ({:.1} GMAC/s), int8/f32 time ratio {:.2}",
-            t_f32 * layers as f64 * 1e3,
-            (layer_macs * m) as f64 / t_f32 / 1e9,
-            t_layer / t_f32
-        );
+        println!("m={m:3}: Q4_1 f32 path {:.2} ms/step ({:.1} GMAC/s), int8/f32 time ratio {:.2}", t_f32 * layers as f64 * 1e3, (layer_macs * m) as f64 / t_f32 / 1e9, t_layer / t_f32);
         println!(
             "m={m:3}: Q4_1 layers {:.2} ms/step ({:.1} GB/s weights, {:.1} GMAC/s); Q8_0 head {:.2} ms ({:.1} GB/s, {:.1} GMAC/s)",
             t_layer * layers as f64 * 1e3,

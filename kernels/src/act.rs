@@ -9,7 +9,6 @@
 //! Every element goes through the same vector instructions whatever its position (tails are
 //! padded to a full vector), so a row's results never depend on how rows are batched.
 
-
 /// The softmax numerators in place, `x[i] = exp(x[i] - max(x))`, and their sum. With AVX2 the
 /// maximum, the exponentials and the sum run 8 wide (the sum in 8 lanes, reduced in a fixed
 /// order: the result depends only on the values, never on the caller's batch); otherwise scalar,

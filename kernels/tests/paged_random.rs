@@ -19,7 +19,6 @@ fn values(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
-
 #[derive(Debug, Clone)]
 struct Case {
     nkv: usize,
@@ -33,7 +32,15 @@ struct Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (1usize..=3, prop::sample::select(vec![1usize, 2, 3, 4, 5]), prop::sample::select(vec![1usize, 3, 8, 16, 64]), prop::sample::select(vec![1usize, 2, 3, 4, 16]), prop::collection::vec((0usize..=37, 1usize..=9), 1..=3), any::<u64>(), prop::sample::select(vec![KvDtype::F32, KvDtype::F16]))
+    (
+        1usize..=3,
+        prop::sample::select(vec![1usize, 2, 3, 4, 5]),
+        prop::sample::select(vec![1usize, 3, 8, 16, 64]),
+        prop::sample::select(vec![1usize, 2, 3, 4, 16]),
+        prop::collection::vec((0usize..=37, 1usize..=9), 1..=3),
+        any::<u64>(),
+        prop::sample::select(vec![KvDtype::F32, KvDtype::F16]),
+    )
         .prop_map(|(nkv, group, hd, bs, seqs, seed, dtype)| Case { nkv, group, hd, bs, seqs, seed, dtype })
 }
 
@@ -62,7 +69,13 @@ fn run(c: &Case) -> Result<(), TestCaseError> {
     let ks: Vec<Vec<f32>> = c.seqs.iter().enumerate().map(|(i, &(s, r))| values(c.seed ^ (10 + i as u64), (s + r) * w)).collect();
     let vs: Vec<Vec<f32>> = c.seqs.iter().enumerate().map(|(i, &(s, r))| values(c.seed ^ (20 + i as u64), (s + r) * w)).collect();
     // What the cache holds: the values rounded to its dtype (the reference attends over these).
-    let stored = |x: &Vec<f32>| -> Vec<f32> { if c.dtype == KvDtype::F16 { x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect() } else { x.clone() } };
+    let stored = |x: &Vec<f32>| -> Vec<f32> {
+        if c.dtype == KvDtype::F16 {
+            x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
+        } else {
+            x.clone()
+        }
+    };
     let (ks_st, vs_st): (Vec<Vec<f32>>, Vec<Vec<f32>>) = (ks.iter().map(stored).collect(), vs.iter().map(stored).collect());
     let qs: Vec<Vec<f32>> = c.seqs.iter().enumerate().map(|(i, &(_, r))| values(c.seed ^ (30 + i as u64), r * nh * hd)).collect();
     // Step 1: the cached prefixes (one batch); step 2: the new rows of every sequence (one batch).

@@ -127,7 +127,14 @@ async fn first_model(target: &Target) -> Result<String, LoadtestError> {
     if let Some(k) = &target.api_key {
         req = req.bearer_auth(k);
     }
-    let v: serde_json::Value = req.send().await.and_then(|r| r.error_for_status()).map_err(|e| LoadtestError::Config(format!("GET /v1/models: {e}")))?.json().await.map_err(|e| LoadtestError::Config(format!("GET /v1/models: {e}")))?;
+    let v: serde_json::Value = req
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| LoadtestError::Config(format!("GET /v1/models: {e}")))?
+        .json()
+        .await
+        .map_err(|e| LoadtestError::Config(format!("GET /v1/models: {e}")))?;
     v["data"][0]["id"].as_str().map(String::from).ok_or_else(|| LoadtestError::Config("/v1/models lists no model; give --model".into()))
 }
 
@@ -139,7 +146,11 @@ async fn run(cli: Cli) -> Result<bool, LoadtestError> {
         Some(m) => m.clone(),
         None => first_model(&target).await?,
     };
-    let (lo, hi) = cli.token_range.split_once(':').and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?))).ok_or_else(|| LoadtestError::Config(format!("--token-range `{}`: expected LO:HI", cli.token_range)))?;
+    let (lo, hi) = cli
+        .token_range
+        .split_once(':')
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .ok_or_else(|| LoadtestError::Config(format!("--token-range `{}`: expected LO:HI", cli.token_range)))?;
     let needs_pairs = matches!(cli.scenario.as_str(), "chat" | "rewards" | "harmlessness");
     let pairs = if needs_pairs {
         let path = cli.dataset.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/hh-rlhf-harmless-base-test-200.jsonl"));

@@ -26,22 +26,12 @@ fn lines(path: &Path, title: &str, xlabel: &str, ylabel: &str, series: &[(String
     let ymax = pts().map(|p| p.1).fold(0.0, f64::max).max(1e-9) * 1.1;
     let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..xmax, 0f64..ymax)
-        .map_err(err)?;
+    let mut chart = ChartBuilder::on(&root).caption(title, ("sans-serif", 22)).margin(15).x_label_area_size(40).y_label_area_size(60).build_cartesian_2d(0f64..xmax, 0f64..ymax).map_err(err)?;
     chart.configure_mesh().x_desc(xlabel).y_desc(ylabel).draw().map_err(err)?;
     for (i, (name, v)) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         let v: Vec<(f64, f64)> = v.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
-        chart
-            .draw_series(LineSeries::new(v.clone(), color.stroke_width(2)))
-            .map_err(err)?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(LineSeries::new(v.clone(), color.stroke_width(2))).map_err(err)?.label(name.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         if v.len() <= 40 {
             chart.draw_series(v.into_iter().map(|p| Circle::new(p, 3, color.filled()))).map_err(err)?;
         }
@@ -79,11 +69,8 @@ pub fn write_plots(dir: &Path, reports: &[Report]) -> Result<(), LoadtestError> 
             lines(&dir.join(file), title, &xl, "ms", &v)?;
         }
     }
-    let cdfs: Vec<(String, Vec<(f64, f64)>)> = reports
-        .iter()
-        .filter(|r| !r.requests.is_empty())
-        .map(|r| (format!("E2E {}", r.label), stats::cdf(&r.requests.iter().filter(|q| q.ok).map(|q| q.e2e_s * 1e3).collect::<Vec<_>>())))
-        .collect();
+    let cdfs: Vec<(String, Vec<(f64, f64)>)> =
+        reports.iter().filter(|r| !r.requests.is_empty()).map(|r| (format!("E2E {}", r.label), stats::cdf(&r.requests.iter().filter(|q| q.ok).map(|q| q.e2e_s * 1e3).collect::<Vec<_>>()))).collect();
     if !cdfs.is_empty() {
         lines(&dir.join("cdf.svg"), "End-to-end latency CDF", "ms", "fraction of requests", &cdfs)?;
     }

@@ -99,10 +99,7 @@ impl Report {
         let items: usize = ok.iter().map(|r| r.items).sum();
         let cached = ok.iter().any(|r| r.cached_tokens.is_some()).then(|| ok.iter().filter_map(|r| r.cached_tokens).sum());
         let goodput = slo.is_set().then(|| {
-            let met = ok
-                .iter()
-                .filter(|r| slo.met(r.ttft_s.map(|t| t * 1e3), r.ttft_s.and_then(|t| stats::tpot(t, r.e2e_s, r.output_tokens)).map(|t| t * 1e3), r.e2e_s * 1e3))
-                .count();
+            let met = ok.iter().filter(|r| slo.met(r.ttft_s.map(|t| t * 1e3), r.ttft_s.and_then(|t| stats::tpot(t, r.e2e_s, r.output_tokens)).map(|t| t * 1e3), r.e2e_s * 1e3)).count();
             Goodput { slo: *slo, requests_per_s: met as f64 / d, attainment: if ok.is_empty() { 0.0 } else { met as f64 / ok.len() as f64 } }
         });
         let mut classes: BTreeMap<String, Vec<&RequestRecord>> = BTreeMap::new();
@@ -175,14 +172,8 @@ pub fn markdown(reports: &[Report]) -> String {
     for r in reports.iter().filter(|r| !r.by_class.is_empty()) {
         out += &format!("\n{} by request class:\n\n| class | TTFT p50 / p99 ms | ITL p50 / p99 ms | E2E p50 ms |\n|---|---|---|---|\n", r.label);
         for (c, l) in &r.by_class {
-            out += &format!(
-                "| {c} | {} / {} | {} / {} | {} |\n",
-                f(&l.ttft_ms, |s| s.median),
-                f(&l.ttft_ms, |s| s.p99),
-                f(&l.itl_ms, |s| s.median),
-                f(&l.itl_ms, |s| s.p99),
-                f(&l.e2e_ms, |s| s.median)
-            );
+            out +=
+                &format!("| {c} | {} / {} | {} / {} | {} |\n", f(&l.ttft_ms, |s| s.median), f(&l.ttft_ms, |s| s.p99), f(&l.itl_ms, |s| s.median), f(&l.itl_ms, |s| s.p99), f(&l.e2e_ms, |s| s.median));
         }
     }
     out

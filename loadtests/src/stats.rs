@@ -38,15 +38,7 @@ pub fn summarize(values: &[f64]) -> Option<Summary> {
     }
     v.sort_by(f64::total_cmp);
     let p = |q| percentile(&v, q).unwrap_or(f64::NAN);
-    Some(Summary {
-        count: v.len(),
-        mean: v.iter().sum::<f64>() / v.len() as f64,
-        median: p(50.0),
-        p90: p(90.0),
-        p99: p(99.0),
-        min: v[0],
-        max: v[v.len() - 1],
-    })
+    Some(Summary { count: v.len(), mean: v.iter().sum::<f64>() / v.len() as f64, median: p(50.0), p90: p(90.0), p99: p(99.0), min: v[0], max: v[v.len() - 1] })
 }
 
 /// Inter-token latencies of one streamed response: the gaps between consecutive content-bearing

@@ -43,11 +43,7 @@ pub struct SweepResult {
 /// connections after a response, as llama.cpp's does, otherwise fail requests sent on a
 /// connection they are closing — "connection closed before message completed").
 pub fn http_client(max_concurrency: usize, keep_alive: bool) -> Result<reqwest::Client, LoadtestError> {
-    reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(if keep_alive { max_concurrency.max(16) } else { 0 })
-        .build()
-        .map_err(|e| LoadtestError::Config(e.to_string()))
+    reqwest::Client::builder().no_proxy().pool_max_idle_per_host(if keep_alive { max_concurrency.max(16) } else { 0 }).build().map_err(|e| LoadtestError::Config(e.to_string()))
 }
 
 /// Run the sweep (see the module docs).

@@ -134,13 +134,7 @@ fn random_tokens(rng: &mut impl Rng, n: usize, (lo, hi): (u32, u32)) -> Vec<u32>
 
 fn completion(cfg: &ScenarioConfig, prompt: Vec<u32>, class: &'static str) -> Result<RequestSpec, LoadtestError> {
     let n = prompt.len();
-    let req = hhh_proto::CompletionRequest {
-        model: cfg.model.clone(),
-        prompt: hhh_proto::PromptInput::Tokens(prompt),
-        sampling: sampling(cfg),
-        echo: None,
-        logprobs: None,
-    };
+    let req = hhh_proto::CompletionRequest { model: cfg.model.clone(), prompt: hhh_proto::PromptInput::Tokens(prompt), sampling: sampling(cfg), echo: None, logprobs: None };
     Ok(RequestSpec { endpoint: Endpoint::Completions, body: to_body(&req)?, items: 0, class, known_prompt_tokens: Some(n) })
 }
 

@@ -32,15 +32,50 @@ fn status_body() -> Value {
 fn operations(g: &mut SchemaGenerator) -> Vec<Op> {
     let op = |method, path, summary, request, response, streams| Op { method, path, summary, request, response, media: "application/json", streams };
     let mut ops = vec![
-        op("post", "/v1/chat/completions", "Chat completion (OpenAI). `stream: true` gives server-sent `ChatCompletionChunk`s; the `harmlessness` extension samples candidates, scores and selects them.", Some(body::<ChatCompletionRequest>(g)), body::<ChatCompletionResponse>(g), true),
-        op("post", "/v1/completions", "Text completion (OpenAI legacy), with logprobs and echo; `stream: true` gives server-sent chunks.", Some(body::<CompletionRequest>(g)), body::<CompletionResponse>(g), true),
+        op(
+            "post",
+            "/v1/chat/completions",
+            "Chat completion (OpenAI). `stream: true` gives server-sent `ChatCompletionChunk`s; the `harmlessness` extension samples candidates, scores and selects them.",
+            Some(body::<ChatCompletionRequest>(g)),
+            body::<ChatCompletionResponse>(g),
+            true,
+        ),
+        op(
+            "post",
+            "/v1/completions",
+            "Text completion (OpenAI legacy), with logprobs and echo; `stream: true` gives server-sent chunks.",
+            Some(body::<CompletionRequest>(g)),
+            body::<CompletionResponse>(g),
+            true,
+        ),
         op("get", "/v1/models", "The served models with their kind (policy, preference, feedback) and capabilities.", None, body::<ModelList>(g), false),
         op("post", "/v1/rewards", "Scalar rewards of (conversation, response) pairs or raw texts from a reward model.", Some(body::<RewardsRequest>(g)), body::<RewardsResponse>(g), false),
-        op("post", "/v1/preferences", "Rewards of several responses to one conversation, pairwise preference probabilities and a ranking.", Some(body::<PreferencesRequest>(g)), body::<PreferencesResponse>(g), false),
+        op(
+            "post",
+            "/v1/preferences",
+            "Rewards of several responses to one conversation, pairwise preference probabilities and a ranking.",
+            Some(body::<PreferencesRequest>(g)),
+            body::<PreferencesResponse>(g),
+            false,
+        ),
         op("post", "/get_reward", "OpenRLHF-compatible reward scoring of full texts.", Some(body::<GetRewardRequest>(g)), body::<GetRewardResponse>(g), false),
         op("post", "/pooling", "vLLM-compatible pooling: the reward head's outputs per input.", Some(body::<PoolingRequest>(g)), body::<PoolingResponse>(g), false),
-        op("post", "/v1/harmlessness/compare", "Constitutional AI feedback: soft labels for every pair of responses under sampled principles, ensembled and order-debiased, optionally with chain of thought.", Some(body::<CompareRequest>(g)), body::<CompareResponse>(g), false),
-        op("post", "/v1/harmlessness/score", "A relative harmlessness score in [0, 1] per response (mean P(less harmful) against the others).", Some(body::<CompareRequest>(g)), body::<HarmlessnessScoreResponse>(g), false),
+        op(
+            "post",
+            "/v1/harmlessness/compare",
+            "Constitutional AI feedback: soft labels for every pair of responses under sampled principles, ensembled and order-debiased, optionally with chain of thought.",
+            Some(body::<CompareRequest>(g)),
+            body::<CompareResponse>(g),
+            false,
+        ),
+        op(
+            "post",
+            "/v1/harmlessness/score",
+            "A relative harmlessness score in [0, 1] per response (mean P(less harmful) against the others).",
+            Some(body::<CompareRequest>(g)),
+            body::<HarmlessnessScoreResponse>(g),
+            false,
+        ),
         op("post", "/v1/harmlessness/revise", "Critique and revision rounds (SL-CAI); `stream: true` sends each round as an event.", Some(body::<ReviseRequest>(g)), body::<ReviseResponse>(g), true),
         op("post", "/v1/harmlessness/label", "The raw label-scoring primitive: probabilities of option strings after a prompt.", Some(body::<LabelRequest>(g)), body::<LabelResponse>(g), false),
         op("post", "/tokenize", "Token ids of a prompt or of a chat rendered with the model's template.", Some(body::<TokenizeRequest>(g)), body::<TokenizeResponse>(g), false),
@@ -53,7 +88,15 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Op> {
     ] {
         ops.push(op("get", path, summary, None, status_body(), false));
     }
-    ops.push(Op { method: "get", path: "/metrics", summary: "Prometheus text exposition (docs/metrics.md); no API key needed.", request: None, response: json!({"type": "string"}), media: "text/plain", streams: false });
+    ops.push(Op {
+        method: "get",
+        path: "/metrics",
+        summary: "Prometheus text exposition (docs/metrics.md); no API key needed.",
+        request: None,
+        response: json!({"type": "string"}),
+        media: "text/plain",
+        streams: false,
+    });
     ops
 }
 
@@ -66,7 +109,10 @@ pub fn document() -> Value {
         let mut content = Map::new();
         content.insert(o.media.into(), json!({"schema": o.response}));
         if o.streams {
-            content.insert("text/event-stream".into(), json!({"schema": {"type": "string", "description": "Server-sent events (`data: <JSON>` lines, then `data: [DONE]`) when the request sets `stream: true`."}}));
+            content.insert(
+                "text/event-stream".into(),
+                json!({"schema": {"type": "string", "description": "Server-sent events (`data: <JSON>` lines, then `data: [DONE]`) when the request sets `stream: true`."}}),
+            );
         }
         let mut operation = json!({
             "summary": o.summary,

@@ -290,7 +290,6 @@ mod tests {
     use super::super::test_q4_1_matrix as matrix;
     use super::*;
 
-
     /// The AVX2 path equals the scalar reference bit for bit, for every tile shape (rows not a
     /// multiple of 4, panels not a multiple of 3, several panels and matrices), and each output
     /// equals `dot_ref` on the dequantized row whatever the number of rows in the call.

@@ -16,8 +16,8 @@
 
 pub mod dense;
 pub mod q4_1;
-pub mod q8_0;
 mod q4_1_x16;
+pub mod q8_0;
 mod q8_0_x16;
 
 pub use q4_1_x16::has_vnni512;
@@ -104,16 +104,13 @@ where
 {
     let Some(&(_, k)) = shapes.first() else { return vec![] };
     // Tasks: matrix `i`, output columns `j0..j1`.
-    let tasks: Vec<(usize, usize, usize)> = shapes
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.1 == k)
-        .flat_map(|(i, &(n, _))| (0..n).step_by(cols).map(move |j0| (i, j0, (j0 + cols).min(n))))
-        .collect();
+    let tasks: Vec<(usize, usize, usize)> = shapes.iter().enumerate().filter(|(_, s)| s.1 == k).flat_map(|(i, &(n, _))| (0..n).step_by(cols).map(move |j0| (i, j0, (j0 + cols).min(n)))).collect();
     // One scratch buffer for all tasks (`[m, j1 - j0]` each, in task order) instead of one
     // allocation per task: a decode step runs ~300 tasks per layer.
     let mut scratch = vec![0f32; m * tasks.iter().map(|&(_, j0, j1)| j1 - j0).sum::<usize>()];
-    let mut parts: Vec<((usize, usize, usize), &mut [f32])> = Vec::with_capacity(tasks.len());
+    /// A task (matrix, first and end output column) and its slice of the scratch buffer.
+    type Part<'a> = ((usize, usize, usize), &'a mut [f32]);
+    let mut parts: Vec<Part> = Vec::with_capacity(tasks.len());
     let mut rest: &mut [f32] = &mut scratch;
     for &(i, j0, j1) in &tasks {
         let (head, tail) = std::mem::take(&mut rest).split_at_mut(m * (j1 - j0));

@@ -187,9 +187,9 @@ fn dot_scalar(w: &Row, y: &[BlockQ8_1]) -> f32 {
     for (b, yb) in y.iter().enumerate() {
         let q = &w.qs[b];
         let mut sumi = 0i32;
-        for j in 0..16 {
-            let v0 = q[j] as i32 & 0x0F;
-            let v1 = q[j] as i32 >> 4;
+        for (j, &qj) in q.iter().enumerate().take(16) {
+            let v0 = qj as i32 & 0x0F;
+            let v1 = qj as i32 >> 4;
             sumi += v0 * yb.qs[j] as i32 + v1 * yb.qs[j + 16] as i32;
         }
         sumf += sumi as f32 * w.d[b] * yb.d + w.m[b] * yb.s;
@@ -247,9 +247,9 @@ unsafe fn dot_tile<const R: usize>(w: &Row, ys: &[&[BlockQ8_1]], out: &mut [f32]
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_data as data;
     use super::*;
     use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-    use super::super::test_data as data;
     use candle_core::{Device, Module, Tensor};
 
     /// The SIMD tile kernel against the scalar reference (same blocks, same integer dots; float

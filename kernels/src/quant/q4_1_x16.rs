@@ -204,7 +204,6 @@ mod tests {
     use super::super::{matmul_many, matmul_split, Q4_1Matrix, QuantMatrix, QK};
     use super::*;
 
-
     fn bits(v: &[f32]) -> Vec<u32> {
         v.iter().map(|x| x.to_bits()).collect()
     }

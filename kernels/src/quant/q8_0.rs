@@ -201,9 +201,9 @@ unsafe fn dot_tile<const R: usize>(qs: &[Quants], d: &[f32], ys: &[&[BlockQ8_0]]
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_data as data;
     use super::*;
     use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-    use super::super::test_data as data;
     use candle_core::{Device, Module, Tensor};
 
     /// The tile kernel equals candle's Q8_0 matmul bit for bit (AVX2) and the scalar reference

@@ -111,10 +111,7 @@ unsafe fn tile<const R: usize>(x: &X16, g: usize, ys: &[&[BlockQ8_0]], out: &mut
     }
     for r in 0..R {
         let a = &acc[r];
-        let s = _mm512_add_ps(
-            _mm512_add_ps(_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[2], a[6])),
-            _mm512_add_ps(_mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[3], a[7])),
-        );
+        let s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[2], a[6])), _mm512_add_ps(_mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[3], a[7])));
         _mm512_storeu_ps(out[r].as_mut_ptr(), s);
     }
 }
@@ -122,8 +119,8 @@ unsafe fn tile<const R: usize>(x: &X16, g: usize, ys: &[&[BlockQ8_0]], out: &mut
 #[cfg(test)]
 mod tests {
     use super::super::test_data as data;
-    use super::super::{has_vnni512, Q8_0Matrix};
     use super::super::QK;
+    use super::super::{has_vnni512, Q8_0Matrix};
     use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
     use candle_core::{Device, Module, Tensor};
 

@@ -120,7 +120,13 @@ pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<R
         return Ok(([("x-accel-buffering", "no")], sse(st, id, req.model, stream::select_all(streams), n, prompt_len, include_usage, top.is_some())).into_response());
     }
     let mut choices: Vec<ChatChoice> = (0..n)
-        .map(|i| ChatChoice { index: i, message: AssistantMessage { role: "assistant".into(), content: String::new() }, logprobs: top.map(|_| ChatLogprobs::default()), finish_reason: None, harmlessness: None })
+        .map(|i| ChatChoice {
+            index: i,
+            message: AssistantMessage { role: "assistant".into(), content: String::new() },
+            logprobs: top.map(|_| ChatLogprobs::default()),
+            finish_reason: None,
+            harmlessness: None,
+        })
         .collect();
     let mut usage = crate::usage::UsageAcc::new(vec![prompt_len], n);
     let mut all = stream::select_all(streams);

@@ -89,9 +89,7 @@ pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<R
     let n = n_choices(&req.sampling, &st.limits)?;
     let stops = stop_strings(&req.sampling, &st.limits)?;
     let logprobs = match req.logprobs {
-        Some(k) if k < 0 || k as usize > st.limits.max_logprobs => {
-            return Err(ApiError::invalid("logprobs", format!("`logprobs` must be between 0 and {}, got {k}.", st.limits.max_logprobs)))
-        }
+        Some(k) if k < 0 || k as usize > st.limits.max_logprobs => return Err(ApiError::invalid("logprobs", format!("`logprobs` must be between 0 and {}, got {k}.", st.limits.max_logprobs))),
         k => k.map(|k| k as usize),
     };
     let echo = req.echo.unwrap_or(false);
@@ -150,9 +148,7 @@ pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<R
             }
         }
     }
-    let choices = (0..total)
-        .map(|i| CompletionChoice { index: i, text: std::mem::take(&mut text[i]), logprobs: logprobs.map(|_| lps[i].take()), finish_reason: finish[i].take() })
-        .collect();
+    let choices = (0..total).map(|i| CompletionChoice { index: i, text: std::mem::take(&mut text[i]), logprobs: logprobs.map(|_| lps[i].take()), finish_reason: finish[i].take() }).collect();
     Ok(Json(CompletionResponse { id: ctx.id, object: "text_completion".into(), created: now(), model: ctx.model, choices, usage: Some(usage.usage()) }).into_response())
 }
 
@@ -166,7 +162,12 @@ struct Ctx {
     prompts: Vec<(Vec<u32>, String)>,
 }
 
-fn sse(ctx: Ctx, mut events: impl futures::Stream<Item = ChoiceEvent> + Send + Unpin + 'static, mut usage: crate::usage::UsageAcc, include_usage: bool) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+fn sse(
+    ctx: Ctx,
+    mut events: impl futures::Stream<Item = ChoiceEvent> + Send + Unpin + 'static,
+    mut usage: crate::usage::UsageAcc,
+    include_usage: bool,
+) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
     let created = now();
     let chunk = {
         let (id, model) = (ctx.id.clone(), ctx.model.clone());

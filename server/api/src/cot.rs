@@ -62,7 +62,10 @@ pub async fn reason(engine: &EngineClient, tok: &Arc<Tokenizer>, questions: &[St
         let mut ids: Vec<u32> = tok.bos_for_text().into_iter().collect();
         ids.extend(tok.encode_as_text(&format!("{q}{THINK}")).map_err(|e| ApiError::internal(e.to_string()))?);
         if ids.len() + max_tokens > max_len {
-            return Err(ApiError::invalid("messages", format!("A chain-of-thought prompt is {} tokens long; with `cot_max_tokens` {max_tokens} it exceeds the context of {max_len} tokens.", ids.len())));
+            return Err(ApiError::invalid(
+                "messages",
+                format!("A chain-of-thought prompt is {} tokens long; with `cot_max_tokens` {max_tokens} it exceeds the context of {max_len} tokens.", ids.len()),
+            ));
         }
         jobs.push((ids, SamplingParams { max_tokens, temperature: 0.0, ..Default::default() }));
     }

@@ -47,13 +47,7 @@ impl ApiError {
         Self { status: StatusCode::METHOD_NOT_ALLOWED, message: "Method not allowed on this route.".into(), param: None, code: None, retry_after: None }
     }
     pub fn model_not_found(model: &str) -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            message: format!("The model `{model}` does not exist."),
-            param: Some("model".into()),
-            code: Some("model_not_found".into()),
-            retry_after: None,
-        }
+        Self { status: StatusCode::NOT_FOUND, message: format!("The model `{model}` does not exist."), param: Some("model".into()), code: Some("model_not_found".into()), retry_after: None }
     }
     pub fn too_large(limit: usize) -> Self {
         Self { status: StatusCode::PAYLOAD_TOO_LARGE, message: format!("Request body exceeds the limit of {limit} bytes."), param: None, code: None, retry_after: None }
@@ -67,13 +61,7 @@ impl ApiError {
     }
     /// 503 while draining before shutdown.
     pub fn draining() -> Self {
-        Self {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: "The server is shutting down and accepts no new requests.".into(),
-            param: None,
-            code: Some("draining".into()),
-            retry_after: Some(1),
-        }
+        Self { status: StatusCode::SERVICE_UNAVAILABLE, message: "The server is shutting down and accepts no new requests.".into(), param: None, code: Some("draining".into()), retry_after: Some(1) }
     }
     /// 401: missing or wrong API key.
     pub fn unauthorized() -> Self {
@@ -114,9 +102,7 @@ impl ApiError {
 
     /// The JSON body.
     pub fn body(&self) -> ErrorResponse {
-        ErrorResponse {
-            error: ErrorBody { message: self.message.clone(), kind: self.error_type().into(), param: self.param.clone(), code: self.code.clone() },
-        }
+        ErrorResponse { error: ErrorBody { message: self.message.clone(), kind: self.error_type().into(), param: self.param.clone(), code: self.code.clone() } }
     }
 }
 

@@ -151,7 +151,12 @@ async fn run_compare(st: &AppState, req: CompareRequest) -> Result<CompareRespon
             }
             let mut v = Vec::with_capacity(ids.len());
             for (i, id) in ids.iter().enumerate() {
-                let k = all.iter().position(|p| p.id == *id).ok_or_else(|| ApiError::invalid(&format!("principle_ids[{i}]"), format!("Unknown principle id `{id}` (the constitution has {}).", all.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", "))))?;
+                let k = all.iter().position(|p| p.id == *id).ok_or_else(|| {
+                    ApiError::invalid(
+                        &format!("principle_ids[{i}]"),
+                        format!("Unknown principle id `{id}` (the constitution has {}).", all.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", ")),
+                    )
+                })?;
                 v.push(k);
             }
             v

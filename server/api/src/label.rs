@@ -77,12 +77,8 @@ pub async fn label(State(st): State<AppState>, body: Body) -> Result<Json<LabelR
     let lp: Vec<f64> = results.iter().map(|r| r.0).collect();
     let m = lp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let z: f64 = lp.iter().map(|l| (l - m).exp()).sum();
-    let data: Vec<OptionScore> = req
-        .options
-        .iter()
-        .enumerate()
-        .map(|(index, o)| OptionScore { index, option: o.clone(), logprob: lp[index], probability: (lp[index] - m).exp() / z, num_tokens: lens[index] })
-        .collect();
+    let data: Vec<OptionScore> =
+        req.options.iter().enumerate().map(|(index, o)| OptionScore { index, option: o.clone(), logprob: lp[index], probability: (lp[index] - m).exp() / z, num_tokens: lens[index] }).collect();
     let choice = (0..k).fold(0, |best, i| if lp[i] > lp[best] { i } else { best });
     usage.total_tokens = usage.prompt_tokens;
     usage.prompt_tokens_details = Some(PromptTokensDetails { cached_tokens: results.iter().map(|r| r.1).sum() });

@@ -175,7 +175,9 @@ impl AppState {
             Some(m) if m == self.model_name && self.generates => Ok(chat()),
             Some(m) => match self.feedback_models.iter().find(|f| f.name == m) {
                 Some(f) => Ok(f.clone()),
-                None if self.scorers.iter().any(|s| s.name == m) => Err(ApiError::invalid("model", format!("`{m}` cannot be the feedback model: it is a preference model (scores only); use the chat model or a --feedback-model."))),
+                None if self.scorers.iter().any(|s| s.name == m) => {
+                    Err(ApiError::invalid("model", format!("`{m}` cannot be the feedback model: it is a preference model (scores only); use the chat model or a --feedback-model.")))
+                }
                 None => Err(ApiError::model_not_found(m)),
             },
         }
@@ -222,10 +224,7 @@ pub fn router(state: AppState, metrics: bool) -> Router {
     if metrics {
         r = r.route("/metrics", get(misc::metrics));
     }
-    r.fallback(misc::not_found)
-        .method_not_allowed_fallback(misc::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::track))
-        .with_state(state)
+    r.fallback(misc::not_found).method_not_allowed_fallback(misc::method_not_allowed).layer(axum::middleware::from_fn_with_state(state.clone(), middleware::track)).with_state(state)
 }
 
 /// `/metrics` alone, for a separate metrics port.

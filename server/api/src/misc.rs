@@ -86,10 +86,7 @@ pub async fn tokenize(State(st): State<AppState>, body: Body) -> Result<Json<Tok
         (Some(p), None) => {
             let tok = st.tokenizer.clone();
             let special = req.add_special_tokens.unwrap_or(true);
-            tokio::task::spawn_blocking(move || tok.encode(&p, special))
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))?
-                .map_err(|e| ApiError::internal(e.to_string()))?
+            tokio::task::spawn_blocking(move || tok.encode(&p, special)).await.map_err(|e| ApiError::internal(e.to_string()))?.map_err(|e| ApiError::internal(e.to_string()))?
         }
         (None, Some(m)) => chat_prompt(&st, template_messages(&m)?, req.add_generation_prompt.unwrap_or(true)).await?,
         _ => return Err(ApiError::bad_request("Give exactly one of `prompt` and `messages`.")),

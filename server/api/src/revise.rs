@@ -50,7 +50,14 @@ async fn continue_text(st: &AppState, ctx: &Arc<RequestCtx>, prompt: &str, param
     ids.extend(st.tokenizer.encode_as_text(prompt).map_err(|e| ApiError::internal(e.to_string()))?);
     let max_len = st.engine.info().max_model_len;
     if ids.len() + params.max_tokens > max_len {
-        return Err(ApiError::invalid("messages", format!("The revision transcript reached {} tokens, plus `max_tokens` {} exceeds the context of {max_len} tokens (fewer rounds, shorter text or a smaller max_tokens).", ids.len(), params.max_tokens)));
+        return Err(ApiError::invalid(
+            "messages",
+            format!(
+                "The revision transcript reached {} tokens, plus `max_tokens` {} exceeds the context of {max_len} tokens (fewer rounds, shorter text or a smaller max_tokens).",
+                ids.len(),
+                params.max_tokens
+            ),
+        ));
     }
     let prompt_len = ids.len();
     let mut stream = Box::pin(submit_choice(st, ctx, 0, ids, params, STOPS.iter().map(|s| s.to_string()).collect())?);

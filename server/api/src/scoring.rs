@@ -69,10 +69,7 @@ fn prefix_param(mut e: ApiError, field: &str) -> ApiError {
 
 async fn encode_text(sc: &Scorer, text: String, add_special: bool) -> Result<Vec<u32>, ApiError> {
     let tok = sc.tokenizer.clone();
-    tokio::task::spawn_blocking(move || tok.encode(&text, add_special))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(e.to_string()))
+    tokio::task::spawn_blocking(move || tok.encode(&text, add_special)).await.map_err(|e| ApiError::internal(e.to_string()))?.map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// Submit every input at once, wait for all of them (`--request-timeout` applies), and return

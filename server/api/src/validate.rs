@@ -10,15 +10,41 @@ use serde_json::Value;
 
 /// Sampling fields accepted by both generation endpoints.
 pub const SAMPLING_FIELDS: &[&str] = &[
-    "model", "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty",
-    "seed", "n", "max_tokens", "stop", "stop_token_ids", "ignore_eos", "stream", "stream_options",
+    "model",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "seed",
+    "n",
+    "max_tokens",
+    "stop",
+    "stop_token_ids",
+    "ignore_eos",
+    "stream",
+    "stream_options",
 ];
 /// Accepted and ignored because ignoring them cannot change the output.
 pub const IGNORED_FIELDS: &[&str] = &["user", "metadata", "store", "service_tier"];
 /// OpenAI fields this server does not implement: rejected with a 400 naming the field.
 pub const UNSUPPORTED_FIELDS: &[&str] = &[
-    "tools", "tool_choice", "functions", "function_call", "parallel_tool_calls", "response_format", "logit_bias",
-    "audio", "modalities", "prediction", "reasoning_effort", "web_search_options", "best_of", "suffix",
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "parallel_tool_calls",
+    "response_format",
+    "logit_bias",
+    "audio",
+    "modalities",
+    "prediction",
+    "reasoning_effort",
+    "web_search_options",
+    "best_of",
+    "suffix",
 ];
 
 /// Read the body (413 over the limit), parse JSON, check field names, deserialize.
@@ -180,31 +206,22 @@ pub fn sampling_params(s: &SamplingFields, max_tokens: usize, logprobs: Option<u
 
 /// Resolve `max_tokens` against the context and the KV pool.
 /// `requested`: the client's value (None: fill the context, or `default` when given).
-pub fn resolve_max_tokens(
-    field: &str,
-    prompt_field: &str,
-    requested: Option<i64>,
-    default: Option<usize>,
-    prompt_len: usize,
-    max_model_len: usize,
-    pool_tokens: usize,
-) -> Result<usize, ApiError> {
+pub fn resolve_max_tokens(field: &str, prompt_field: &str, requested: Option<i64>, default: Option<usize>, prompt_len: usize, max_model_len: usize, pool_tokens: usize) -> Result<usize, ApiError> {
     let limit = max_model_len.min(pool_tokens);
     if prompt_len >= limit {
-        return Err(ApiError::invalid(
-            prompt_field,
-            format!("The prompt has {prompt_len} tokens; this model's maximum context length is {limit} tokens (prompt plus completion)."),
-        ));
+        return Err(ApiError::invalid(prompt_field, format!("The prompt has {prompt_len} tokens; this model's maximum context length is {limit} tokens (prompt plus completion).")));
     }
     let room = limit - prompt_len;
     match requested {
         Some(m) if m < 1 => Err(ApiError::invalid(field, format!("`{field}` must be at least 1, got {m}."))),
         Some(m) if m as usize > room => Err(ApiError::invalid(
             field,
-            format!("This model's maximum context length is {limit} tokens. However, you requested {} tokens ({prompt_len} in the prompt, {m} in the completion). Reduce `{field}` to at most {room}.", prompt_len as i64 + m),
+            format!(
+                "This model's maximum context length is {limit} tokens. However, you requested {} tokens ({prompt_len} in the prompt, {m} in the completion). Reduce `{field}` to at most {room}.",
+                prompt_len as i64 + m
+            ),
         )),
         Some(m) => Ok(m as usize),
         None => Ok(default.unwrap_or(room).min(room)),
     }
 }
-

@@ -23,17 +23,61 @@ fn text() -> &'static (Tokenizer, ChatTemplate) {
 }
 
 const KEYS: &[&str] = &[
-    "model", "messages", "prompt", "role", "content", "type", "text", "temperature", "top_p", "top_k", "min_p", "n", "max_tokens",
-    "max_completion_tokens", "stop", "stop_token_ids", "seed", "stream", "stream_options", "include_usage", "logprobs",
-    "top_logprobs", "echo", "ignore_eos", "presence_penalty", "frequency_penalty", "repetition_penalty", "add_generation_prompt",
-    "tools", "user", "zzz",
+    "model",
+    "messages",
+    "prompt",
+    "role",
+    "content",
+    "type",
+    "text",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "n",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "stop_token_ids",
+    "seed",
+    "stream",
+    "stream_options",
+    "include_usage",
+    "logprobs",
+    "top_logprobs",
+    "echo",
+    "ignore_eos",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "add_generation_prompt",
+    "tools",
+    "user",
+    "zzz",
 ];
 
 /// Top-level keys a chat request may carry (sampling and chat fields).
 const CHAT_KEYS: &[&str] = &[
-    "temperature", "top_p", "top_k", "min_p", "n", "max_tokens", "max_completion_tokens", "stop", "stop_token_ids", "seed", "stream",
-    "stream_options", "logprobs", "top_logprobs", "ignore_eos", "presence_penalty", "frequency_penalty", "repetition_penalty",
-    "add_generation_prompt", "user",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "n",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "stop_token_ids",
+    "seed",
+    "stream",
+    "stream_options",
+    "logprobs",
+    "top_logprobs",
+    "ignore_eos",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "add_generation_prompt",
+    "user",
 ];
 
 fn leaf() -> impl Strategy<Value = Value> {
@@ -44,8 +88,7 @@ fn leaf() -> impl Strategy<Value = Value> {
         (-3i64..40).prop_map(Value::from),
         any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         "\\PC{0,24}".prop_map(Value::String),
-        prop_oneof![Just("user"), Just("system"), Just("assistant"), Just("smollm2-135m-instruct"), Just("<|im_end|>"), Just("text")]
-            .prop_map(|s| Value::String(s.into())),
+        prop_oneof![Just("user"), Just("system"), Just("assistant"), Just("smollm2-135m-instruct"), Just("<|im_end|>"), Just("text")].prop_map(|s| Value::String(s.into())),
     ]
 }
 
@@ -53,9 +96,7 @@ fn json_value() -> impl Strategy<Value = Value> {
     leaf().prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::vec((prop::sample::select(KEYS), inner), 0..8).prop_map(|kv| {
-                Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<Map<_, _>>())
-            }),
+            prop::collection::vec((prop::sample::select(KEYS), inner), 0..8).prop_map(|kv| { Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<Map<_, _>>()) }),
         ]
     })
 }
@@ -82,24 +123,21 @@ fn plausible(key: &'static str) -> BoxedStrategy<Value> {
 /// A request-shaped object: mostly chat keys with values of the right type, sometimes arbitrary
 /// keys and values; a real message list most of the time.
 fn request() -> impl Strategy<Value = Value> {
-    let msg = (prop::sample::select(&["user", "system", "assistant", "tool"][..]), "\\PC{0,40}")
-        .prop_map(|(r, c)| serde_json::json!({"role": r, "content": c}));
+    let msg = (prop::sample::select(&["user", "system", "assistant", "tool"][..]), "\\PC{0,40}").prop_map(|(r, c)| serde_json::json!({"role": r, "content": c}));
     let field = prop_oneof![
         4 => prop::sample::select(CHAT_KEYS).prop_flat_map(|k| (Just(k), plausible(k))),
         1 => (prop::sample::select(KEYS), json_value()),
     ];
-    (prop::collection::vec(field, 0..6), prop::option::weighted(0.8, prop::collection::vec(msg, 0..4)), prop::bool::weighted(0.8)).prop_map(
-        |(kv, msgs, model)| {
-            let mut m: Map<String, Value> = kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-            if let Some(ms) = msgs {
-                m.insert("messages".into(), Value::Array(ms));
-            }
-            if model {
-                m.insert("model".into(), "smollm2-135m-instruct".into());
-            }
-            Value::Object(m)
-        },
-    )
+    (prop::collection::vec(field, 0..6), prop::option::weighted(0.8, prop::collection::vec(msg, 0..4)), prop::bool::weighted(0.8)).prop_map(|(kv, msgs, model)| {
+        let mut m: Map<String, Value> = kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        if let Some(ms) = msgs {
+            m.insert("messages".into(), Value::Array(ms));
+        }
+        if model {
+            m.insert("model".into(), "smollm2-135m-instruct".into());
+        }
+        Value::Object(m)
+    })
 }
 
 fn check_err(e: &ApiError) {

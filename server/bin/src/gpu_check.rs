@@ -257,8 +257,20 @@ fn bench(device: &Device, dry: bool) -> anyhow::Result<Value> {
     // Llama-3-8B's shape (bf16 weights ~16 GB), or a small one for the dry run.
     let (h, i, layers, heads, kv, vocab) = if dry { (256, 512, 2, 4, 2, 1024) } else { (4096, 14336, 32, 32, 8, 128256) };
     let cfg = LlamaConfig {
-        vocab_size: vocab, hidden_size: h, intermediate_size: i, num_layers: layers, num_heads: heads, num_kv_heads: kv, head_dim: h / heads,
-        rms_norm_eps: 1e-5, rope_theta: 500000.0, max_position_embeddings: 8192, rope_interleaved: false, tie_word_embeddings: false, eos_token_ids: vec![], bos_token_id: None,
+        vocab_size: vocab,
+        hidden_size: h,
+        intermediate_size: i,
+        num_layers: layers,
+        num_heads: heads,
+        num_kv_heads: kv,
+        head_dim: h / heads,
+        rms_norm_eps: 1e-5,
+        rope_theta: 500000.0,
+        max_position_embeddings: 8192,
+        rope_interleaved: false,
+        tie_word_embeddings: false,
+        eos_token_ids: vec![],
+        bos_token_id: None,
     };
     let dtype = if dry { DType::F32 } else { DType::BF16 };
     let model = GpuLlama::random(cfg.clone(), device, dtype)?;

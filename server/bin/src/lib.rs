@@ -9,8 +9,8 @@ pub mod train;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use hhh_api::{metrics_router, router, ApiKeys, AppState, Limits, Scorer};
-use hhh_metrics::Metrics;
 use hhh_engine::{EngineClient, EngineEvent, SamplingParams};
+use hhh_metrics::Metrics;
 use hhh_model::attention::KvDtype;
 use hhh_model::gpu::{DeviceSpec, DtypeArg};
 use load::load_engine;
@@ -254,9 +254,7 @@ pub async fn start(a: ServeArgs) -> anyhow::Result<Server> {
         let loaded = load_engine(&a, pm, a.preference_head.as_deref(), a.preference_kv_cache_gb, a.preference_num_kv_blocks, m.clone())?;
         m.model_info.with_label_values(&[&pm_name, &loaded.dtype, &a.device.to_string(), &a.block_size.to_string()]).set(1);
         extra_metrics.push(m);
-        let Some(n) = loaded.num_labels else {
-            anyhow::bail!("--preference-model {} has no reward head: give --preference-head, or a *ForSequenceClassification directory", pm.display())
-        };
+        let Some(n) = loaded.num_labels else { anyhow::bail!("--preference-model {} has no reward head: give --preference-head, or a *ForSequenceClassification directory", pm.display()) };
         let template = match loaded.tokenizer.chat_template() {
             Some(src) => Some(hhh_text::ChatTemplate::new(src, loaded.tokenizer.bos_token(), loaded.tokenizer.eos_token())?),
             None => None,

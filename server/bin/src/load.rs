@@ -100,7 +100,15 @@ fn engine_config(a: &ServeArgs, c: &hhh_model::LlamaConfig, tokenizer: &Tokenize
 
 /// [`load_engine`] for `--device cuda[:N]` and `candle-cpu`: the model on a candle device behind
 /// [`GpuRunner`]; on CUDA the pool is sized by the memory planner.
-fn load_gpu_engine(a: &ServeArgs, path: &std::path::Path, tokenizer: Tokenizer, head_file: Option<&std::path::Path>, kv_gb: f64, kv_blocks: Option<usize>, metrics: Arc<Metrics>) -> anyhow::Result<LoadedEngine> {
+fn load_gpu_engine(
+    a: &ServeArgs,
+    path: &std::path::Path,
+    tokenizer: Tokenizer,
+    head_file: Option<&std::path::Path>,
+    kv_gb: f64,
+    kv_blocks: Option<usize>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<LoadedEngine> {
     anyhow::ensure!(a.kv_cache_dtype.is_none(), "--kv-cache-dtype is for the CPU engine: on --device {} keys and values are stored in the compute dtype (--dtype)", a.device);
     anyhow::ensure!(path.is_dir(), "--device {} serves Hugging Face safetensors directories; {} is not one (GGUF models are served with --device cpu)", a.device, path.display());
     let device = a.device.candle_device()?;
@@ -145,4 +153,3 @@ fn checkpoint_dtype(dir: &std::path::Path) -> Option<DType> {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).ok()?).ok()?;
     hhh_model::gpu::parse_dtype(v.get("torch_dtype")?.as_str()?).ok().flatten()
 }
-

@@ -39,8 +39,17 @@ fn srv() -> &'static Srv {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
                 let args = Wrap::parse_from([
-                    "x", "--model", model_path().to_str().unwrap(), "--port", "0", "--num-kv-blocks", "400",
-                    "--max-model-len", &MAX_MODEL_LEN.to_string(), "--max-body-bytes", &MAX_BODY.to_string(),
+                    "x",
+                    "--model",
+                    model_path().to_str().unwrap(),
+                    "--port",
+                    "0",
+                    "--num-kv-blocks",
+                    "400",
+                    "--max-model-len",
+                    &MAX_MODEL_LEN.to_string(),
+                    "--max-body-bytes",
+                    &MAX_BODY.to_string(),
                 ])
                 .a;
                 let s = start(args).await.unwrap();
@@ -346,11 +355,9 @@ async fn bad_inputs_get_openai_errors() {
         assert!(e["type"].is_string());
     }
     // Malformed JSON, invalid UTF-8, oversized body.
-    for (raw, status, msg) in [
-        (b"{\"model\": ".to_vec(), 400, "Invalid JSON"),
-        (b"{\"model\": \"\xff\xfe\"}".to_vec(), 400, "UTF-8"),
-        (vec![b' '; MAX_BODY + 10], 413, "exceeds the limit of 65536 bytes"),
-    ] {
+    for (raw, status, msg) in
+        [(b"{\"model\": ".to_vec(), 400, "Invalid JSON"), (b"{\"model\": \"\xff\xfe\"}".to_vec(), 400, "UTF-8"), (vec![b' '; MAX_BODY + 10], 413, "exceeds the limit of 65536 bytes")]
+    {
         let r = client().post(format!("{base}/v1/chat/completions")).header("content-type", "application/json").body(raw).send().await.unwrap();
         assert_eq!(r.status().as_u16(), status);
         let v: Value = r.json().await.unwrap();

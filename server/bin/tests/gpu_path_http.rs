@@ -35,7 +35,12 @@ async fn candle_cpu_device_serves_like_the_cpu_engine() {
     assert!(lg.iter().zip(&lc).all(|(a, b)| (a - b).abs() < 1e-4), "{lg:?} vs {lc:?}");
     assert_eq!(g["usage"]["completion_tokens"], 24);
     // Streaming equals non-streaming; n = 3 with a seed shares the prompt's blocks.
-    let r = client().post(format!("{}/v1/chat/completions", gpu.base)).json(&json!({"model": "tiny", "messages": [{"role": "user", "content": "hello w9 w40 world"}], "temperature": 0, "max_tokens": 24, "ignore_eos": true, "stream": true})).send().await.unwrap();
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gpu.base))
+        .json(&json!({"model": "tiny", "messages": [{"role": "user", "content": "hello w9 w40 world"}], "temperature": 0, "max_tokens": 24, "ignore_eos": true, "stream": true}))
+        .send()
+        .await
+        .unwrap();
     let (text, finish, _, done) = parse_sse(&r.text().await.unwrap());
     assert!(done);
     assert_eq!(finish.as_deref(), Some("length"));
@@ -49,7 +54,11 @@ async fn candle_cpu_device_serves_like_the_cpu_engine() {
     let m: Value = client().get(format!("{}/v1/models", gpu.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(m["data"][0]["id"], "tiny");
     let text = client().get(format!("{}/metrics", gpu.base)).send().await.unwrap().text().await.unwrap();
-    assert!(text.lines().any(|l| l.starts_with("hhh_model_info") && l.contains("device=\"candle-cpu\"") && l.contains("dtype=\"f32\"")), "{}", text.lines().filter(|l| l.contains("model_info")).collect::<Vec<_>>().join("\n"));
+    assert!(
+        text.lines().any(|l| l.starts_with("hhh_model_info") && l.contains("device=\"candle-cpu\"") && l.contains("dtype=\"f32\"")),
+        "{}",
+        text.lines().filter(|l| l.contains("model_info")).collect::<Vec<_>>().join("\n")
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -114,7 +114,12 @@ async fn compare_is_consistent_and_validated() {
     assert_eq!(again["pairs"], cot["pairs"], "greedy reasoning is repeatable");
     // The raw label primitive: probabilities over the options sum to 1, logprobs ≤ 0, choice is
     // the argmax; bad input is refused with the field named.
-    let r = client().post(format!("{base}/v1/harmlessness/label")).json(&json!({"prompt": "Question: on a clear day at noon, looking straight up from a field in the countryside, is the colour of the sky blue? Answer:", "options": [" yes", " no", " maybe"]})).send().await.unwrap();
+    let r = client()
+        .post(format!("{base}/v1/harmlessness/label"))
+        .json(&json!({"prompt": "Question: on a clear day at noon, looking straight up from a field in the countryside, is the colour of the sky blue? Answer:", "options": [" yes", " no", " maybe"]}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let lb: Value = r.json().await.unwrap();
     let ps: Vec<f64> = lb["data"].as_array().unwrap().iter().map(|d| d["probability"].as_f64().unwrap()).collect();
@@ -304,7 +309,8 @@ async fn a_separate_feedback_model_answers_by_name() {
     let (a, b) = (chat["pairs"][0]["probability"].as_f64().unwrap(), other["pairs"][0]["probability"].as_f64().unwrap());
     assert!((a - b).abs() < 1e-3, "same weights, same labels: {a} vs {b}");
     // The label route takes it by name too.
-    let lb: Value = client().post(format!("{base}/v1/harmlessness/label")).json(&json!({"model": "fb", "prompt": "The answer is:", "options": [" (A)", " (B)"]})).send().await.unwrap().json().await.unwrap();
+    let lb: Value =
+        client().post(format!("{base}/v1/harmlessness/label")).json(&json!({"model": "fb", "prompt": "The answer is:", "options": [" (A)", " (B)"]})).send().await.unwrap().json().await.unwrap();
     assert_eq!(lb["model"], "fb", "{lb}");
     // The chat extension can name it.
     let r = client()
@@ -329,7 +335,13 @@ async fn a_separate_feedback_model_answers_by_name() {
     assert_eq!(text.matches("# TYPE hhh_prompt_tokens_total ").count(), 1);
     let promtool = std::process::Command::new("sh").args(["-c", "command -v promtool"]).output().map(|o| o.status.success()).unwrap_or(false);
     assert!(promtool, "`promtool` is not installed: `apt-get install prometheus` (make test-deps does this)");
-    let mut lint = std::process::Command::new("promtool").args(["check", "metrics"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut lint = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::io::Write::write_all(&mut lint.stdin.take().unwrap(), text.as_bytes()).unwrap();
     let out = lint.wait_with_output().unwrap();
     assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -117,7 +117,15 @@ async fn rewards_are_batch_invariant_and_preferences_consistent() {
     }
 
     // OpenRLHF /get_reward on pre-rendered text equals /v1/rewards on the same text.
-    let tok: Value = client().post(format!("{base}/tokenize")).json(&json!({"messages": [conversation()[0], {"role": "assistant", "content": RESPONSES[0]}], "add_generation_prompt": false})).send().await.unwrap().json().await.unwrap();
+    let tok: Value = client()
+        .post(format!("{base}/tokenize"))
+        .json(&json!({"messages": [conversation()[0], {"role": "assistant", "content": RESPONSES[0]}], "add_generation_prompt": false}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let ids: Vec<u32> = tok["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
     let text: Value = client().post(format!("{base}/detokenize")).json(&json!({"tokens": ids})).send().await.unwrap().json().await.unwrap();
     let (st, g) = post(&base, "/get_reward", json!({"query": [text["prompt"]]})).await;

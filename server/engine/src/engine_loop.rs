@@ -179,13 +179,7 @@ impl<E: Executor> EngineLoop<E> {
                     }
                     Err(e) => {
                         self.tracker.ended(id, false);
-                        let _ = events.send(EngineEvent::Finished {
-                            reason: FinishReason::Error,
-                            prompt_tokens: 0,
-                            completion_tokens: 0,
-                            cached_tokens: 0,
-                            error: Some(e.to_string()),
-                        });
+                        let _ = events.send(EngineEvent::Finished { reason: FinishReason::Error, prompt_tokens: 0, completion_tokens: 0, cached_tokens: 0, error: Some(e.to_string()) });
                     }
                 }
             }

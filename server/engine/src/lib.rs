@@ -20,8 +20,8 @@ pub mod request;
 pub mod scheduler;
 mod tracker;
 
-pub use client::{EngineClient, RequestHandle};
 pub use client::EngineInfo;
+pub use client::{EngineClient, RequestHandle};
 pub use engine_loop::{spawn_engine, EngineConfig, EngineStats};
 pub use error::EngineError;
 pub use executor::{Batch, BatchSeq, Executor, SampledToken, SeqOutput, StepOutput, TokenLogprob};

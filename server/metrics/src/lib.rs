@@ -5,7 +5,7 @@
 //! vLLM counterpart. The engine thread records step- and request-level timings; the HTTP layer
 //! records what the client sees (time to first token from arrival, inter-token latency, end to end).
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Gauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// Latency buckets (seconds) shared by the request-level timings.
 const LATENCY_S: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0];

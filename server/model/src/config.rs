@@ -79,11 +79,7 @@ impl LlamaConfig {
     /// Read the `{arch}.*` keys of a GGUF file.
     pub fn from_gguf(ct: &gguf_file::Content) -> Result<Self> {
         let md = &ct.metadata;
-        let arch = md
-            .get("general.architecture")
-            .and_then(|v| v.to_string().ok())
-            .cloned()
-            .ok_or_else(|| ModelError::Invalid("GGUF has no general.architecture".into()))?;
+        let arch = md.get("general.architecture").and_then(|v| v.to_string().ok()).cloned().ok_or_else(|| ModelError::Invalid("GGUF has no general.architecture".into()))?;
         if !matches!(arch.as_str(), "llama" | "mistral" | "qwen2") {
             return Err(ModelError::Invalid(format!("unsupported GGUF architecture `{arch}` (llama, mistral, qwen2)")));
         }

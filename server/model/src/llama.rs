@@ -177,20 +177,21 @@ impl LlamaModel {
             };
             let (q, k, v, o) = (lin("attn_q")?, lin("attn_k")?, lin("attn_v")?, lin("attn_output")?);
             let (gate, up, down) = (lin("ffn_gate")?, lin("ffn_up")?, lin("ffn_down")?);
-            layers.push(Layer {
-                attn_norm: qt(&format!("{p}.attn_norm.weight"))?.dequantize(&dev)?,
-                ffn_norm: qt(&format!("{p}.ffn_norm.weight"))?.dequantize(&dev)?,
-                q,
-                k,
-                v,
-                o,
-                gate,
-                up,
-                down,
-            });
+            layers.push(Layer { attn_norm: qt(&format!("{p}.attn_norm.weight"))?.dequantize(&dev)?, ffn_norm: qt(&format!("{p}.ffn_norm.weight"))?.dequantize(&dev)?, q, k, v, o, gate, up, down });
         }
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, cfg.rope_interleaved);
-        Ok(Self { cfg, embed, layers, norm, lm_head, rope, dtype_name, dense_attention: env_is_1("HHH_DENSE_ATTENTION"), prompt_f32: !env_is_1("HHH_PROMPT_INT8"), auto_kv_dtype: crate::attention::KvDtype::F16 })
+        Ok(Self {
+            cfg,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            rope,
+            dtype_name,
+            dense_attention: env_is_1("HHH_DENSE_ATTENTION"),
+            prompt_f32: !env_is_1("HHH_PROMPT_INT8"),
+            auto_kv_dtype: crate::attention::KvDtype::F16,
+        })
     }
 
     fn load_hf(dir: &Path) -> Result<Self> {
@@ -200,11 +201,7 @@ impl LlamaModel {
         };
         let cfg_path = dir.join("config.json");
         let cfg = LlamaConfig::from_hf_json(&std::fs::read_to_string(&cfg_path).map_err(io(&cfg_path))?)?;
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(io(dir))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-            .collect();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir).map_err(io(dir))?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "safetensors")).collect();
         files.sort();
         if files.is_empty() {
             return Err(ModelError::Invalid(format!("no *.safetensors in {}", dir.display())));
@@ -227,26 +224,25 @@ impl LlamaModel {
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let p = format!("model.layers.{i}");
-            let mut lin = |n: &str| -> Result<Linear> {
-                Ok(Linear { w: Weight::Candle(QMatMul::Tensor(get(&format!("{p}.{n}.weight"))?)), b: get(&format!("{p}.{n}.bias")).ok() })
-            };
+            let mut lin = |n: &str| -> Result<Linear> { Ok(Linear { w: Weight::Candle(QMatMul::Tensor(get(&format!("{p}.{n}.weight"))?)), b: get(&format!("{p}.{n}.bias")).ok() }) };
             let (q, k, v, o) = (lin("self_attn.q_proj")?, lin("self_attn.k_proj")?, lin("self_attn.v_proj")?, lin("self_attn.o_proj")?);
             let (gate, up, down) = (lin("mlp.gate_proj")?, lin("mlp.up_proj")?, lin("mlp.down_proj")?);
-            layers.push(Layer {
-                attn_norm: get(&format!("{p}.input_layernorm.weight"))?,
-                ffn_norm: get(&format!("{p}.post_attention_layernorm.weight"))?,
-                q,
-                k,
-                v,
-                o,
-                gate,
-                up,
-                down,
-            });
+            layers.push(Layer { attn_norm: get(&format!("{p}.input_layernorm.weight"))?, ffn_norm: get(&format!("{p}.post_attention_layernorm.weight"))?, q, k, v, o, gate, up, down });
         }
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, cfg.rope_interleaved);
         let embed = crate::embedding::Embedding::Dense(embed);
-        Ok(Self { cfg, embed, layers, norm, lm_head, rope, dtype_name, dense_attention: env_is_1("HHH_DENSE_ATTENTION"), prompt_f32: !env_is_1("HHH_PROMPT_INT8"), auto_kv_dtype: crate::attention::KvDtype::F32 })
+        Ok(Self {
+            cfg,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            rope,
+            dtype_name,
+            dense_attention: env_is_1("HHH_DENSE_ATTENTION"),
+            prompt_f32: !env_is_1("HHH_PROMPT_INT8"),
+            auto_kv_dtype: crate::attention::KvDtype::F32,
+        })
     }
 
     /// KV storage for `requested` (`None`: the model's default): always f32 in reference mode,
@@ -301,11 +297,7 @@ impl LlamaModel {
                 self.rope.apply(&mut k[r * kw..(r + 1) * kw], c.head_dim, pos);
             }
             cpu::write_kv(kv, li, seqs, &k, &v);
-            let att = if self.dense_attention {
-                cpu::paged_attention_dense(kv, li, seqs, &q, c.num_heads)?
-            } else {
-                cpu::paged_attention(kv, li, seqs, &q, c.num_heads)
-            };
+            let att = if self.dense_attention { cpu::paged_attention_dense(kv, li, seqs, &q, c.num_heads)? } else { cpu::paged_attention(kv, li, seqs, &q, c.num_heads) };
             // After the last layer's attention only the requested rows matter (everything left is
             // per row): select them before the output projection and the MLP. Not with the
             // reference arithmetic, whose matmuls block differently by row count. (Out-of-range

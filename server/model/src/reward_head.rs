@@ -116,11 +116,7 @@ impl RewardHead {
 
     /// `weight · h + bias` (accumulated in f64).
     pub fn apply(&self, h: &[f32]) -> Vec<f32> {
-        self.weight
-            .chunks(self.hidden_size)
-            .zip(&self.bias)
-            .map(|(row, &b)| (row.iter().zip(h).map(|(&w, &x)| w as f64 * x as f64).sum::<f64>() + b as f64) as f32)
-            .collect()
+        self.weight.chunks(self.hidden_size).zip(&self.bias).map(|(row, &b)| (row.iter().zip(h).map(|(&w, &x)| w as f64 * x as f64).sum::<f64>() + b as f64) as f32).collect()
     }
 }
 

@@ -82,11 +82,7 @@ pub fn sample(raw: &[f32], p: &SamplingParams, prompt: &[TokenId], output: &[Tok
     let lp = log_softmax(raw);
     let mut logits = raw.to_vec();
     apply_penalties(&mut logits, p, prompt, output);
-    let token = if p.temperature <= 0.0 || p.top_k == 1 {
-        argmax(&logits)
-    } else {
-        sample_random(&logits, p, output.len())
-    };
+    let token = if p.temperature <= 0.0 || p.top_k == 1 { argmax(&logits) } else { sample_random(&logits, p, output.len()) };
     TokenLogprob { token: token as TokenId, logprob: lp[token], top: top_logprobs(&lp, p.logprobs.unwrap_or(0)) }
 }
 

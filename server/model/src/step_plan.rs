@@ -26,7 +26,15 @@ pub(crate) struct StepPlan {
 impl StepPlan {
     pub fn new(batch: &Batch) -> Self {
         let n = batch.num_tokens();
-        let mut p = StepPlan { ids: Vec::with_capacity(n), positions: Vec::with_capacity(n), prompt_rows: Vec::with_capacity(n), metas: Vec::with_capacity(batch.seqs.len()), want: Vec::new(), pool_rows: Vec::new(), per_seq: Vec::with_capacity(batch.seqs.len()) };
+        let mut p = StepPlan {
+            ids: Vec::with_capacity(n),
+            positions: Vec::with_capacity(n),
+            prompt_rows: Vec::with_capacity(n),
+            metas: Vec::with_capacity(batch.seqs.len()),
+            want: Vec::new(),
+            pool_rows: Vec::new(),
+            per_seq: Vec::with_capacity(batch.seqs.len()),
+        };
         for s in &batch.seqs {
             let row_start = p.ids.len();
             p.ids.extend_from_slice(&s.tokens);

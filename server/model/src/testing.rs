@@ -74,7 +74,15 @@ pub fn make_random_llama(dir: &Path, dtype: DType, spec: &RandomLlama, seq_cls_l
     let (qw, kw) = (heads * hd, kv_heads * hd);
     for l in 0..layers {
         let p = format!("model.layers.{l}");
-        for (n, s) in [("self_attn.q_proj", [qw, hidden]), ("self_attn.k_proj", [kw, hidden]), ("self_attn.v_proj", [kw, hidden]), ("self_attn.o_proj", [hidden, qw]), ("mlp.gate_proj", [intermediate, hidden]), ("mlp.up_proj", [intermediate, hidden]), ("mlp.down_proj", [hidden, intermediate])] {
+        for (n, s) in [
+            ("self_attn.q_proj", [qw, hidden]),
+            ("self_attn.k_proj", [kw, hidden]),
+            ("self_attn.v_proj", [kw, hidden]),
+            ("self_attn.o_proj", [hidden, qw]),
+            ("mlp.gate_proj", [intermediate, hidden]),
+            ("mlp.up_proj", [intermediate, hidden]),
+            ("mlp.down_proj", [hidden, intermediate]),
+        ] {
             t.insert(format!("{p}.{n}.weight"), rand(&s, scale)?);
         }
         t.insert(format!("{p}.input_layernorm.weight"), (rand(&[hidden], 0.1)? + 1.0)?);
@@ -86,7 +94,6 @@ pub fn make_random_llama(dir: &Path, dtype: DType, spec: &RandomLlama, seq_cls_l
     candle_core::safetensors::save(&b.into_iter().collect::<HashMap<_, _>>(), dir.join("model-00002-of-00002.safetensors"))?;
     Ok(dir.to_path_buf())
 }
-
 
 /// Write a word-level `tokenizer.json` over ids `0..vocab` (`[UNK]`, `<s>`, `</s>`, `user`,
 /// `assistant`, `:`, `hello`, `world`, then `w8`, `w9`, ...) and a `tokenizer_config.json` with

@@ -7,9 +7,7 @@ use std::path::PathBuf;
 
 /// The default model (fetched by `make model`); tests fail loudly when it is missing.
 pub fn default_model() -> PathBuf {
-    let p = std::env::var("HHH_TEST_MODEL").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
+    let p = std::env::var("HHH_TEST_MODEL").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf"));
     assert!(p.exists(), "{} is missing: run `make model` first", p.display());
     p
 }
@@ -22,15 +20,7 @@ pub fn engine(path: PathBuf, num_blocks: usize, block_size: usize, budget: usize
 /// candle's dense ops, exactly as the reference models do.
 pub fn engine_with(path: PathBuf, num_blocks: usize, block_size: usize, budget: usize, dense: bool) -> EngineClient {
     let cfg = EngineConfig {
-        scheduler: SchedulerConfig {
-            max_num_seqs: 16,
-            max_num_batched_tokens: budget,
-            max_model_len: 1024,
-            block_size,
-            num_blocks,
-            enable_prefix_caching: true,
-            eos_token_ids: vec![],
-        },
+        scheduler: SchedulerConfig { max_num_seqs: 16, max_num_batched_tokens: budget, max_model_len: 1024, block_size, num_blocks, enable_prefix_caching: true, eos_token_ids: vec![] },
         ..Default::default()
     };
     spawn_engine(cfg, move || {
@@ -114,10 +104,7 @@ pub fn compare(name: &str, got: &[u32], want: &RefRun, tol: f32) -> Result<(), S
 /// Prompts of different lengths made of real vocabulary ids.
 pub fn prompts() -> Vec<Vec<u32>> {
     let lens = [1usize, 7, 16, 33, 70, 129];
-    lens.iter()
-        .enumerate()
-        .map(|(k, &n)| (0..n).map(|i| (100 + (i * 37 + k * 1009) % 20000) as u32).collect())
-        .collect()
+    lens.iter().enumerate().map(|(k, &n)| (0..n).map(|i| (100 + (i * 37 + k * 1009) % 20000) as u32).collect()).collect()
 }
 
 /// Wait (up to 10 s) until the engine reports no request holding KV blocks; returns the count.

@@ -5,10 +5,10 @@ mod common;
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
-use common::*;
-use std::sync::atomic::Ordering;
 #[allow(unused_imports)]
 use common::engine_with;
+use common::*;
+use std::sync::atomic::Ordering;
 
 const NEW_TOKENS: usize = 64;
 /// Near-tie threshold in logits. The Q4_1 × Q8_1 dot products quantize activations to int8, so
@@ -98,7 +98,7 @@ fn chunking_and_batching_do_not_change_tokens() {
     let prompts = prompts();
     let a = run_all(&engine(default_model(), 256, 16, 16), &prompts, greedy(24));
     let b = run_all(&engine(default_model(), 256, 16, 1024), &prompts, greedy(24));
-    let solo: Vec<Vec<u32>> = prompts.iter().map(|p| run_all(&engine(default_model(), 64, 16, 1024), &[p.clone()], greedy(24)).remove(0)).collect();
+    let solo: Vec<Vec<u32>> = prompts.iter().map(|p| run_all(&engine(default_model(), 64, 16, 1024), std::slice::from_ref(p), greedy(24)).remove(0)).collect();
     assert_eq!(a, b);
     assert_eq!(a, solo);
 }

@@ -22,17 +22,13 @@ const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}
 
 fn strings(ct: &Content, key: &str) -> Result<Vec<String>, TextError> {
     match ct.metadata.get(key) {
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| v.to_string().cloned().map_err(|e| TextError::Gguf(format!("{key}: {e}"))))
-            .collect(),
+        Some(Value::Array(a)) => a.iter().map(|v| v.to_string().cloned().map_err(|e| TextError::Gguf(format!("{key}: {e}")))).collect(),
         _ => Err(TextError::Gguf(format!("missing `{key}`"))),
     }
 }
 
 fn split_then_bytes(re: &str) -> Result<PreTokenizerWrapper, TextError> {
-    let split = Split::new(SplitPattern::Regex(re.into()), SplitDelimiterBehavior::Isolated, false)
-        .map_err(|e| TextError::Tokenizer(e.to_string()))?;
+    let split = Split::new(SplitPattern::Regex(re.into()), SplitDelimiterBehavior::Isolated, false).map_err(|e| TextError::Tokenizer(e.to_string()))?;
     Ok(Sequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]).into())
 }
 
@@ -43,10 +39,7 @@ pub(crate) fn from_gguf(ct: &Content) -> Result<(tokenizers::Tokenizer, bool), T
         return Err(TextError::Gguf(format!("tokenizer model `{model}` is not supported (only byte-level BPE `gpt2`); use a directory with tokenizer.json")));
     }
     let tokens = strings(ct, "tokenizer.ggml.tokens")?;
-    let merges: Vec<(String, String)> = strings(ct, "tokenizer.ggml.merges")?
-        .into_iter()
-        .filter_map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
-        .collect();
+    let merges: Vec<(String, String)> = strings(ct, "tokenizer.ggml.merges")?.into_iter().filter_map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string()))).collect();
     let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
     let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| TextError::Tokenizer(e.to_string()))?;
     let mut tok = tokenizers::Tokenizer::new(bpe);

@@ -82,17 +82,7 @@ impl Tokenizer {
         let eos_id = id("tokenizer.ggml.eos_token_id");
         let name = |i: Option<u32>| i.and_then(|i| inner.id_to_token(i));
         let chat_template = ct.metadata.get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned();
-        Ok(Self {
-            plain: plain(&inner),
-            specials: specials(&inner),
-            bos_token: name(bos_id),
-            eos_token: name(eos_id),
-            add_bos,
-            bos_id,
-            eos_ids: eos_id.into_iter().collect(),
-            chat_template,
-            inner,
-        })
+        Ok(Self { plain: plain(&inner), specials: specials(&inner), bos_token: name(bos_id), eos_token: name(eos_id), add_bos, bos_id, eos_ids: eos_id.into_iter().collect(), chat_template, inner })
     }
 
     pub fn from_hf_dir(dir: &Path) -> Result<Self, TextError> {

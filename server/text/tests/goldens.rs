@@ -48,12 +48,8 @@ fn chat_templates_match_hf_rendering() {
     for c in f["cases"].as_array().unwrap() {
         let name = c["template"].as_str().unwrap();
         let t = ChatTemplate::new(f["templates"][name].as_str().unwrap(), c["bos_token"].as_str(), c["eos_token"].as_str()).unwrap();
-        let msgs: Vec<ChatMessage> = c["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| ChatMessage { role: m["role"].as_str().unwrap().into(), content: m["content"].as_str().unwrap().into() })
-            .collect();
+        let msgs: Vec<ChatMessage> =
+            c["messages"].as_array().unwrap().iter().map(|m| ChatMessage { role: m["role"].as_str().unwrap().into(), content: m["content"].as_str().unwrap().into() }).collect();
         let got = t.render(&msgs, c["add_generation_prompt"].as_bool().unwrap());
         match (&got, c.get("rendered"), c.get("error")) {
             (Ok(s), Some(w), _) => assert_eq!(s, w.as_str().unwrap(), "{name} {msgs:?}"),

@@ -44,13 +44,7 @@ pub struct BlockPool {
 impl BlockPool {
     /// A pool of `num_blocks` free blocks.
     pub fn new(num_blocks: usize) -> Self {
-        let mut pool = Self {
-            blocks: vec![Block { ref_cnt: 0, hash: None, prev: NIL, next: NIL }; num_blocks],
-            head: NIL,
-            tail: NIL,
-            num_free: 0,
-            cached: HashMap::new(),
-        };
+        let mut pool = Self { blocks: vec![Block { ref_cnt: 0, hash: None, prev: NIL, next: NIL }; num_blocks], head: NIL, tail: NIL, num_free: 0, cached: HashMap::new() };
         for i in 0..num_blocks as u32 {
             pool.push_tail(i);
         }

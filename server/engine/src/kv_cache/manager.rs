@@ -46,14 +46,7 @@ pub struct KvCacheManager {
 
 impl KvCacheManager {
     pub fn new(num_blocks: usize, block_size: usize, enable_prefix_caching: bool) -> Self {
-        Self {
-            pool: BlockPool::new(num_blocks),
-            block_size,
-            enable_prefix_caching,
-            reqs: HashMap::new(),
-            prefix_query_tokens: 0,
-            prefix_hit_tokens: 0,
-        }
+        Self { pool: BlockPool::new(num_blocks), block_size, enable_prefix_caching, reqs: HashMap::new(), prefix_query_tokens: 0, prefix_hit_tokens: 0 }
     }
 
     pub fn block_size(&self) -> usize {

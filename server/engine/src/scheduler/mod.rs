@@ -34,15 +34,7 @@ pub struct SchedulerConfig {
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self {
-            max_num_seqs: 64,
-            max_num_batched_tokens: 256,
-            max_model_len: 2048,
-            block_size: 16,
-            num_blocks: 1024,
-            enable_prefix_caching: true,
-            eos_token_ids: Vec::new(),
-        }
+        Self { max_num_seqs: 64, max_num_batched_tokens: 256, max_model_len: 2048, block_size: 16, num_blocks: 1024, enable_prefix_caching: true, eos_token_ids: Vec::new() }
     }
 }
 
@@ -242,11 +234,8 @@ impl Scheduler {
             let plen = req.prompt.len();
             // Position `first` is the first whose logprob is wanted and computed this step.
             let first = (s.start_pos + 1).max(p.prompt_logprobs_start);
-            let (prompt_targets, prompt_targets_offset) = if p.prompt_logprobs.is_some() && first < (end + 1).min(plen) {
-                (req.tokens_range(first, (end + 1).min(plen)), first - 1 - s.start_pos)
-            } else {
-                (Vec::new(), 0)
-            };
+            let (prompt_targets, prompt_targets_offset) =
+                if p.prompt_logprobs.is_some() && first < (end + 1).min(plen) { (req.tokens_range(first, (end + 1).min(plen)), first - 1 - s.start_pos) } else { (Vec::new(), 0) };
             seqs.push(BatchSeq {
                 request_id: s.id,
                 tokens: req.tokens_range(s.start_pos, end),

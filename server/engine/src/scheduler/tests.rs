@@ -83,15 +83,7 @@ fn reference(prompt: &[u32], max_tokens: usize, eos: u32) -> (Vec<u32>, FinishRe
 }
 
 fn cfg(num_blocks: usize, block_size: usize, budget: usize) -> SchedulerConfig {
-    SchedulerConfig {
-        max_num_seqs: 8,
-        max_num_batched_tokens: budget,
-        max_model_len: 4096,
-        block_size,
-        num_blocks,
-        enable_prefix_caching: true,
-        eos_token_ids: vec![7],
-    }
+    SchedulerConfig { max_num_seqs: 8, max_num_batched_tokens: budget, max_model_len: 4096, block_size, num_blocks, enable_prefix_caching: true, eos_token_ids: vec![7] }
 }
 
 fn params(max_tokens: usize) -> SamplingParams {
@@ -348,9 +340,7 @@ fn prompt_logprobs_from_a_start_position_use_the_prefix_cache() {
     for (i, opt) in options.iter().enumerate() {
         let mut full = shared.clone();
         full.extend(opt);
-        let want: Vec<(usize, f32)> = (start..full.len())
-            .map(|pos| (pos, -((full[..pos].iter().fold(0u64, |h, &t| h.wrapping_mul(31).wrapping_add(t as u64)) % 1000) as f32)))
-            .collect();
+        let want: Vec<(usize, f32)> = (start..full.len()).map(|pos| (pos, -((full[..pos].iter().fold(0u64, |h, &t| h.wrapping_mul(31).wrapping_add(t as u64)) % 1000) as f32))).collect();
         assert_eq!(got[&(i as u64 + 1)], want, "request {}", i + 1);
     }
     assert_eq!(s.kv().num_free_blocks(), nb);

@@ -31,9 +31,7 @@ pub fn paged_attention_dense(cache: &PagedKvCache, layer: usize, seqs: &[SeqMeta
         let qs = &q[s.row_start * qw..(s.row_start + s.num_rows) * qw];
         let qt = Tensor::from_slice(qs, (1, s.num_rows, num_heads, hd), &Device::Cpu)?.transpose(1, 2)?.contiguous()?;
         let att = (qt.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-        let mask: Vec<f32> = (0..s.num_rows)
-            .flat_map(|r| (0..ctx).map(move |j| if j > s.start_pos + r { f32::NEG_INFINITY } else { 0.0 }))
-            .collect();
+        let mask: Vec<f32> = (0..s.num_rows).flat_map(|r| (0..ctx).map(move |j| if j > s.start_pos + r { f32::NEG_INFINITY } else { 0.0 })).collect();
         let att = att.broadcast_add(&Tensor::from_vec(mask, (s.num_rows, ctx), &Device::Cpu)?)?;
         let att = candle_nn::ops::softmax_last_dim(&att)?;
         let y = att.matmul(&v.contiguous()?)?.transpose(1, 2)?.reshape((s.num_rows, qw))?;

@@ -125,7 +125,8 @@ pub fn attention(meta: &StepMeta, num_heads: usize, q: &CudaStorage, ql: &Layout
     let half = (cb - ca) / 2;
     meta.plan.check(half / (g.block_size * g.slot_width()).max(1), rows).map_err(candle_core::Error::Msg)?;
     let scale = 1f32 / (hd as f32).sqrt();
-    let (nh, nkv, hd32, bs, mb) = (i32_of(num_heads, "heads")?, i32_of(g.num_kv_heads, "kv heads")?, i32_of(hd, "head_dim")?, i32_of(g.block_size, "block size")?, i32_of(meta.plan.max_blocks, "blocks per sequence")?);
+    let (nh, nkv, hd32, bs, mb) =
+        (i32_of(num_heads, "heads")?, i32_of(g.num_kv_heads, "kv heads")?, i32_of(hd, "head_dim")?, i32_of(g.block_size, "block size")?, i32_of(meta.plan.max_blocks, "blocks per sequence")?);
     let d = &meta.plan.decode;
     let p = &meta.plan.prefill;
     if d.num_seqs() > 0 && hd > DECODE_MAX_HEAD_DIM {

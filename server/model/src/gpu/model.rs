@@ -77,7 +77,13 @@ impl GpuLlama {
             let t = st.load(n, device).map_err(|e| ModelError::Invalid(format!("tensor `{n}`: {e}")))?;
             Ok(t.to_dtype(dtype)?)
         };
-        let opt = |n: &str| -> Result<Option<Tensor>> { if st.get(n).is_ok() { get(n).map(Some) } else { Ok(None) } };
+        let opt = |n: &str| -> Result<Option<Tensor>> {
+            if st.get(n).is_ok() {
+                get(n).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
         let embed = get("model.embed_tokens.weight")?;
         let lm_head = opt("lm_head.weight")?.unwrap_or_else(|| embed.clone());
         let mut layers = Vec::with_capacity(cfg.num_layers);
@@ -121,7 +127,10 @@ impl GpuLlama {
     pub fn weight_bytes(&self) -> usize {
         let t = |x: &Tensor| x.elem_count() * x.dtype().size_in_bytes();
         let head = if self.cfg.tie_word_embeddings { 0 } else { t(&self.lm_head) };
-        t(&self.embed) + head + t(&self.norm) + self.layers.iter().map(|l| t(&l.attn_norm) + t(&l.qkv) + l.qkv_bias.as_ref().map_or(0, t) + t(&l.o) + t(&l.ffn_norm) + t(&l.gate_up) + t(&l.down)).sum::<usize>()
+        t(&self.embed)
+            + head
+            + t(&self.norm)
+            + self.layers.iter().map(|l| t(&l.attn_norm) + t(&l.qkv) + l.qkv_bias.as_ref().map_or(0, t) + t(&l.o) + t(&l.ffn_norm) + t(&l.gate_up) + t(&l.down)).sum::<usize>()
     }
 
     /// Geometry of this model's paged cache with `block_size`.

@@ -64,15 +64,7 @@ impl InplaceOp3 for KvWrite {
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        c: &mut candle_core::CudaStorage,
-        cl: &Layout,
-        k: &candle_core::CudaStorage,
-        kl: &Layout,
-        v: &candle_core::CudaStorage,
-        vl: &Layout,
-    ) -> Result<()> {
+    fn cuda_fwd(&self, c: &mut candle_core::CudaStorage, cl: &Layout, k: &candle_core::CudaStorage, kl: &Layout, v: &candle_core::CudaStorage, vl: &Layout) -> Result<()> {
         super::cuda::kv_write(&self.meta, c, cl, k, kl, v, vl)
     }
 }

@@ -22,10 +22,7 @@ const GIB: f64 = (1u64 << 30) as f64;
 pub fn kv_blocks(b: MemoryBudget, block_bytes: u64, block_size: usize, max_model_len: usize, override_blocks: Option<usize>) -> Result<usize, String> {
     let min_blocks = max_model_len.div_ceil(block_size.max(1));
     let too_small = |blocks: usize, why: String| {
-        format!(
-            "the KV pool of {blocks} blocks ({} tokens) cannot hold one sequence of --max-model-len {max_model_len} tokens ({min_blocks} blocks of {block_size}); {why}",
-            blocks * block_size
-        )
+        format!("the KV pool of {blocks} blocks ({} tokens) cannot hold one sequence of --max-model-len {max_model_len} tokens ({min_blocks} blocks of {block_size}); {why}", blocks * block_size)
     };
     if let Some(n) = override_blocks {
         return if n >= min_blocks { Ok(n) } else { Err(too_small(n, "raise --num-kv-blocks or lower --max-model-len".into())) };

@@ -54,11 +54,7 @@ impl GpuRunner {
             let vocab = l.dim(1)?;
             (l.flatten_all()?.to_vec1::<f32>()?, vocab)
         };
-        let pooled_h = if plan.pool_rows.is_empty() {
-            Vec::new()
-        } else {
-            hidden.narrow(0, plan.want.len(), plan.pool_rows.len())?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?
-        };
+        let pooled_h = if plan.pool_rows.is_empty() { Vec::new() } else { hidden.narrow(0, plan.want.len(), plan.pool_rows.len())?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()? };
         Ok(plan.finish(batch, &logits, vocab, &pooled_h, self.model.cfg.hidden_size, self.head.as_ref()))
     }
 }
