@@ -30,6 +30,7 @@ test: model test-lint test-deps test-rust test-python test-deploy test-cuda-comp
 
 # Formatting (rustfmt.toml) and clippy with warnings as errors, over every crate and target.
 test-lint:
+	@rustup component add rustfmt clippy >/dev/null 2>&1 || true
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
