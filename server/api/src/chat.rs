@@ -90,7 +90,7 @@ pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<R
     st.check_generation_model(&req.model)?;
     let msgs = template_messages(&req.messages)?;
     let n = match &req.harmlessness {
-        Some(h) => crate::harmlessness::check_options(h, req.sampling.n, st.limits.max_n)?,
+        Some(h) => crate::harmlessness::check_options(&st, h, req.sampling.n, st.limits.max_n)?,
         None => n_choices(&req.sampling, &st.limits)?,
     };
     let stops = stop_strings(&req.sampling, &st.limits)?;

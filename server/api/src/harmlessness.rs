@@ -361,8 +361,20 @@ fn rename_param(mut e: ApiError, prefix: &str) -> ApiError {
     e
 }
 
-/// Validate the extension; returns the number of candidates to sample.
-pub fn check_options(opts: &HarmlessnessOptions, n: Option<i64>, max_n: usize) -> Result<usize, ApiError> {
+/// Validate the extension before any candidate is generated, the scorer and the models it
+/// needs included (every 400/404 here costs no generation); returns the number of candidates.
+pub fn check_options(st: &AppState, opts: &HarmlessnessOptions, n: Option<i64>, max_n: usize) -> Result<usize, ApiError> {
+    match opts.scorer.as_deref().unwrap_or("constitutional") {
+        "constitutional" => {
+            st.feedback_model(opts.feedback_model.as_deref()).map_err(|e| rename_param(e, "harmlessness"))?;
+        }
+        "preference" => {
+            if st.scorers.is_empty() {
+                return Err(ApiError::invalid("harmlessness.scorer", "No reward model is served (start the server with --preference-model or --reward-head)."));
+            }
+        }
+        other => return Err(ApiError::invalid("harmlessness.scorer", format!("Unknown scorer `{other}` (constitutional, preference)."))),
+    }
     if n.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid("n", "With `harmlessness`, set the number of samples with `harmlessness.candidates`, not `n`."));
     }

@@ -284,6 +284,27 @@ async fn large_calls_fit_a_small_admission_queue() {
     wait_idle(&s).await;
 }
 
+/// The chat extension's options are checked before any candidate is generated: a bad scorer, a
+/// missing reward model or an unknown feedback model on an 8-candidate request is rejected
+/// without a single prompt token reaching the engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harmlessness_options_fail_before_any_generation() {
+    let s = spawn(&[]).await;
+    let before = metric(&s.metrics_base, "hhh_prompt_tokens_total").await;
+    for (opts, status, param) in [
+        (json!({"candidates": 8, "scorer": "nope"}), 400, "harmlessness.scorer"),
+        (json!({"candidates": 8, "scorer": "preference"}), 400, "harmlessness.scorer"),
+        (json!({"candidates": 8, "feedback_model": "nope"}), 404, "model"),
+    ] {
+        let body = json!({"model": MODEL, "messages": conv(), "max_tokens": 64, "harmlessness": opts});
+        let r = client().post(format!("{}/v1/chat/completions", s.base)).json(&body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{opts}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["param"], param, "{v}");
+    }
+    assert_eq!(metric(&s.metrics_base, "hhh_prompt_tokens_total").await, before, "the engine saw prompt tokens");
+}
+
 /// A second generative model (`--feedback-model`, here the same GGUF under another name, with
 /// its own engine) answers the feedback routes by name, with the same labels as the chat model.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
