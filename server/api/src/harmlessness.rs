@@ -302,8 +302,8 @@ pub const EMPTY_CANDIDATE: &str = "(no response)";
 pub async fn select_choices(st: &AppState, messages: &[ChatMessage], opts: &HarmlessnessOptions, choices: Vec<ChatChoice>) -> Result<(Vec<ChatChoice>, HarmlessnessSummary), ApiError> {
     let texts: Vec<String> = choices.iter().map(|c| if c.message.content.trim().is_empty() { EMPTY_CANDIDATE.to_string() } else { c.message.content.clone() }).collect();
     let scorer = opts.scorer.clone().unwrap_or_else(|| "constitutional".into());
-    let (scores, principles, position_bias) = match scorer.as_str() {
-        "constitutional" => {
+    let (scores, principles, position_bias) = match resolve_scorer(st, opts)? {
+        ScorerChoice::Constitutional => {
             let req = CompareRequest {
                 model: opts.feedback_model.clone(),
                 messages: messages.to_vec(),
@@ -320,12 +320,10 @@ pub async fn select_choices(st: &AppState, messages: &[ChatMessage], opts: &Harm
             let c = run_compare(st, req).await.map_err(|e| rename_param(e, "harmlessness"))?;
             (c.scores, c.principles, c.position_bias)
         }
-        "preference" => {
-            let sc = st.scorers.first().ok_or_else(|| ApiError::invalid("harmlessness.scorer", "No reward model is served (start the server with --preference-model or --reward-head)."))?;
+        ScorerChoice::Preference(sc) => {
             let r = crate::scoring::rewards_for(st, sc, messages, &texts).await?;
             (r.into_iter().map(f64::from).collect(), Vec::new(), None)
         }
-        other => return Err(ApiError::invalid("harmlessness.scorer", format!("Unknown scorer `{other}` (constitutional, preference)."))),
     };
     let order = crate::scoring::ranking(&scores);
     let mut rank = vec![0; scores.len()];
@@ -361,19 +359,33 @@ fn rename_param(mut e: ApiError, prefix: &str) -> ApiError {
     e
 }
 
+/// What scores the candidates of the chat extension.
+enum ScorerChoice<'a> {
+    /// Constitutional feedback from the chat model or `feedback_model`.
+    Constitutional,
+    /// The first reward model served.
+    Preference(&'a crate::Scorer),
+}
+
+/// The extension's `scorer`, resolved against what the server serves (one place for both the
+/// early check and the selection).
+fn resolve_scorer<'a>(st: &'a AppState, opts: &HarmlessnessOptions) -> Result<ScorerChoice<'a>, ApiError> {
+    match opts.scorer.as_deref().unwrap_or("constitutional") {
+        "constitutional" => Ok(ScorerChoice::Constitutional),
+        "preference" => st
+            .scorers
+            .first()
+            .map(ScorerChoice::Preference)
+            .ok_or_else(|| ApiError::invalid("harmlessness.scorer", "No reward model is served (start the server with --preference-model or --reward-head).")),
+        other => Err(ApiError::invalid("harmlessness.scorer", format!("Unknown scorer `{other}` (constitutional, preference)."))),
+    }
+}
+
 /// Validate the extension before any candidate is generated, the scorer and the models it
 /// needs included (every 400/404 here costs no generation); returns the number of candidates.
 pub fn check_options(st: &AppState, opts: &HarmlessnessOptions, n: Option<i64>, max_n: usize) -> Result<usize, ApiError> {
-    match opts.scorer.as_deref().unwrap_or("constitutional") {
-        "constitutional" => {
-            st.feedback_model(opts.feedback_model.as_deref()).map_err(|e| rename_param(e, "harmlessness"))?;
-        }
-        "preference" => {
-            if st.scorers.is_empty() {
-                return Err(ApiError::invalid("harmlessness.scorer", "No reward model is served (start the server with --preference-model or --reward-head)."));
-            }
-        }
-        other => return Err(ApiError::invalid("harmlessness.scorer", format!("Unknown scorer `{other}` (constitutional, preference)."))),
+    if let ScorerChoice::Constitutional = resolve_scorer(st, opts)? {
+        st.feedback_model(opts.feedback_model.as_deref()).map_err(|e| rename_param(e, "harmlessness"))?;
     }
     if n.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid("n", "With `harmlessness`, set the number of samples with `harmlessness.candidates`, not `n`."));
