@@ -5,7 +5,7 @@
 //! counts as in flight until its last byte is sent (or the client goes away).
 
 use crate::error::ApiError;
-use crate::AppState;
+use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};

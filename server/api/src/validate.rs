@@ -1,7 +1,7 @@
 //! Request parsing and validation. Every rejection names the field and the limit.
 
 use crate::error::ApiError;
-use crate::Limits;
+use crate::state::Limits;
 use axum::body::Body;
 use hhh_engine::SamplingParams;
 use hhh_proto::SamplingFields;

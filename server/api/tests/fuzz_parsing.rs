@@ -2,8 +2,9 @@
 //! before the engine: JSON parsing, field checks, validation, chat templating and tokenization.
 //! The property: no panic, and every rejection is a 4xx with a message.
 
-use hhh_api::chat::{template_messages, CHAT_FIELDS};
-use hhh_api::completions::COMPLETION_FIELDS;
+use hhh_api::prompt::template_messages;
+use hhh_api::routes::chat::CHAT_FIELDS;
+use hhh_api::routes::completions::COMPLETION_FIELDS;
 use hhh_api::validate::{n_choices, parse_json, resolve_max_tokens, sampling_params, stop_strings};
 use hhh_api::{ApiError, Limits};
 use hhh_proto::{ChatCompletionRequest, CompletionRequest};

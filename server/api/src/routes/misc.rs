@@ -1,9 +1,9 @@
 //! `/v1/models`, `/health`, `/tokenize`, `/detokenize`, and the 404 fallback.
 
-use crate::chat::{chat_prompt, template_messages};
 use crate::error::ApiError;
+use crate::prompt::{encode_text, render_chat, template_messages};
+use crate::state::AppState;
 use crate::validate::read_json;
-use crate::AppState;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -83,12 +83,8 @@ pub async fn tokenize(State(st): State<AppState>, body: Body) -> Result<Json<Tok
         }
     }
     let tokens = match (req.prompt, req.messages) {
-        (Some(p), None) => {
-            let tok = st.tokenizer.clone();
-            let special = req.add_special_tokens.unwrap_or(true);
-            tokio::task::spawn_blocking(move || tok.encode(&p, special)).await.map_err(|e| ApiError::internal(e.to_string()))?.map_err(|e| ApiError::internal(e.to_string()))?
-        }
-        (None, Some(m)) => chat_prompt(&st, template_messages(&m)?, req.add_generation_prompt.unwrap_or(true)).await?,
+        (Some(p), None) => encode_text(&st.tokenizer, p, req.add_special_tokens.unwrap_or(true)).await?,
+        (None, Some(m)) => render_chat(st.template.clone(), st.tokenizer.clone(), template_messages(&m)?, req.add_generation_prompt.unwrap_or(true)).await?,
         _ => return Err(ApiError::bad_request("Give exactly one of `prompt` and `messages`.")),
     };
     Ok(Json(TokenizeResponse { count: tokens.len(), tokens, max_model_len: st.engine.info().max_model_len }))

@@ -3,7 +3,7 @@
 //! of a prompt's choices took from the prefix cache (summed over prompts), completion tokens are
 //! summed over all choices.
 
-use crate::generate::ChoiceUsage;
+use crate::jobs::ChoiceUsage;
 use hhh_proto::{PromptTokensDetails, Usage};
 
 /// Accumulates [`ChoiceUsage`] of a request's choices; choice `i` belongs to prompt `i / n`.

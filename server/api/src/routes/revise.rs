@@ -18,22 +18,20 @@
 //! ```
 
 use crate::error::ApiError;
-use crate::generate::{new_id, now, submit_choice, ChoiceEvent};
-use crate::harmlessness::render_conversation;
+use crate::jobs::generate_text;
 use crate::middleware::RequestCtx;
+use crate::prompt::{critique_prompt, render_conversation, revision_prompt, text_prompt};
+use crate::respond::{error_data, json_data, new_id, now, sse_response, DONE};
+use crate::state::AppState;
 use crate::validate::read_json_only;
-use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Extension, State};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::StreamExt;
 use hhh_engine::SamplingParams;
 use hhh_proto::*;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use std::convert::Infallible;
 use std::sync::Arc;
 
 /// Most rounds per call.
@@ -44,10 +42,10 @@ const FIELDS: &[&str] = &["model", "messages", "response", "rounds", "principle_
 /// Where a generated critique or revision ends.
 const STOPS: [&str; 4] = ["\n\nHuman:", "\n\nCritiqueRequest:", "\n\nRevisionRequest:", "\n\n"];
 
-/// Generate a continuation of `prompt` (raw text) and return its text and token count.
+/// Generate a continuation of `prompt` (raw text) up to the first stop; returns the trimmed
+/// text and the prompt and completion token counts.
 async fn continue_text(st: &AppState, ctx: &Arc<RequestCtx>, prompt: &str, params: SamplingParams) -> Result<(String, usize, usize), ApiError> {
-    let mut ids: Vec<u32> = st.tokenizer.bos_for_text().into_iter().collect();
-    ids.extend(st.tokenizer.encode_as_text(prompt).map_err(|e| ApiError::internal(e.to_string()))?);
+    let ids = text_prompt(&st.tokenizer, prompt)?;
     let max_len = st.engine.info().max_model_len;
     if ids.len() + params.max_tokens > max_len {
         return Err(ApiError::invalid(
@@ -59,18 +57,8 @@ async fn continue_text(st: &AppState, ctx: &Arc<RequestCtx>, prompt: &str, param
             ),
         ));
     }
-    let prompt_len = ids.len();
-    let mut stream = Box::pin(submit_choice(st, ctx, 0, ids, params, STOPS.iter().map(|s| s.to_string()).collect())?);
-    let mut text = String::new();
-    while let Some(ev) = stream.next().await {
-        match ev {
-            ChoiceEvent::Delta { text: t, .. } => text.push_str(&t),
-            ChoiceEvent::Done { error: Some(e), .. } => return Err(e),
-            ChoiceEvent::Done { usage, .. } => return Ok((text.trim().to_string(), prompt_len, usage.completion_tokens)),
-            ChoiceEvent::PromptLogprobs { .. } => {}
-        }
-    }
-    Err(ApiError::unavailable("the engine stopped"))
+    let (text, usage) = generate_text(st, ctx, ids, params, STOPS.iter().map(|s| s.to_string()).collect()).await?;
+    Ok((text.trim().to_string(), usage.prompt_tokens, usage.completion_tokens))
 }
 
 /// A validated revise call.
@@ -103,20 +91,17 @@ pub async fn revise(State(st): State<AppState>, Extension(ctx): Extension<Arc<Re
         let mut state = (plan.response.clone(), Vec::new(), Usage::default());
         for r in 0..plan.chosen.len() {
             match round(&st, &ctx, &plan, r, &mut state).await {
-                Ok(done) => {
-                    let ev = RevisionRoundEvent { object: "harmlessness.revision.round".into(), index: r, round: done };
-                    yield Ok::<_, Infallible>(Event::default().data(serde_json::to_string(&ev).unwrap_or_default()));
-                }
+                Ok(done) => yield json_data(&RevisionRoundEvent { object: "harmlessness.revision.round".into(), index: r, round: done }),
                 Err(e) => {
-                    yield Ok(Event::default().data(serde_json::to_string(&e.body()).unwrap_or_default()));
+                    yield error_data(&e);
                     return;
                 }
             }
         }
-        yield Ok(Event::default().data(serde_json::to_string(&finish(&plan, state)).unwrap_or_default()));
-        yield Ok(Event::default().data("[DONE]"));
+        yield json_data(&finish(&plan, state));
+        yield DONE.to_string();
     };
-    Ok(([("x-accel-buffering", "no")], Sse::new(s).keep_alive(KeepAlive::default())).into_response())
+    Ok(sse_response(s))
 }
 
 /// The current response, the rounds so far and the token counts.
@@ -126,9 +111,9 @@ type Progress = (String, Vec<RevisionRound>, Usage);
 async fn round(st: &AppState, ctx: &Arc<RequestCtx>, plan: &Plan, r: usize, (current, out, usage): &mut Progress) -> Result<RevisionRound, ApiError> {
     let p = &st.constitution.critique_revision[plan.chosen[r]];
     let params = |step: u64| SamplingParams { temperature: plan.temperature, max_tokens: plan.max_tokens, seed: plan.seed.wrapping_add(2 * r as u64 + step), ..Default::default() };
-    let base = format!("{}\n\nAssistant: {current}\n\nCritiqueRequest: {}\n\nCritique:", plan.conversation, p.critique_request);
+    let base = critique_prompt(&plan.conversation, current, &p.critique_request);
     let (critique, pt, ct) = continue_text(st, ctx, &base, params(0)).await?;
-    let with_rev = format!("{base} {critique}\n\nRevisionRequest: {}\n\nRevision:", p.revision_request);
+    let with_rev = revision_prompt(&base, &critique, &p.revision_request);
     let (revision, pt2, ct2) = continue_text(st, ctx, &with_rev, params(1)).await?;
     usage.prompt_tokens += pt + pt2;
     usage.completion_tokens += ct + ct2;

@@ -9,33 +9,19 @@
 //! over its own tokens; all share the prompt's blocks through the prefix cache.
 
 use crate::error::ApiError;
-use crate::generate::{new_id, now};
+use crate::jobs::{option_logprob, run_waves};
+use crate::prompt::text_prompt;
+use crate::respond::{new_id, now};
+use crate::state::AppState;
 use crate::validate::read_json_only;
-use crate::AppState;
 use axum::body::Body;
 use axum::extract::State;
 use axum::Json;
-use hhh_engine::{EngineEvent, PoolingParams, RequestHandle, SamplingParams};
+use hhh_engine::{PoolingParams, SamplingParams};
 use hhh_proto::*;
 
 /// Most options per call.
 pub const MAX_OPTIONS: usize = 16;
-
-/// Drive one option-scoring request (prefill only, prompt logprobs over the option's tokens):
-/// the option's total logprob and the request's cached prompt tokens. `what` names the work in
-/// an engine error.
-pub(crate) async fn option_logprob(mut h: RequestHandle, what: &'static str) -> Result<(f64, usize), ApiError> {
-    let mut total = 0.0f64;
-    while let Some(ev) = h.recv().await {
-        match ev {
-            EngineEvent::PromptLogprobs { logprobs, .. } => total += logprobs.iter().map(|l| l.logprob as f64).sum::<f64>(),
-            EngineEvent::Finished { error: Some(e), .. } => return Err(ApiError::internal(format!("{what} failed: {e}"))),
-            EngineEvent::Finished { cached_tokens, .. } => return Ok((total, cached_tokens)),
-            _ => {}
-        }
-    }
-    Err(ApiError::unavailable("the engine stopped"))
-}
 
 /// `POST /v1/harmlessness/label`.
 pub async fn label(State(st): State<AppState>, body: Body) -> Result<Json<LabelResponse>, ApiError> {
@@ -50,8 +36,7 @@ pub async fn label(State(st): State<AppState>, body: Body) -> Result<Json<LabelR
         return Err(ApiError::invalid("options", format!("`options` must hold between 2 and {MAX_OPTIONS} strings, got {k}.")));
     }
     let tok = &fm.tokenizer;
-    let mut prompt: Vec<u32> = tok.bos_for_text().into_iter().collect();
-    prompt.extend(tok.encode_as_text(&req.prompt).map_err(|e| ApiError::internal(e.to_string()))?);
+    let prompt = text_prompt(tok, &req.prompt)?;
     let max_len = fm.engine.info().max_model_len;
     let mut jobs = Vec::with_capacity(k);
     let mut lens = Vec::with_capacity(k);
@@ -73,7 +58,7 @@ pub async fn label(State(st): State<AppState>, body: Body) -> Result<Json<LabelR
         lens.push(ids.len());
         jobs.push((full, SamplingParams { max_tokens: 0, prompt_logprobs: Some(0), prompt_logprobs_start: prompt.len(), pooling: Some(PoolingParams::default()), ..Default::default() }));
     }
-    let results = crate::scoring::run_waves(&fm.engine, jobs, st.request_timeout, |h| option_logprob(h, "label scoring")).await?;
+    let results = run_waves(&fm.engine, jobs, st.request_timeout, |h| option_logprob(h, "label scoring")).await?;
     let lp: Vec<f64> = results.iter().map(|r| r.0).collect();
     let m = lp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let z: f64 = lp.iter().map(|l| (l - m).exp()).sum();

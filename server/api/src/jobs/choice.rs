@@ -4,7 +4,7 @@
 
 use crate::error::ApiError;
 use crate::middleware::RequestCtx;
-use crate::AppState;
+use crate::state::AppState;
 use futures::Stream;
 use hhh_engine::{EngineEvent, FinishReason, RequestHandle, SamplingParams, TokenLogprob};
 use hhh_metrics::Metrics;
@@ -169,12 +169,19 @@ fn choice_stream(index: usize, mut handle: RequestHandle, tok: Arc<Tokenizer>, s
     }
 }
 
-/// Seconds since the Unix epoch.
-pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-/// A fresh response id with the given prefix.
-pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}-{:032x}", rand::random::<u128>())
+/// Generate one choice to the end (or its first stop string) and return its text and token
+/// counts; for routes that build on whole generations (revision rounds).
+pub async fn generate_text(st: &AppState, ctx: &Arc<RequestCtx>, prompt: Vec<u32>, params: SamplingParams, stops: Vec<String>) -> Result<(String, ChoiceUsage), ApiError> {
+    let prompt_len = prompt.len();
+    let mut stream = Box::pin(submit_choice(st, ctx, 0, prompt, params, stops)?);
+    let mut text = String::new();
+    while let Some(ev) = futures::StreamExt::next(&mut stream).await {
+        match ev {
+            ChoiceEvent::Delta { text: t, .. } => text.push_str(&t),
+            ChoiceEvent::Done { error: Some(e), .. } => return Err(e),
+            ChoiceEvent::Done { usage, .. } => return Ok((text, ChoiceUsage { prompt_tokens: prompt_len, ..usage })),
+            ChoiceEvent::PromptLogprobs { .. } => {}
+        }
+    }
+    Err(ApiError::unavailable("the engine stopped"))
 }

@@ -1,0 +1,212 @@
+//! `POST /v1/chat/completions`: plan (messages, sampling, logprobs, the `harmlessness`
+//! extension) → chat template → n choices through the response assembler; with `harmlessness`,
+//! the candidates are scored and selected ([`crate::select`]) before anything is sent.
+
+use crate::error::ApiError;
+use crate::jobs::ChoiceEvent;
+use crate::middleware::RequestCtx;
+use crate::prompt::{render_chat, template_messages};
+use crate::respond::{collect, json_data, new_id, now, sse, sse_response, Choices, Framer, DONE};
+use crate::select::{self, SelectionPlan};
+use crate::state::AppState;
+use crate::validate::{n_choices, read_json, resolve_max_tokens, sampling_params, stop_strings};
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use hhh_engine::{SamplingParams, TokenLogprob};
+use hhh_proto::*;
+use hhh_text::Tokenizer;
+use std::sync::Arc;
+
+pub const CHAT_FIELDS: &[&str] = &["messages", "max_completion_tokens", "logprobs", "top_logprobs", "add_generation_prompt", "harmlessness"];
+
+/// One token's logprobs in the chat format.
+pub fn chat_logprob(tok: &Tokenizer, t: &TokenLogprob) -> ChatTokenLogprob {
+    let text = tok.token_text(t.token);
+    ChatTokenLogprob {
+        bytes: text.as_bytes().to_vec(),
+        token: text,
+        logprob: t.logprob,
+        top_logprobs: t
+            .top
+            .iter()
+            .map(|&(id, lp)| {
+                let s = tok.token_text(id);
+                TopLogprob { bytes: s.as_bytes().to_vec(), token: s, logprob: lp }
+            })
+            .collect(),
+    }
+}
+
+/// A validated chat request: everything the engine needs, decided before the first submission.
+struct Plan {
+    model: String,
+    prompt: Vec<u32>,
+    params: SamplingParams,
+    stops: Vec<String>,
+    n: usize,
+    /// `Some(k)`: logprobs with k alternatives.
+    top: Option<usize>,
+    stream: bool,
+    include_usage: bool,
+    /// The `harmlessness` extension.
+    selection: Option<SelectionPlan>,
+    messages: Vec<ChatMessage>,
+}
+
+async fn plan(st: &AppState, req: ChatCompletionRequest) -> Result<Plan, ApiError> {
+    st.check_generation_model(&req.model)?;
+    let msgs = template_messages(&req.messages)?;
+    let selection = match &req.harmlessness {
+        Some(h) => Some(select::plan(st, h, &req.messages, req.sampling.n, st.limits.max_n)?),
+        None => None,
+    };
+    let n = match &selection {
+        Some(s) => s.candidates,
+        None => n_choices(&req.sampling, &st.limits)?,
+    };
+    let stops = stop_strings(&req.sampling, &st.limits)?;
+    let top = match (req.logprobs.unwrap_or(false), req.top_logprobs) {
+        (_, Some(k)) if k < 0 || k as usize > st.limits.max_logprobs => {
+            return Err(ApiError::invalid("top_logprobs", format!("`top_logprobs` must be between 0 and {}, got {k}.", st.limits.max_logprobs)))
+        }
+        (false, Some(_)) => return Err(ApiError::invalid("top_logprobs", "`top_logprobs` requires `logprobs` to be true.")),
+        (true, k) => Some(k.unwrap_or(0) as usize),
+        (false, None) => None,
+    };
+    let prompt = render_chat(st.template.clone(), st.tokenizer.clone(), msgs, req.add_generation_prompt.unwrap_or(true)).await?;
+    let info = st.engine.info();
+    let field = if req.max_completion_tokens.is_some() { "max_completion_tokens" } else { "max_tokens" };
+    let mt = resolve_max_tokens(field, "messages", req.max_completion_tokens.or(req.sampling.max_tokens), None, prompt.len(), info.max_model_len, info.num_blocks * info.block_size)?;
+    let params = sampling_params(&req.sampling, mt, top, st.tokenizer.vocab_size())?;
+    let include_usage = req.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    Ok(Plan { model: req.model, prompt, params, stops, n, top, stream: req.sampling.stream, include_usage, selection, messages: req.messages })
+}
+
+pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>, body: Body) -> Result<Response, ApiError> {
+    let req: ChatCompletionRequest = read_json(body, &st.limits, CHAT_FIELDS).await?;
+    let plan = plan(&st, req).await?;
+    let choices = Choices::submit(&st, &ctx, vec![(plan.prompt.clone(), plan.params.clone())], plan.n, &plan.stops)?;
+    let framer = ChatFramer { tok: st.tokenizer.clone(), id: new_id("chatcmpl"), created: now(), model: plan.model.clone(), n: plan.n, top: plan.top, choices: Vec::new() };
+    if plan.stream && plan.selection.is_none() {
+        return Ok(sse(choices, framer, plan.include_usage));
+    }
+    let (framer, usage) = collect(choices, framer.with_choices()).await?;
+    let (choices, harmlessness) = match plan.selection {
+        Some(sel) => {
+            let (c, summary) = select::select(&st, sel, &plan.messages, framer.choices).await?;
+            (c, Some(summary))
+        }
+        None => (framer.choices, None),
+    };
+    let resp = ChatCompletionResponse { id: framer.id, object: "chat.completion".into(), created: framer.created, model: plan.model, choices, usage, harmlessness };
+    if plan.stream {
+        return Ok(sse_response(futures::stream::iter(selected_payloads(resp, plan.include_usage))));
+    }
+    Ok(Json(resp).into_response())
+}
+
+/// Chat chunks and the aggregated chat body.
+struct ChatFramer {
+    tok: Arc<Tokenizer>,
+    id: String,
+    created: u64,
+    model: String,
+    n: usize,
+    top: Option<usize>,
+    /// Non-streaming: the choices so far.
+    choices: Vec<ChatChoice>,
+}
+
+impl ChatFramer {
+    fn with_choices(mut self) -> Self {
+        let top = self.top;
+        self.choices = (0..self.n)
+            .map(|i| ChatChoice {
+                index: i,
+                message: AssistantMessage { role: "assistant".into(), content: String::new() },
+                logprobs: top.map(|_| ChatLogprobs::default()),
+                finish_reason: None,
+                harmlessness: None,
+            })
+            .collect();
+        self
+    }
+
+    fn chunk_of(&self, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> ChatCompletionChunk {
+        ChatCompletionChunk { id: self.id.clone(), object: "chat.completion.chunk".into(), created: self.created, model: self.model.clone(), choices, usage, harmlessness: None }
+    }
+}
+
+impl Framer for ChatFramer {
+    type Chunk = ChatCompletionChunk;
+
+    fn opening(&mut self) -> Vec<ChatCompletionChunk> {
+        (0..self.n)
+            .map(|i| {
+                let d = ChatDelta { role: Some("assistant".into()), content: Some(String::new()) };
+                self.chunk_of(vec![ChatChunkChoice { index: i, delta: d, logprobs: None, finish_reason: None, harmlessness: None }], None)
+            })
+            .collect()
+    }
+
+    fn chunk(&mut self, ev: &ChoiceEvent) -> Option<ChatCompletionChunk> {
+        match ev {
+            ChoiceEvent::Delta { index, text, token } => {
+                let lp = match (self.top, token) {
+                    (Some(_), Some(t)) => Some(ChatLogprobs { content: vec![chat_logprob(&self.tok, t)] }),
+                    _ => None,
+                };
+                if text.is_empty() && lp.is_none() {
+                    return None;
+                }
+                let d = ChatDelta { role: None, content: Some(text.clone()) };
+                Some(self.chunk_of(vec![ChatChunkChoice { index: *index, delta: d, logprobs: lp, finish_reason: None, harmlessness: None }], None))
+            }
+            ChoiceEvent::Done { index, finish_reason, .. } => {
+                Some(self.chunk_of(vec![ChatChunkChoice { index: *index, delta: ChatDelta::default(), logprobs: None, finish_reason: Some(finish_reason.clone()), harmlessness: None }], None))
+            }
+            ChoiceEvent::PromptLogprobs { .. } => None,
+        }
+    }
+
+    fn usage_chunk(&mut self, usage: Usage) -> ChatCompletionChunk {
+        self.chunk_of(vec![], Some(usage))
+    }
+
+    fn absorb(&mut self, ev: ChoiceEvent) {
+        match ev {
+            ChoiceEvent::Delta { index, text, token } => {
+                let tok = self.tok.clone();
+                let c = &mut self.choices[index];
+                c.message.content.push_str(&text);
+                if let (Some(lp), Some(t)) = (c.logprobs.as_mut(), token) {
+                    lp.content.push(chat_logprob(&tok, &t));
+                }
+            }
+            ChoiceEvent::Done { index, finish_reason, .. } => self.choices[index].finish_reason = Some(finish_reason),
+            ChoiceEvent::PromptLogprobs { .. } => {}
+        }
+    }
+}
+
+/// The SSE payloads of a finished (selected) response: with `harmlessness` the stream can only
+/// start after selection, so the selected choices are sent whole, then the finish reasons, the
+/// usage and the summary.
+fn selected_payloads(resp: ChatCompletionResponse, include_usage: bool) -> Vec<String> {
+    let chunk = |choices: Vec<ChatChunkChoice>, usage: Option<Usage>, h: Option<HarmlessnessSummary>| {
+        json_data(&ChatCompletionChunk { id: resp.id.clone(), object: "chat.completion.chunk".into(), created: resp.created, model: resp.model.clone(), choices, usage, harmlessness: h })
+    };
+    let mut out = Vec::new();
+    for c in &resp.choices {
+        let d = ChatDelta { role: Some("assistant".into()), content: Some(c.message.content.clone()) };
+        out.push(chunk(vec![ChatChunkChoice { index: c.index, delta: d, logprobs: c.logprobs.clone(), finish_reason: None, harmlessness: c.harmlessness.clone() }], None, None));
+    }
+    for c in &resp.choices {
+        out.push(chunk(vec![ChatChunkChoice { index: c.index, delta: ChatDelta::default(), logprobs: None, finish_reason: c.finish_reason.clone(), harmlessness: None }], None, None));
+    }
+    out.push(chunk(vec![], include_usage.then(|| resp.usage.clone()), resp.harmlessness.clone()));
+    out.push(DONE.to_string());
+    out
+}
