@@ -51,6 +51,7 @@ test-python: build
 	$(PYTHON) -m pip install --quiet "openai>=1.40" "openapi-spec-validator==0.9.0" "openapi-schema-validator==0.9.0"
 	$(PYTHON) tests/openai_client_test.py
 	$(PYTHON) tests/openapi_conformance_test.py
+	$(PYTHON) tests/hh_rlhf_parity_test.py
 
 # Offline validation of deploy/ (hadolint, helm lint/template, kubernetes-validate, CRD schemas,
 # promtool rule tests, cross-object check against a running server's /metrics).

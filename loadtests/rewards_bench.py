@@ -20,10 +20,11 @@ import argparse
 import concurrent.futures as cf
 import json
 import os
-import subprocess
 import sys
 import time
-import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+from hhhlib import metric, parse_transcript as parse, post, server  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target/release/hhh-server")
@@ -33,55 +34,12 @@ DATA = os.path.join(ROOT, "../shared/data/hh-rlhf/harmless-base-test.jsonl")
 NAME = "smollm2-135m-instruct"
 
 
-def parse(t):
-    """hh-rlhf transcript -> list of {role, content}; None unless it ends with the assistant."""
-    turns, rest = [], t
-    marks = {"\n\nHuman: ": "user", "\n\nAssistant: ": "assistant"}
-    while rest:
-        for m, role in marks.items():
-            if rest.startswith(m):
-                body = rest[len(m):]
-                break
-        else:
-            return None
-        nxt = [i for i in (body.find("\n\nHuman: "), body.find("\n\nAssistant: ")) if i >= 0]
-        cut = min(nxt) if nxt else len(body)
-        turns.append({"role": role, "content": body[:cut].strip()})
-        rest = body[cut:]
-    return turns if turns and turns[-1]["role"] == "assistant" and turns[-1]["content"] else None
-
-
-def post(base, path, body):
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=600) as r:
-        return json.loads(r.read())
-
-
-def metric(base, name):
-    text = urllib.request.urlopen(base + "/metrics", timeout=30).read().decode()
-    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(name + " ") or l.startswith(name + "{"))
-
-
-def start(port, extra):
-    args = [BIN, "serve", "--model", MODEL, "--port", str(port), "--reward-head", HEAD, "--max-model-len", "2048"] + extra
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if urllib.request.urlopen(base + "/health/ready", timeout=2).status == 200:
-                return p, base
-        except Exception:
-            time.sleep(0.2)
-    p.kill()
-    sys.exit("server did not become ready")
-
-
 def workload(pairs, k, max_chars):
     rows = [json.loads(l) for l in open(DATA)]
     convs, pool = [], []
     for r in rows:
         c, j = parse(r["chosen"]), parse(r["rejected"])
-        if not c or not j or len(r["chosen"]) > max_chars:
+        if not c or not j or len(r["chosen"]) > max_chars or not c[-1]["content"] or not j[-1]["content"]:
             continue
         convs.append((c[:-1], [c[-1]["content"], j[-1]["content"]]))
         pool.append(c[-1]["content"])
@@ -126,8 +84,7 @@ def main():
     ks = [int(x) for x in a.ks.split(",")]
     results = {}
     for mode, extra in (("ours", []), ("naive", ["--no-prefix-caching"])):
-        p, base = start(a.port, extra)
-        try:
+        with server(a.port, ["--model", MODEL, "--reward-head", HEAD, "--max-model-len", "2048"] + extra) as base:
             for k in ks:
                 work = workload(a.pairs, k, a.max_chars)
                 q0, h0 = metric(base, "hhh_prefix_cache_queries_tokens_total"), metric(base, "hhh_prefix_cache_hits_tokens_total")
@@ -135,9 +92,6 @@ def main():
                 q1, h1 = metric(base, "hhh_prefix_cache_queries_tokens_total"), metric(base, "hhh_prefix_cache_hits_tokens_total")
                 results[(mode, k)] = (n, dt, (h1 - h0) / max(q1 - q0, 1))
                 print(f"{mode} k={k}: {n} pairs in {dt:.1f} s", file=sys.stderr)
-        finally:
-            p.terminate()
-            p.wait()
     print(f"| responses per conversation | ours pairs/s | naive pairs/s | ratio | prefix-cache hit rate (ours) |")
     print("|---|---|---|---|---|")
     for k in ks:

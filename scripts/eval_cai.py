@@ -22,23 +22,12 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import time
-import urllib.request
+
+from hhhlib import MODEL, metric, post, server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVALS = os.path.join(ROOT, "../shared/data/constitution/evals")
-
-
-def post(base, path, body):
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=900) as r:
-        return json.loads(r.read())
-
-
-def metric(base, name):
-    text = urllib.request.urlopen(base + "/metrics", timeout=30).read().decode()
-    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(name + " ") or l.startswith(name + "{"))
 
 
 def rows(name, n):
@@ -72,18 +61,7 @@ def main():
     ap.add_argument("--base-url", default=None)
     ap.add_argument("--port", type=int, default=18433)
     a = ap.parse_args()
-    proc = None
-    base = a.base_url
-    if base is None:
-        base = f"http://127.0.0.1:{a.port}"
-        proc = subprocess.Popen([os.path.join(ROOT, "target/release/hhh-server"), "serve", "--model", os.path.join(ROOT, "models/SmolLM2-135M-Instruct.Q4_1.gguf"), "--port", str(a.port), "--max-model-len", "2048"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(base + "/health/ready", timeout=2)
-                break
-            except Exception:
-                time.sleep(0.2)
-    try:
+    with server(a.port, ["--model", MODEL, "--max-model-len", "2048"], a.base_url) as base:
         q0, h0, t0 = metric(base, "hhh_prefix_cache_queries_tokens_total"), metric(base, "hhh_prefix_cache_hits_tokens_total"), time.time()
         table = []
         # 438 HHH: both orders.
@@ -127,10 +105,7 @@ def main():
             print(f"| {name} | {k / max(n, 1):.3f} ({k}/{n}) | {n} | {chance} |")
         print(f"\n438HHH position bias {hhh_bias:+.2f}; HarmfulVsEthical answered (A) in {hve_a:.2f} of rows; "
               f"prefix-cache hit rate {(h1 - h0) / max(q1 - q0, 1):.2f}; {time.time() - t0:.0f} s")
-    finally:
-        if proc:
-            proc.terminate()
-            proc.wait()
+
 
 
 if __name__ == "__main__":

@@ -20,41 +20,13 @@ Usage: python3 scripts/eval_harmlessness.py [--pairs 40] [--principles 4] [--max
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
-import urllib.request
+
+from hhhlib import hh_pairs, metric, post, server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "../shared/data/hh-rlhf/harmless-base-test.jsonl")
-
-
-def parse(t):
-    turns, rest = [], t
-    marks = {"\n\nHuman: ": "user", "\n\nAssistant: ": "assistant"}
-    while rest:
-        for m, role in marks.items():
-            if rest.startswith(m):
-                body = rest[len(m):]
-                break
-        else:
-            return None
-        nxt = [i for i in (body.find("\n\nHuman: "), body.find("\n\nAssistant: ")) if i >= 0]
-        cut = min(nxt) if nxt else len(body)
-        turns.append({"role": role, "content": body[:cut].strip()})
-        rest = body[cut:]
-    return turns if turns and turns[-1]["role"] == "assistant" and turns[-1]["content"] else None
-
-
-def post(base, path, body):
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=900) as r:
-        return json.loads(r.read())
-
-
-def metric(base, name):
-    text = urllib.request.urlopen(base + "/metrics", timeout=30).read().decode()
-    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(name + " ") or l.startswith(name + "{"))
 
 
 def main():
@@ -66,26 +38,11 @@ def main():
     ap.add_argument("--port", type=int, default=18432)
     ap.add_argument("--no-prefix-caching", action="store_true", help="start the server with prefix caching off (benchmark baseline)")
     a = ap.parse_args()
-    proc = None
-    base = a.base_url
-    if base is None:
-        binary = os.path.join(ROOT, "target/release/hhh-server")
-        extra = ["--no-prefix-caching"] if a.no_prefix_caching else []
-        proc = subprocess.Popen([binary, "serve", "--port", str(a.port), "--max-model-len", "2048"] + extra, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        base = f"http://127.0.0.1:{a.port}"
-        for _ in range(600):
-            try:
-                if urllib.request.urlopen(base + "/health/ready", timeout=2).status == 200:
-                    break
-            except Exception:
-                time.sleep(0.2)
-    try:
+    extra = ["--max-model-len", "2048"] + (["--no-prefix-caching"] if a.no_prefix_caching else [])
+    with server(a.port, extra, a.base_url) as base:
         rows = []
-        for line in open(DATA):
-            r = json.loads(line)
-            c, j = parse(r["chosen"]), parse(r["rejected"])
-            if c and j and len(r["chosen"]) <= a.max_chars and len(r["rejected"]) <= a.max_chars and c[:-1] == j[:-1] and c[-1] != j[-1]:
-                rows.append((c[:-1], c[-1]["content"], j[-1]["content"]))
+        for row in hh_pairs(DATA, a.max_chars):
+            rows.append(row)
             if len(rows) >= a.pairs:
                 break
         q0, h0 = metric(base, "hhh_prefix_cache_queries_tokens_total"), metric(base, "hhh_prefix_cache_hits_tokens_total")
@@ -111,10 +68,6 @@ def main():
         print("| label | agreement with the human label |\n|---|---|")
         for k, c in agree.items():
             print(f"| {k} | {c / n:.3f} ({c}/{n}) |")
-    finally:
-        if proc:
-            proc.terminate()
-            proc.wait()
 
 
 if __name__ == "__main__":

@@ -69,12 +69,12 @@ fn extended_len(k: usize) -> usize {
 }
 
 /// Lanes of the f32 path's accumulators on this machine: 16 with AVX-512F (unless
-/// `HHH_NO_AVX512=1`, for A/B measurements), else 8. Checked once.
+/// [`super::isa::IsaLimits::no_avx512`], for A/B measurements), else 8. Checked once.
 pub fn vector_lanes() -> usize {
     static L: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *L.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
-        if super::has_avx2_fma() && is_x86_feature_detected!("avx512f") && std::env::var("HHH_NO_AVX512").map_or(true, |v| v != "1") {
+        if super::has_avx2_fma() && is_x86_feature_detected!("avx512f") && !super::isa::limits().no_avx512 {
             return 16;
         }
         8

@@ -15,6 +15,7 @@
 //! are read once per step for every row of the batch.
 
 pub mod dense;
+pub mod isa;
 pub mod q4_1;
 mod q4_1_x16;
 pub mod q8_0;

@@ -137,13 +137,13 @@ pub(super) fn group_tiles(j0: usize, j1: usize, m: usize, tile_rows: usize, part
 }
 
 /// Whether the interleaved kernel can run here: AVX-512F, BW and VNNI, unless
-/// `HHH_NO_VNNI512=1` (for A/B measurements). Checked once.
+/// [`super::isa::IsaLimits::no_vnni512`] (for A/B measurements). Checked once.
 pub fn has_vnni512() -> bool {
     static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *A.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
-            return std::env::var("HHH_NO_VNNI512").map_or(true, |v| v != "1");
+            return !super::isa::limits().no_vnni512;
         }
         false
     })

@@ -16,7 +16,7 @@
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use hhh_engine::{spawn_engine, EngineClient, EngineConfig, EngineEvent, SamplingParams, SchedulerConfig};
+use hhh_engine::{spawn_engine, EngineClient, EngineConfig, EngineEvent, ExecutorError, SamplingParams, SchedulerConfig};
 use hhh_kernels::cpu::CacheGeom;
 use hhh_kernels::SeqMeta;
 use hhh_model::gpu::ops::{KvWrite, PagedAttention};
@@ -158,9 +158,9 @@ fn engine_on(dir: &Path, device: &Device, dtype: DType) -> anyhow::Result<Engine
         ..Default::default()
     };
     let (dir, device) = (dir.to_path_buf(), device.clone());
-    Ok(spawn_engine(cfg, move || {
-        let m = GpuLlama::load(&dir, &device, dtype).map_err(|e| e.to_string())?;
-        GpuRunner::new(m, 256, 16).map_err(|e| e.to_string())
+    Ok(spawn_engine(cfg, move |kv| {
+        let m = GpuLlama::load(&dir, &device, dtype).map_err(ExecutorError::startup)?;
+        GpuRunner::new(m, kv).map_err(ExecutorError::startup)
     })?)
 }
 

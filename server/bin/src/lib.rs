@@ -74,6 +74,19 @@ pub struct ServeArgs {
     /// Compute threads (default: all cores).
     #[arg(long, env = "HHH_THREADS")]
     pub threads: Option<usize>,
+    /// Reference arithmetic on the CPU: candle's dense attention and scalar Q4_1 dot products
+    /// instead of the paged and SIMD kernels, f32 KV (exact cross-checks against candle; slow).
+    #[arg(long, env = "HHH_DENSE_ATTENTION", hide_short_help = true)]
+    pub dense_attention: bool,
+    /// Prompt tokens through the int8 path too, instead of the f32 Q4_1 path (A/B measurements).
+    #[arg(long, env = "HHH_PROMPT_INT8", hide_short_help = true)]
+    pub prompt_int8: bool,
+    /// Leave AVX-512F unused in the f32 kernels, 8-lane AVX2 instead (A/B measurements).
+    #[arg(long, env = "HHH_NO_AVX512", hide_short_help = true)]
+    pub no_avx512: bool,
+    /// Leave the AVX-512 VNNI Q4_1 kernel unused, the AVX2 kernels instead (A/B measurements).
+    #[arg(long, env = "HHH_NO_VNNI512", hide_short_help = true)]
+    pub no_vnni512: bool,
     /// Largest request body in bytes (413 above).
     #[arg(long, env = "HHH_MAX_BODY_BYTES", default_value_t = 4 << 20)]
     pub max_body_bytes: usize,
@@ -227,10 +240,8 @@ impl Server {
 
 /// Load everything, bind, warm up; the returned server is ready.
 pub async fn start(a: ServeArgs) -> anyhow::Result<Server> {
-    if let Some(t) = a.threads {
-        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
-        std::env::set_var("CANDLE_NUM_THREADS", t.to_string());
-    }
+    let isa = hhh_kernels::quant::isa::IsaLimits { no_avx512: a.no_avx512, no_vnni512: a.no_vnni512 };
+    hhh_kernels::quant::isa::limit(isa).map_err(|now| anyhow::anyhow!("--no-avx512/--no-vnni512 cannot change in a running process (in force: {now:?})"))?;
     let metrics = Arc::new(Metrics::new());
     let main = load_engine(&a, &a.model, a.reward_head.as_deref(), a.kv_cache_gb, a.num_kv_blocks, metrics.clone())?;
     let name = served_name(&a);

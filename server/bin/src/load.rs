@@ -6,7 +6,7 @@
 use crate::ServeArgs;
 use anyhow::Context;
 use candle_core::DType;
-use hhh_engine::{spawn_engine, EngineClient, EngineConfig, SchedulerConfig};
+use hhh_engine::{spawn_engine, EngineClient, EngineConfig, ExecutorError, SchedulerConfig};
 use hhh_metrics::Metrics;
 use hhh_model::attention::PagedKvCache;
 use hhh_model::gpu::{GpuLlama, GpuRunner};
@@ -33,13 +33,15 @@ pub(crate) fn load_engine(a: &ServeArgs, path: &std::path::Path, head_file: Opti
         return load_gpu_engine(a, path, tokenizer, head_file, kv_gb, kv_blocks, metrics);
     }
     let t0 = std::time::Instant::now();
-    let model = LlamaModel::load(path).with_context(|| format!("loading {}", path.display()))?;
+    let mut model = LlamaModel::load(path).with_context(|| format!("loading {}", path.display()))?;
+    model.dense_attention = a.dense_attention;
+    model.prompt_f32 = !a.prompt_int8;
     let builtin = if path.is_dir() { RewardHead::from_hf_dir(path)? } else { None };
     let seq_cls = builtin.is_some();
     let head = pick_head(path, builtin, head_file)?;
     let c = model.cfg.clone();
     let max_model_len = max_model_len(a, &c, path)?;
-    // Reference mode (HHH_DENSE_ATTENTION=1) keeps f32 K/V: its results must equal candle's.
+    // Reference mode (--dense-attention) keeps f32 K/V: its results must equal candle's.
     let kv_dtype = model.kv_dtype(a.kv_cache_dtype);
     let per_block = PagedKvCache::bytes_per_token(c.num_layers, c.num_kv_heads, c.head_dim, kv_dtype) * a.block_size;
     let num_blocks = kv_blocks.unwrap_or(((kv_gb * (1u64 << 30) as f64) / per_block as f64) as usize);
@@ -48,12 +50,12 @@ pub(crate) fn load_engine(a: &ServeArgs, path: &std::path::Path, head_file: Opti
     tracing::info!(model = %path.display(), dtype = %model.dtype_name, layers = c.num_layers, load_s = t0.elapsed().as_secs_f32(),
         num_blocks, block_size = a.block_size, kv_dtype = kv_dtype.name(), kv_tokens = num_blocks * a.block_size, kv_mib = (num_blocks * per_block) >> 20, reward_head = ?num_labels, "model loaded");
     let cfg = engine_config(a, &c, &tokenizer, max_model_len, num_blocks, metrics);
-    let bs = a.block_size;
+    let threads = a.threads.unwrap_or(0);
     let dtype = model.dtype_name.clone();
-    let engine = spawn_engine(cfg, move || {
-        let r = ModelRunner::new(model, RunnerConfig { num_blocks, block_size: bs, kv_dtype: Some(kv_dtype) });
+    let engine = spawn_engine(cfg, move |kv| {
+        let r = ModelRunner::new(model, RunnerConfig { kv, kv_dtype: Some(kv_dtype), threads });
         match head {
-            Some(h) => r.with_head(h).map_err(|e| e.to_string()),
+            Some(h) => r.with_head(h).map_err(ExecutorError::startup),
             None => Ok(r),
         }
     })?;
@@ -85,7 +87,7 @@ fn engine_config(a: &ServeArgs, c: &hhh_model::LlamaConfig, tokenizer: &Tokenize
     EngineConfig {
         max_waiting_requests: a.max_waiting_requests,
         max_waiting_tokens: a.max_waiting_tokens,
-        metrics,
+        observer: metrics,
         scheduler: SchedulerConfig {
             max_num_seqs: a.max_num_seqs,
             max_num_batched_tokens: a.max_num_batched_tokens,
@@ -137,11 +139,10 @@ fn load_gpu_engine(
     tracing::info!(model = %path.display(), device = %a.device, dtype = %dtype_name, layers = c.num_layers, load_s = t0.elapsed().as_secs_f32(),
         num_blocks, block_size = a.block_size, kv_tokens = num_blocks * a.block_size, kv_mib = (num_blocks * per_block) >> 20, reward_head = ?num_labels, "model loaded");
     let cfg = engine_config(a, &c, &tokenizer, max_model_len, num_blocks, metrics);
-    let bs = a.block_size;
-    let engine = spawn_engine(cfg, move || {
-        let r = GpuRunner::new(model, num_blocks, bs).map_err(|e| e.to_string())?;
+    let engine = spawn_engine(cfg, move |kv| {
+        let r = GpuRunner::new(model, kv).map_err(ExecutorError::startup)?;
         match head {
-            Some(h) => r.with_head(h).map_err(|e| e.to_string()),
+            Some(h) => r.with_head(h).map_err(ExecutorError::startup),
             None => Ok(r),
         }
     })?;

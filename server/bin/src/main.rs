@@ -30,7 +30,15 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
-        Cmd::Serve(args) => serve_main(*args),
+        Cmd::Serve(args) => {
+            // candle sizes its own CPU pools from the environment only: set it here, while this
+            // is the only thread (the model runner takes --threads from its config).
+            if let Some(t) = args.threads {
+                std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+                std::env::set_var("CANDLE_NUM_THREADS", t.to_string());
+            }
+            serve_main(*args)
+        }
         Cmd::TrainRewardHead(args) => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
             tracing_subscriber::fmt().with_env_filter(filter).init();

@@ -5,11 +5,11 @@
 
 use crate::client::{EngineClient, EngineInfo};
 use crate::error::EngineError;
-use crate::executor::Executor;
+use crate::executor::{Executor, ExecutorError, KvGeometry};
+use crate::observe::{EngineObserver, NoObserver, StatsSnapshot, StepStats};
 use crate::request::{EngineEvent, FinishReason, Request, RequestId, SamplingParams, TokenId};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::tracker::Tracker;
-use hhh_metrics::Metrics;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, TryRecvError};
@@ -24,13 +24,14 @@ pub struct EngineConfig {
     pub max_waiting_requests: usize,
     /// Admission limit: prompt tokens of requests submitted but not yet scheduled.
     pub max_waiting_tokens: usize,
-    /// Where the engine records its metrics.
-    pub metrics: Arc<Metrics>,
+    /// Receives the engine's stats snapshots, steps and request milestones (the server's
+    /// Prometheus metrics).
+    pub observer: Arc<dyn EngineObserver>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { scheduler: SchedulerConfig::default(), max_waiting_requests: usize::MAX >> 1, max_waiting_tokens: usize::MAX >> 1, metrics: Arc::new(Metrics::new()) }
+        Self { scheduler: SchedulerConfig::default(), max_waiting_requests: usize::MAX >> 1, max_waiting_tokens: usize::MAX >> 1, observer: Arc::new(NoObserver) }
     }
 }
 
@@ -61,12 +62,14 @@ pub struct EngineStats {
     pub stopped: AtomicBool,
 }
 
-/// Start the engine thread. `make_executor` runs on that thread (the executor need not be `Send`).
+/// Start the engine thread. `make_executor` runs on that thread (the executor need not be
+/// `Send`) and gets the KV pool's geometry from the scheduler's configuration.
 pub fn spawn_engine<E, F>(cfg: EngineConfig, make_executor: F) -> Result<EngineClient, EngineError>
 where
     E: Executor + 'static,
-    F: FnOnce() -> Result<E, String> + Send + 'static,
+    F: FnOnce(KvGeometry) -> Result<E, ExecutorError> + Send + 'static,
 {
+    let geometry = KvGeometry { num_blocks: cfg.scheduler.num_blocks, block_size: cfg.scheduler.block_size };
     let scheduler = Scheduler::new(cfg.scheduler.clone())?;
     let (tx, rx) = channel();
     let stats = Arc::new(EngineStats::default());
@@ -78,14 +81,14 @@ where
         max_waiting_requests: cfg.max_waiting_requests,
         max_waiting_tokens: cfg.max_waiting_tokens,
     });
-    let metrics = cfg.metrics.clone();
-    metrics.kv_cache_blocks_total.set(cfg.scheduler.num_blocks as i64);
+    let observer = cfg.observer.clone();
+    observer.snapshot(&StatsSnapshot { num_blocks: cfg.scheduler.num_blocks, num_free_blocks: cfg.scheduler.num_blocks, ..Default::default() });
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let thread_stats = stats.clone();
     std::thread::Builder::new()
         .name("hhh-engine".into())
         .spawn(move || {
-            let exec = match make_executor() {
+            let exec = match make_executor(geometry) {
                 Ok(e) => {
                     let _ = ready_tx.send(Ok(()));
                     e
@@ -104,8 +107,8 @@ where
                 }
             }
             let _guard = StoppedGuard(thread_stats.clone());
-            let tracker = Tracker::new(thread_stats.clone(), metrics.clone());
-            let mut lp = EngineLoop { scheduler, exec, rx, senders: HashMap::new(), stats: thread_stats, metrics, tracker, published: Published::default() };
+            let tracker = Tracker::new(thread_stats.clone(), observer.clone());
+            let mut lp = EngineLoop { scheduler, exec, rx, senders: HashMap::new(), stats: thread_stats, observer, tracker, steps: 0 };
             lp.run();
         })
         .map_err(|e| EngineError::Config(e.to_string()))?;
@@ -124,17 +127,10 @@ struct EngineLoop<E: Executor> {
     /// Event channel of every live request.
     senders: HashMap<RequestId, UnboundedSender<EngineEvent>>,
     stats: Arc<EngineStats>,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn EngineObserver>,
     tracker: Tracker,
-    /// Cumulative counters already added to the Prometheus counters.
-    published: Published,
-}
-
-#[derive(Default)]
-struct Published {
-    preemptions: u64,
-    prefix_query_tokens: u64,
-    prefix_hit_tokens: u64,
+    /// Steps run so far.
+    steps: u64,
 }
 
 impl<E: Executor> EngineLoop<E> {
@@ -240,54 +236,51 @@ impl<E: Executor> EngineLoop<E> {
             return;
         }
         let t0 = std::time::Instant::now();
-        let m = &self.metrics;
-        m.step_batch_size.observe(out.scheduled.len() as f64);
-        m.step_tokens.observe(out.scheduled.iter().map(|s| s.num_new_tokens).sum::<usize>() as f64);
         for s in &out.scheduled {
             self.tracker.scheduled(s.id, t0);
         }
         let batch = self.scheduler.build_batch(&out);
         let result = self.exec.execute(&batch);
-        self.metrics.step_time.observe(t0.elapsed().as_secs_f64());
-        self.metrics.engine_steps.inc();
+        let num_tokens = out.scheduled.iter().map(|s| s.num_new_tokens).sum();
+        self.observer.step(&StepStats { batch_size: out.scheduled.len(), num_tokens, seconds: t0.elapsed().as_secs_f64() });
+        self.steps += 1;
         let events = match result {
             Ok(step) => self.scheduler.update(&out, step),
             Err(e) => {
                 tracing::error!(error = %e, "engine step failed");
-                self.scheduler.fail_step(&out, &e)
+                self.scheduler.fail_step(&out, &e.to_string())
             }
         };
         for (id, ev) in events {
             self.send(id, ev);
         }
-        self.stats.num_steps.fetch_add(1, Ordering::Relaxed);
+        self.stats.num_steps.store(self.steps, Ordering::Relaxed);
         self.publish();
     }
 
+    /// Publish the current figures: the atomics read by health checks and admission, and the
+    /// snapshot for the observer.
     fn publish(&mut self) {
-        let s = &self.stats;
         let kv = self.scheduler.kv();
-        let m = &self.metrics;
-        let p = &mut self.published;
-        let running = self.scheduler.num_running() as i64;
-        m.requests_running.set(running);
-        m.requests_waiting.set(self.scheduler.num_waiting() as i64);
-        let total = kv.num_blocks().max(1);
-        m.kv_cache_blocks_free.set(kv.num_free_blocks() as i64);
-        m.kv_cache_usage_ratio.set((total - kv.num_free_blocks()) as f64 / total as f64);
-        let pre = self.scheduler.counters.num_preemptions;
-        m.preemptions.inc_by(pre - p.preemptions);
-        m.prefix_cache_queries_tokens.inc_by(kv.prefix_query_tokens - p.prefix_query_tokens);
-        m.prefix_cache_hits_tokens.inc_by(kv.prefix_hit_tokens - p.prefix_hit_tokens);
-        p.preemptions = pre;
-        p.prefix_query_tokens = kv.prefix_query_tokens;
-        p.prefix_hit_tokens = kv.prefix_hit_tokens;
-        s.num_running.store(self.scheduler.num_running() as u64, Ordering::Relaxed);
-        s.num_waiting.store(self.scheduler.num_waiting() as u64, Ordering::Relaxed);
-        s.num_free_blocks.store(kv.num_free_blocks() as u64, Ordering::Relaxed);
-        s.num_preemptions.store(self.scheduler.counters.num_preemptions, Ordering::Relaxed);
-        s.prefix_query_tokens.store(kv.prefix_query_tokens, Ordering::Relaxed);
-        s.prefix_hit_tokens.store(kv.prefix_hit_tokens, Ordering::Relaxed);
-        s.num_requests_with_blocks.store(kv.num_requests() as u64, Ordering::Relaxed);
+        let snap = StatsSnapshot {
+            num_running: self.scheduler.num_running(),
+            num_waiting: self.scheduler.num_waiting(),
+            num_blocks: kv.num_blocks(),
+            num_free_blocks: kv.num_free_blocks(),
+            num_requests_with_blocks: kv.num_requests(),
+            preemptions: self.scheduler.counters.num_preemptions,
+            prefix_query_tokens: kv.prefix_query_tokens,
+            prefix_hit_tokens: kv.prefix_hit_tokens,
+            steps: self.steps,
+        };
+        let s = &self.stats;
+        s.num_running.store(snap.num_running as u64, Ordering::Relaxed);
+        s.num_waiting.store(snap.num_waiting as u64, Ordering::Relaxed);
+        s.num_free_blocks.store(snap.num_free_blocks as u64, Ordering::Relaxed);
+        s.num_preemptions.store(snap.preemptions, Ordering::Relaxed);
+        s.prefix_query_tokens.store(snap.prefix_query_tokens, Ordering::Relaxed);
+        s.prefix_hit_tokens.store(snap.prefix_hit_tokens, Ordering::Relaxed);
+        s.num_requests_with_blocks.store(snap.num_requests_with_blocks as u64, Ordering::Relaxed);
+        self.observer.snapshot(&snap);
     }
 }

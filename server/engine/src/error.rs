@@ -9,9 +9,9 @@ pub enum EngineError {
     /// A request can never be scheduled (it needs more KV blocks than the pool has).
     #[error("request needs {needed} KV-cache blocks but the pool only has {total}")]
     TooLarge { needed: usize, total: usize },
-    /// The model executor failed on a step.
+    /// The model executor could not start.
     #[error("model execution failed: {0}")]
-    Executor(String),
+    Executor(#[from] crate::executor::ExecutorError),
     /// The admission queue is full (`--max-waiting-requests` / `--max-waiting-tokens`).
     #[error("the server is overloaded: {what} would exceed the limit of {limit}")]
     Overloaded { what: &'static str, limit: usize },

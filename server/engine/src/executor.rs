@@ -77,7 +77,38 @@ pub struct StepOutput {
 /// Runs batches. Implemented by the model runner; tests use fakes.
 pub trait Executor: Send {
     /// Run one step. On error every request in the batch fails.
-    fn execute(&mut self, batch: &Batch) -> Result<StepOutput, String>;
+    fn execute(&mut self, batch: &Batch) -> Result<StepOutput, ExecutorError>;
     /// Forget any per-request state (called when a request ends).
     fn release(&mut self, _request_id: RequestId) {}
+}
+
+/// The paged KV pool's shape, defined once (by [`crate::SchedulerConfig`]) and handed to the
+/// executor when the engine builds it, so the scheduler's block ids and the runner's cache agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvGeometry {
+    pub num_blocks: usize,
+    /// Tokens per block.
+    pub block_size: usize,
+}
+
+/// Why an executor could not start or could not run a step.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    /// Building the executor failed (loading the model, sizing the cache, ...).
+    #[error("executor start-up failed: {0}")]
+    Startup(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The model failed on a step.
+    #[error("{0}")]
+    Step(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ExecutorError {
+    /// A start-up failure from any error (or message).
+    pub fn startup(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Startup(e.into())
+    }
+    /// A step failure from any error (or message).
+    pub fn step(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Step(e.into())
+    }
 }

@@ -8,6 +8,7 @@
 //!        └─ KvCacheManager       prefix-cache lookup, block allocation (BlockPool: flat Vec + LRU free list)
 //!     Executor::execute(&Batch)  the model runner (hhh-model) runs one mixed batch
 //!     Scheduler::update()        append tokens, finish requests, free blocks
+//!     EngineObserver             a StatsSnapshot per step (the metrics crate makes Prometheus series)
 //!     EngineEvent ──────────────▶ RequestHandle (dropping the handle aborts the request)
 //! ```
 
@@ -16,6 +17,7 @@ pub mod engine_loop;
 pub mod error;
 pub mod executor;
 pub mod kv_cache;
+pub mod observe;
 pub mod request;
 pub mod scheduler;
 mod tracker;
@@ -24,6 +26,7 @@ pub use client::EngineInfo;
 pub use client::{EngineClient, RequestHandle};
 pub use engine_loop::{spawn_engine, EngineConfig, EngineStats};
 pub use error::EngineError;
-pub use executor::{Batch, BatchSeq, Executor, SampledToken, SeqOutput, StepOutput, TokenLogprob};
+pub use executor::{Batch, BatchSeq, Executor, ExecutorError, KvGeometry, SampledToken, SeqOutput, StepOutput, TokenLogprob};
+pub use observe::{EngineObserver, NoObserver, RequestMilestone, StatsSnapshot, StepStats};
 pub use request::{EngineEvent, FinishReason, PooledOutput, PoolingParams, RequestId, SamplingParams, TokenId};
 pub use scheduler::{Scheduler, SchedulerConfig};

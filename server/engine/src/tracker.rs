@@ -3,11 +3,11 @@
 //! A request enters the tracker when the engine receives it. Until it is first scheduled it
 //! holds a place in the admission queue (counted in [`EngineStats`], reserved by
 //! [`crate::EngineClient::submit`]); the place is released exactly once, at first scheduling or
-//! when the request ends before that. Timings feed the queue/prefill/decode histograms.
+//! when the request ends before that. Timings go to the observer as [`RequestMilestone`]s.
 
 use crate::engine_loop::EngineStats;
+use crate::observe::{EngineObserver, RequestMilestone};
 use crate::request::RequestId;
-use hhh_metrics::Metrics;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,12 +26,12 @@ struct Tracked {
 pub(crate) struct Tracker {
     map: HashMap<RequestId, Tracked>,
     stats: Arc<EngineStats>,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn EngineObserver>,
 }
 
 impl Tracker {
-    pub(crate) fn new(stats: Arc<EngineStats>, metrics: Arc<Metrics>) -> Self {
-        Self { map: HashMap::new(), stats, metrics }
+    pub(crate) fn new(stats: Arc<EngineStats>, observer: Arc<dyn EngineObserver>) -> Self {
+        Self { map: HashMap::new(), stats, observer }
     }
 
     /// The engine received a request (its admission place was reserved by the client).
@@ -52,7 +52,7 @@ impl Tracker {
         if let Some(t) = self.map.get_mut(&id) {
             if t.first_scheduled.is_none() {
                 t.first_scheduled = Some(now);
-                self.metrics.queue_time.observe(now.duration_since(t.arrival).as_secs_f64());
+                self.observer.milestone(RequestMilestone::Scheduled { queue_seconds: now.duration_since(t.arrival).as_secs_f64() });
                 Self::release(&self.stats, t);
             }
         }
@@ -60,16 +60,15 @@ impl Tracker {
 
     /// The request produced a token.
     pub(crate) fn token(&mut self, id: RequestId, now: Instant) {
-        self.metrics.generation_tokens.inc();
+        let mut first = None;
         if let Some(t) = self.map.get_mut(&id) {
             if t.first_token.is_none() {
                 t.first_token = Some(now);
-                self.metrics.prompt_tokens.inc_by(t.prompt_len as u64);
-                if let Some(s) = t.first_scheduled {
-                    self.metrics.prefill_time.observe(now.duration_since(s).as_secs_f64());
-                }
+                let prefill = t.first_scheduled.map(|s| now.duration_since(s).as_secs_f64());
+                first = Some((t.prompt_len, prefill));
             }
         }
+        self.observer.milestone(RequestMilestone::Token { first });
     }
 
     /// The request ended (finished, aborted, failed or refused); `finished` observes its decode time.
@@ -77,7 +76,7 @@ impl Tracker {
         if let Some(mut t) = self.map.remove(&id) {
             Self::release(&self.stats, &mut t);
             if let (true, Some(f)) = (finished, t.first_token) {
-                self.metrics.decode_time.observe(f.elapsed().as_secs_f64());
+                self.observer.milestone(RequestMilestone::Decoded { seconds: f.elapsed().as_secs_f64() });
             }
         }
     }

@@ -3,7 +3,7 @@
 //! exactly once per request however it ends (finished, aborted while waiting, aborted while
 //! running).
 
-use hhh_engine::{spawn_engine, Batch, EngineConfig, EngineError, EngineEvent, Executor, SamplingParams, SchedulerConfig, SeqOutput, StepOutput, TokenLogprob};
+use hhh_engine::{spawn_engine, Batch, EngineConfig, EngineError, EngineEvent, Executor, ExecutorError, SamplingParams, SchedulerConfig, SeqOutput, StepOutput, TokenLogprob};
 use hhh_metrics::Metrics;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use std::time::Duration;
 struct Slow(Duration);
 
 impl Executor for Slow {
-    fn execute(&mut self, batch: &Batch) -> Result<StepOutput, String> {
+    fn execute(&mut self, batch: &Batch) -> Result<StepOutput, ExecutorError> {
         std::thread::sleep(self.0);
         Ok(StepOutput {
             seqs: batch.seqs.iter().map(|s| SeqOutput { sampled: s.sample.then(|| TokenLogprob { token: 7, logprob: 0.0, top: vec![] }), prompt_logprobs: vec![], pooled: None }).collect(),
@@ -26,9 +26,9 @@ fn engine(max_waiting_requests: usize, max_waiting_tokens: usize, metrics: Arc<M
         scheduler: SchedulerConfig { max_num_seqs: 1, max_num_batched_tokens: 64, max_model_len: 256, block_size: 4, num_blocks: 256, enable_prefix_caching: true, eos_token_ids: vec![] },
         max_waiting_requests,
         max_waiting_tokens,
-        metrics,
+        observer: metrics,
     };
-    spawn_engine(cfg, || Ok(Slow(Duration::from_millis(5)))).unwrap()
+    spawn_engine(cfg, |_| Ok(Slow(Duration::from_millis(5)))).unwrap()
 }
 
 fn params(max_tokens: usize) -> SamplingParams {

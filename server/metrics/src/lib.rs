@@ -5,6 +5,8 @@
 //! vLLM counterpart. The engine thread records step- and request-level timings; the HTTP layer
 //! records what the client sees (time to first token from arrival, inter-token latency, end to end).
 
+mod engine;
+
 use prometheus::{Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// Latency buckets (seconds) shared by the request-level timings.

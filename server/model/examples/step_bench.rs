@@ -2,6 +2,10 @@
 //! at a decode step of 1 and 16 sequences and a 256-token prefill chunk, outside the server:
 //! `cargo run --release -p hhh-model --example step_bench [model.gguf]`. Compare with
 //! `hhh-kernels`' `quant_bench` (the matmuls alone) to see the per-step overhead.
+//!
+//! A/B switches, read here and handed to the model and kernels as configuration (the server's
+//! `--prompt-int8`, `--no-avx512`, `--no-vnni512`): `HHH_PROMPT_INT8=1`, `HHH_NO_AVX512=1`,
+//! `HHH_NO_VNNI512=1`.
 
 use hhh_model::attention::{KvDtype, PagedKvCache, SeqMeta};
 use hhh_model::llama::LlamaModel;
@@ -9,7 +13,11 @@ use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args().nth(1).unwrap_or_else(|| "models/SmolLM2-135M-Instruct.Q4_1.gguf".into());
-    let model = LlamaModel::load(std::path::Path::new(&path))?;
+    let on = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
+    let isa = hhh_kernels::quant::isa::IsaLimits { no_avx512: on("HHH_NO_AVX512"), no_vnni512: on("HHH_NO_VNNI512") };
+    hhh_kernels::quant::isa::limit(isa).map_err(|now| format!("ISA limits already fixed: {now:?}"))?;
+    let mut model = LlamaModel::load(std::path::Path::new(&path))?;
+    model.prompt_f32 = !on("HHH_PROMPT_INT8");
     let c = model.cfg.clone();
     let (bs, ctx) = (16usize, 160usize);
     let pool = rayon::ThreadPoolBuilder::new().build()?;

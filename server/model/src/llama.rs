@@ -60,10 +60,6 @@ impl Weight {
     }
 }
 
-fn env_is_1(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| v == "1")
-}
-
 /// A projection: quantized or dense weight `[out, in]`, optional bias.
 #[derive(Debug)]
 struct Linear {
@@ -128,13 +124,13 @@ pub struct LlamaModel {
     pub dtype_name: String,
     /// Reference arithmetic: candle's dense attention ops over the gathered paged KV instead of
     /// the paged kernel, and candle's scalar Q4_1 dot products instead of the SIMD tile kernel
-    /// (`HHH_DENSE_ATTENTION=1`; for exact cross-checks against candle only — slow).
+    /// (`serve --dense-attention`; for exact cross-checks against candle only — slow).
     pub dense_attention: bool,
     /// KV storage when none is asked for: f16 for GGUF models (llama.cpp's default), f32 for
     /// safetensors models, which compute in f32 and whose tests expect f32 precision.
     pub auto_kv_dtype: crate::attention::KvDtype,
     /// Whether the rows the caller flags (prompt tokens) take the Q4_1 f32 path; off with
-    /// `HHH_PROMPT_INT8=1` (every row through the int8 path; for A/B measurements). Moot where
+    /// `serve --prompt-int8` (every row through the int8 path; for A/B measurements). Moot where
     /// the weights are interleaved for the VNNI kernel, which has one path for every row.
     pub prompt_f32: bool,
 }
@@ -180,18 +176,7 @@ impl LlamaModel {
             layers.push(Layer { attn_norm: qt(&format!("{p}.attn_norm.weight"))?.dequantize(&dev)?, ffn_norm: qt(&format!("{p}.ffn_norm.weight"))?.dequantize(&dev)?, q, k, v, o, gate, up, down });
         }
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, cfg.rope_interleaved);
-        Ok(Self {
-            cfg,
-            embed,
-            layers,
-            norm,
-            lm_head,
-            rope,
-            dtype_name,
-            dense_attention: env_is_1("HHH_DENSE_ATTENTION"),
-            prompt_f32: !env_is_1("HHH_PROMPT_INT8"),
-            auto_kv_dtype: crate::attention::KvDtype::F16,
-        })
+        Ok(Self { cfg, embed, layers, norm, lm_head, rope, dtype_name, dense_attention: false, prompt_f32: true, auto_kv_dtype: crate::attention::KvDtype::F16 })
     }
 
     fn load_hf(dir: &Path) -> Result<Self> {
@@ -231,18 +216,7 @@ impl LlamaModel {
         }
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, cfg.rope_interleaved);
         let embed = crate::embedding::Embedding::Dense(embed);
-        Ok(Self {
-            cfg,
-            embed,
-            layers,
-            norm,
-            lm_head,
-            rope,
-            dtype_name,
-            dense_attention: env_is_1("HHH_DENSE_ATTENTION"),
-            prompt_f32: !env_is_1("HHH_PROMPT_INT8"),
-            auto_kv_dtype: crate::attention::KvDtype::F32,
-        })
+        Ok(Self { cfg, embed, layers, norm, lm_head, rope, dtype_name, dense_attention: false, prompt_f32: true, auto_kv_dtype: crate::attention::KvDtype::F32 })
     }
 
     /// KV storage for `requested` (`None`: the model's default): always f32 in reference mode,

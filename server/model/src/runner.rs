@@ -5,16 +5,18 @@ use crate::error::Result;
 use crate::llama::LlamaModel;
 use crate::reward_head::RewardHead;
 use crate::step_plan::StepPlan;
-use hhh_engine::{Batch, Executor, StepOutput};
+use hhh_engine::{Batch, Executor, ExecutorError, KvGeometry, StepOutput};
 
 /// KV pool geometry.
 #[derive(Debug, Clone, Copy)]
 pub struct RunnerConfig {
-    pub num_blocks: usize,
-    pub block_size: usize,
+    /// The KV pool's shape, as the engine hands it to the executor factory.
+    pub kv: KvGeometry,
     /// Storage type of the cached keys and values; `None`: the model's default (f16 for GGUF,
-    /// f32 for safetensors). Always f32 in reference mode (`HHH_DENSE_ATTENTION=1`).
+    /// f32 for safetensors). Always f32 in reference mode (`LlamaModel::dense_attention`).
     pub kv_dtype: Option<KvDtype>,
+    /// Compute threads of the runner's pool; 0: one per core.
+    pub threads: usize,
 }
 
 /// Owns the model, its optional reward head and the paged KV cache; lives on the engine thread.
@@ -23,7 +25,7 @@ pub struct ModelRunner {
     kv: PagedKvCache,
     /// Applied to the final hidden state of pooling requests.
     head: Option<RewardHead>,
-    /// Compute threads (`RAYON_NUM_THREADS`, default all cores). A step runs inside the pool
+    /// Compute threads (`RunnerConfig::threads`, default all cores). A step runs inside the pool
     /// (`install`): the kernels' own pool (`hhh_kernels::pool`, spinning helpers) takes its
     /// size from it, and candle ops that use rayon run on it.
     pool: Option<rayon::ThreadPool>,
@@ -33,9 +35,8 @@ impl ModelRunner {
     pub fn new(model: LlamaModel, cfg: RunnerConfig) -> Self {
         let c = &model.cfg;
         let dtype: KvDtype = model.kv_dtype(cfg.kv_dtype);
-        let kv = PagedKvCache::new(c.num_layers, cfg.num_blocks, cfg.block_size, c.num_kv_heads, c.head_dim, dtype);
-        let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(0);
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("hhh-compute-{i}")).build().ok();
+        let kv = PagedKvCache::new(c.num_layers, cfg.kv.num_blocks, cfg.kv.block_size, c.num_kv_heads, c.head_dim, dtype);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(cfg.threads).thread_name(|i| format!("hhh-compute-{i}")).build().ok();
         Self { model, kv, head: None, pool }
     }
 
@@ -67,14 +68,14 @@ impl ModelRunner {
 }
 
 impl Executor for ModelRunner {
-    fn execute(&mut self, batch: &Batch) -> std::result::Result<StepOutput, String> {
+    fn execute(&mut self, batch: &Batch) -> std::result::Result<StepOutput, ExecutorError> {
         match self.pool.take() {
             Some(pool) => {
                 let out = pool.install(|| self.run(batch));
                 self.pool = Some(pool);
-                out.map_err(|e| e.to_string())
+                out.map_err(ExecutorError::step)
             }
-            None => self.run(batch).map_err(|e| e.to_string()),
+            None => self.run(batch).map_err(ExecutorError::step),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Shared helpers for the model tests.
 #![allow(dead_code)]
 
-use hhh_engine::{spawn_engine, EngineClient, EngineConfig, EngineEvent, SamplingParams, SchedulerConfig};
+use hhh_engine::{spawn_engine, EngineClient, EngineConfig, EngineEvent, ExecutorError, SamplingParams, SchedulerConfig};
 use hhh_model::{LlamaModel, ModelRunner, RunnerConfig};
 use std::path::PathBuf;
 
@@ -23,10 +23,10 @@ pub fn engine_with(path: PathBuf, num_blocks: usize, block_size: usize, budget: 
         scheduler: SchedulerConfig { max_num_seqs: 16, max_num_batched_tokens: budget, max_model_len: 1024, block_size, num_blocks, enable_prefix_caching: true, eos_token_ids: vec![] },
         ..Default::default()
     };
-    spawn_engine(cfg, move || {
-        let mut m = LlamaModel::load(&path).map_err(|e| e.to_string())?;
+    spawn_engine(cfg, move |kv| {
+        let mut m = LlamaModel::load(&path).map_err(ExecutorError::startup)?;
         m.dense_attention = dense;
-        Ok(ModelRunner::new(m, RunnerConfig { num_blocks, block_size, kv_dtype: None }))
+        Ok(ModelRunner::new(m, RunnerConfig { kv, kv_dtype: None, threads: 0 }))
     })
     .expect("engine starts")
 }
@@ -178,9 +178,9 @@ pub fn gpu_path_engine(path: PathBuf, dtype: candle_core::DType, num_blocks: usi
         scheduler: SchedulerConfig { max_num_seqs: 16, max_num_batched_tokens: budget, max_model_len: 1024, block_size, num_blocks, enable_prefix_caching: true, eos_token_ids: vec![] },
         ..Default::default()
     };
-    spawn_engine(cfg, move || {
-        let m = hhh_model::gpu::GpuLlama::load(&path, &candle_core::Device::Cpu, dtype).map_err(|e| e.to_string())?;
-        hhh_model::gpu::GpuRunner::new(m, num_blocks, block_size).map_err(|e| e.to_string())
+    spawn_engine(cfg, move |kv| {
+        let m = hhh_model::gpu::GpuLlama::load(&path, &candle_core::Device::Cpu, dtype).map_err(ExecutorError::startup)?;
+        hhh_model::gpu::GpuRunner::new(m, kv).map_err(ExecutorError::startup)
     })
     .expect("engine starts")
 }

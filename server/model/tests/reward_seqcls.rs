@@ -10,7 +10,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::llama::{Cache, Llama, LlamaConfig};
 use common::*;
-use hhh_engine::{spawn_engine, EngineClient, EngineConfig, EngineEvent, PoolingParams, SamplingParams, SchedulerConfig};
+use hhh_engine::{spawn_engine, EngineClient, EngineConfig, EngineEvent, ExecutorError, PoolingParams, SamplingParams, SchedulerConfig};
 use hhh_model::{LlamaModel, ModelRunner, RewardHead, RunnerConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -51,10 +51,10 @@ fn reward_engine(dir: PathBuf, budget: usize) -> EngineClient {
         scheduler: SchedulerConfig { max_num_seqs: 16, max_num_batched_tokens: budget, max_model_len: 512, block_size: 16, num_blocks: 256, enable_prefix_caching: true, eos_token_ids: vec![] },
         ..Default::default()
     };
-    spawn_engine(cfg, move || {
-        let m = LlamaModel::load(&dir).map_err(|e| e.to_string())?;
-        let head = RewardHead::from_hf_dir(&dir).map_err(|e| e.to_string())?.ok_or("no score head")?;
-        ModelRunner::new(m, RunnerConfig { num_blocks: 256, block_size: 16, kv_dtype: None }).with_head(head).map_err(|e| e.to_string())
+    spawn_engine(cfg, move |kv| {
+        let m = LlamaModel::load(&dir).map_err(ExecutorError::startup)?;
+        let head = RewardHead::from_hf_dir(&dir).map_err(ExecutorError::startup)?.ok_or_else(|| ExecutorError::startup("no score head"))?;
+        ModelRunner::new(m, RunnerConfig { kv, kv_dtype: None, threads: 0 }).with_head(head).map_err(ExecutorError::startup)
     })
     .expect("engine starts")
 }

@@ -16,7 +16,7 @@ pub mod fit;
 
 use anyhow::Context;
 use clap::Args;
-use hhh_engine::{spawn_engine, EngineConfig, EngineEvent, PoolingParams, SamplingParams, SchedulerConfig};
+use hhh_engine::{spawn_engine, EngineConfig, EngineEvent, ExecutorError, PoolingParams, SamplingParams, SchedulerConfig};
 use hhh_model::{LlamaModel, ModelRunner, RewardHead, RunnerConfig};
 use hhh_text::{ChatMessage, ChatTemplate, Tokenizer};
 use rand::{Rng, SeedableRng};
@@ -114,7 +114,7 @@ fn hidden_states(model: &Path, pairs: &[Pair]) -> anyhow::Result<Vec<(Vec<f32>, 
         ..Default::default()
     };
     let path = model.to_path_buf();
-    let engine = spawn_engine(cfg, move || Ok(ModelRunner::new(LlamaModel::load(&path).map_err(|e| e.to_string())?, RunnerConfig { num_blocks, block_size, kv_dtype: None })))?;
+    let engine = spawn_engine(cfg, move |kv| Ok(ModelRunner::new(LlamaModel::load(&path).map_err(ExecutorError::startup)?, RunnerConfig { kv, kv_dtype: None, threads: 0 })))?;
     let params = SamplingParams { max_tokens: 0, pooling: Some(PoolingParams { return_hidden: true }), ..Default::default() };
     let t0 = std::time::Instant::now();
     let mut out = Vec::with_capacity(pairs.len());

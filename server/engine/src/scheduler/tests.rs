@@ -25,7 +25,7 @@ struct FakeExec {
 }
 
 impl Executor for FakeExec {
-    fn execute(&mut self, batch: &Batch) -> Result<StepOutput, String> {
+    fn execute(&mut self, batch: &Batch) -> Result<StepOutput, crate::ExecutorError> {
         let mut out = StepOutput::default();
         for s in &batch.seqs {
             for (i, &t) in s.tokens.iter().enumerate() {

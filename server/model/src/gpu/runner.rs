@@ -9,7 +9,7 @@ use crate::error::{ModelError, Result};
 use crate::reward_head::RewardHead;
 use crate::step_plan::StepPlan;
 use candle_core::{DType, Tensor};
-use hhh_engine::{Batch, Executor, StepOutput};
+use hhh_engine::{Batch, Executor, ExecutorError, KvGeometry, StepOutput};
 
 /// Owns the device model, its KV pool and an optional reward head; lives on the engine thread.
 pub struct GpuRunner {
@@ -21,8 +21,9 @@ pub struct GpuRunner {
 }
 
 impl GpuRunner {
-    /// Allocate a pool of `num_blocks` blocks of `block_size` tokens next to the model.
-    pub fn new(model: GpuLlama, num_blocks: usize, block_size: usize) -> Result<Self> {
+    /// Allocate the KV pool the engine's geometry asks for next to the model.
+    pub fn new(model: GpuLlama, kv: KvGeometry) -> Result<Self> {
+        let KvGeometry { num_blocks, block_size } = kv;
         if block_size == 0 || num_blocks == 0 {
             return Err(ModelError::Invalid("the KV pool needs at least one block of at least one token".into()));
         }
@@ -60,7 +61,7 @@ impl GpuRunner {
 }
 
 impl Executor for GpuRunner {
-    fn execute(&mut self, batch: &Batch) -> std::result::Result<StepOutput, String> {
-        self.run(batch).map_err(|e| e.to_string())
+    fn execute(&mut self, batch: &Batch) -> std::result::Result<StepOutput, ExecutorError> {
+        self.run(batch).map_err(ExecutorError::step)
     }
 }
