@@ -16,7 +16,7 @@
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use hhh_engine::{spawn_engine, EngineClient, EngineConfig, EngineEvent, ExecutorError, SamplingParams, SchedulerConfig};
+use hhh_engine::{spawn_engine, EngineClient, EngineConfig, ExecutorError, SamplingParams, SchedulerConfig};
 use hhh_kernels::cpu::CacheGeom;
 use hhh_kernels::SeqMeta;
 use hhh_model::gpu::ops::{KvWrite, PagedAttention};
@@ -175,23 +175,13 @@ struct Generated {
 /// Greedy tokens (and prompt logprobs when asked) of each prompt, all submitted at once.
 fn generate(e: &EngineClient, prompts: &[Vec<u32>], n: usize, prompt_logprobs: bool) -> anyhow::Result<Vec<Generated>> {
     let params = SamplingParams { temperature: 0.0, max_tokens: n, ignore_eos: true, logprobs: Some(0), prompt_logprobs: prompt_logprobs.then_some(1), ..Default::default() };
-    let mut hs: Vec<_> = prompts.iter().map(|p| e.submit(p.clone(), params.clone())).collect::<Result<_, _>>()?;
+    let hs: Vec<_> = prompts.iter().map(|p| e.submit(p.clone(), params.clone())).collect::<Result<_, _>>()?;
     let mut out = vec![];
-    for h in hs.iter_mut() {
-        let (mut toks, mut lps, mut best) = (vec![], vec![], vec![]);
-        while let Some(ev) = h.blocking_recv() {
-            match ev {
-                EngineEvent::PromptLogprobs { logprobs, .. } => {
-                    lps.extend(logprobs.iter().map(|l| l.logprob));
-                    best.extend(logprobs.iter().map(|l| l.top.first().map_or(u32::MAX, |t| t.0)));
-                }
-                EngineEvent::Token(t) => toks.push(t.token),
-                EngineEvent::Finished { error: Some(err), .. } => anyhow::bail!("request failed: {err}"),
-                EngineEvent::Finished { .. } => break,
-                _ => {}
-            }
-        }
-        out.push(Generated { tokens: toks, prompt_lps: lps, prompt_best: best });
+    for h in hs {
+        let c = h.blocking_collect().result().map_err(|err| anyhow::anyhow!("request failed: {err}"))?;
+        let lps = c.prompt_logprobs.iter().map(|l| l.logprob).collect();
+        let best = c.prompt_logprobs.iter().map(|l| l.top.first().map_or(u32::MAX, |t| t.0)).collect();
+        out.push(Generated { tokens: c.tokens.iter().map(|t| t.token).collect(), prompt_lps: lps, prompt_best: best });
     }
     Ok(out)
 }

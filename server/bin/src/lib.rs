@@ -9,7 +9,7 @@ pub mod train;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use hhh_api::{metrics_router, router, ApiKeys, AppState, Limits, Scorer};
-use hhh_engine::{EngineClient, EngineEvent, SamplingParams};
+use hhh_engine::{EngineClient, SamplingParams};
 use hhh_metrics::Metrics;
 use hhh_model::attention::KvDtype;
 use hhh_model::gpu::{DeviceSpec, DtypeArg};
@@ -333,12 +333,7 @@ pub async fn start(a: ServeArgs) -> anyhow::Result<Server> {
 
 /// One tiny forward before readiness turns 200.
 pub async fn warm_up(engine: &hhh_engine::EngineClient) -> anyhow::Result<()> {
-    let mut h = engine.submit(vec![0, 1], SamplingParams { temperature: 0.0, max_tokens: 1, ignore_eos: true, ..Default::default() })?;
-    while let Some(ev) = h.recv().await {
-        if let EngineEvent::Finished { error, .. } = ev {
-            anyhow::ensure!(error.is_none(), "warm-up failed: {error:?}");
-            return Ok(());
-        }
-    }
-    anyhow::bail!("engine stopped during warm-up")
+    let h = engine.submit(vec![0, 1], SamplingParams { temperature: 0.0, max_tokens: 1, ignore_eos: true, ..Default::default() })?;
+    h.collect().await.result().map_err(|e| anyhow::anyhow!("warm-up failed: {e}"))?;
+    Ok(())
 }

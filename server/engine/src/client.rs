@@ -2,7 +2,8 @@
 
 use crate::engine_loop::{Command, EngineStats};
 use crate::error::EngineError;
-use crate::request::{EngineEvent, RequestId, SamplingParams, TokenId};
+use crate::executor::TokenLogprob;
+use crate::request::{EngineEvent, FinishReason, PooledOutput, RequestId, SamplingParams, TokenId};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
@@ -116,6 +117,28 @@ impl RequestHandle {
         ev
     }
 
+    /// Drive the request to its end and gather everything it produced.
+    pub async fn collect(mut self) -> Collected {
+        let mut c = Collected::default();
+        while let Some(ev) = self.recv().await {
+            if c.take(ev) {
+                return c;
+            }
+        }
+        c
+    }
+
+    /// Blocking [`Self::collect`] for non-async callers (tools, the reward-head trainer).
+    pub fn blocking_collect(mut self) -> Collected {
+        let mut c = Collected::default();
+        while let Some(ev) = self.blocking_recv() {
+            if c.take(ev) {
+                return c;
+            }
+        }
+        c
+    }
+
     fn note(&mut self, ev: &Option<EngineEvent>) {
         if matches!(ev, Some(EngineEvent::Finished { .. }) | None) {
             self.finished = true;
@@ -127,6 +150,49 @@ impl Drop for RequestHandle {
     fn drop(&mut self) {
         if !self.finished {
             let _ = self.tx.send(Command::Abort(self.id));
+        }
+    }
+}
+
+/// Everything one request produced, gathered by [`RequestHandle::collect`].
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// Generated tokens, in order.
+    pub tokens: Vec<TokenLogprob>,
+    /// Prompt logprobs (when asked for), in position order.
+    pub prompt_logprobs: Vec<TokenLogprob>,
+    /// The pooled output of a pooling request.
+    pub pooled: Option<PooledOutput>,
+    /// `None` when the engine stopped before the request finished.
+    pub finish: Option<FinishReason>,
+    pub prompt_tokens: usize,
+    pub cached_tokens: usize,
+    /// The engine's message when the request failed.
+    pub error: Option<String>,
+}
+
+impl Collected {
+    /// Take one event; true at the end.
+    fn take(&mut self, ev: EngineEvent) -> bool {
+        match ev {
+            EngineEvent::Token(t) => self.tokens.push(t),
+            EngineEvent::PromptLogprobs { logprobs, .. } => self.prompt_logprobs.extend(logprobs),
+            EngineEvent::Pooled(p) => self.pooled = Some(p),
+            EngineEvent::Finished { reason, prompt_tokens, cached_tokens, error, .. } => {
+                (self.finish, self.prompt_tokens, self.cached_tokens, self.error) = (Some(reason), prompt_tokens, cached_tokens, error);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The request's outcome: `Err` with the engine's message when it failed, or a fixed one
+    /// when the engine stopped first.
+    pub fn result(self) -> Result<Self, String> {
+        match (&self.finish, &self.error) {
+            (None, _) => Err("the engine stopped".into()),
+            (Some(_), Some(e)) => Err(e.clone()),
+            (Some(_), None) => Ok(self),
         }
     }
 }

@@ -23,7 +23,7 @@ pub mod scheduler;
 mod tracker;
 
 pub use client::EngineInfo;
-pub use client::{EngineClient, RequestHandle};
+pub use client::{Collected, EngineClient, RequestHandle};
 pub use engine_loop::{spawn_engine, EngineConfig, EngineStats};
 pub use error::EngineError;
 pub use executor::{Batch, BatchSeq, Executor, ExecutorError, KvGeometry, SampledToken, SeqOutput, StepOutput, TokenLogprob};

@@ -122,3 +122,17 @@ fn concurrent_submitters_never_overshoot() {
     assert_eq!(admitted, 5, "exactly the queue limit is admitted while nothing is scheduled");
     drop(results);
 }
+
+#[test]
+fn collect_gathers_a_request_to_its_end() {
+    let m = Arc::new(Metrics::new());
+    let e = engine(10, 1000, m.clone());
+    let c = e.submit(vec![1, 2, 3], params(4)).unwrap().blocking_collect();
+    assert_eq!(c.tokens.iter().map(|t| t.token).collect::<Vec<_>>(), [7, 7, 7, 7]);
+    assert_eq!((c.finish, c.prompt_tokens, c.error.is_none()), (Some(hhh_engine::FinishReason::Length), 3, true));
+    assert!(c.result().is_ok());
+    // The metrics crate saw the engine's reports: 4 generated tokens, 3 prompt tokens, steps.
+    assert_eq!((m.generation_tokens.get(), m.prompt_tokens.get()), (4, 3));
+    assert!(m.engine_steps.get() >= 4);
+    wait_released(&e);
+}

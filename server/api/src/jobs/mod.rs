@@ -57,17 +57,14 @@ where
 }
 
 /// Collector of a pooling request: its pooled output and cached prompt tokens.
-pub async fn pooled(mut h: RequestHandle) -> Result<(PooledOutput, usize), ApiError> {
-    let mut out = None;
-    while let Some(ev) = h.recv().await {
-        match ev {
-            EngineEvent::Pooled(p) => out = Some(p),
-            EngineEvent::Finished { error: Some(e), .. } => return Err(ApiError::internal(format!("scoring failed: {e}"))),
-            EngineEvent::Finished { cached_tokens, .. } => return out.map(|o| (o, cached_tokens)).ok_or_else(|| ApiError::internal("the engine finished a scoring request without a result")),
-            _ => {}
-        }
+pub async fn pooled(h: RequestHandle) -> Result<(PooledOutput, usize), ApiError> {
+    let c = h.collect().await;
+    match (c.finish, c.error, c.pooled) {
+        (None, ..) => Err(ApiError::unavailable("the engine stopped")),
+        (_, Some(e), _) => Err(ApiError::internal(format!("scoring failed: {e}"))),
+        (_, None, Some(p)) => Ok((p, c.cached_tokens)),
+        (_, None, None) => Err(ApiError::internal("the engine finished a scoring request without a result")),
     }
-    Err(ApiError::unavailable("the engine stopped"))
 }
 
 /// Collector of an option-scoring request (prefill only, prompt logprobs over the option's

@@ -16,7 +16,7 @@ pub mod fit;
 
 use anyhow::Context;
 use clap::Args;
-use hhh_engine::{spawn_engine, EngineConfig, EngineEvent, ExecutorError, PoolingParams, SamplingParams, SchedulerConfig};
+use hhh_engine::{spawn_engine, EngineConfig, ExecutorError, PoolingParams, SamplingParams, SchedulerConfig};
 use hhh_model::{LlamaModel, ModelRunner, RewardHead, RunnerConfig};
 use hhh_text::{ChatMessage, ChatTemplate, Tokenizer};
 use rand::{Rng, SeedableRng};
@@ -125,17 +125,9 @@ fn hidden_states(model: &Path, pairs: &[Pair]) -> anyhow::Result<Vec<(Vec<f32>, 
             hs.push(engine.submit(p.rejected.clone(), params.clone())?);
         }
         let mut got = Vec::with_capacity(hs.len());
-        for h in &mut hs {
-            let mut hidden = None;
-            while let Some(ev) = h.blocking_recv() {
-                match ev {
-                    EngineEvent::Pooled(p) => hidden = p.hidden,
-                    EngineEvent::Finished { error: Some(e), .. } => anyhow::bail!("engine: {e}"),
-                    EngineEvent::Finished { .. } => break,
-                    _ => {}
-                }
-            }
-            got.push(hidden.context("no hidden state returned")?);
+        for h in hs {
+            let c = h.blocking_collect().result().map_err(|e| anyhow::anyhow!("engine: {e}"))?;
+            got.push(c.pooled.and_then(|p| p.hidden).context("no hidden state returned")?);
         }
         let mut it = got.into_iter();
         while let (Some(c), Some(r)) = (it.next(), it.next()) {
