@@ -4,13 +4,19 @@
 MODEL_DIR   := models
 MODEL_FILE  := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_SHA   := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+# The model's sampling defaults, beside it (found by `serve --generation-config auto`).
+MODEL_GEN   := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.generation_config.json
 PYTHON      ?= python3
 HOST        ?= 127.0.0.1
 PORT        ?= 8000
 
 .PHONY: model build serve test test-lint test-deps test-rust test-python test-deploy test-cuda-compile test-cuda-build test-gpu-dry-run gpu-pack bench fixtures clean
 
-model: $(MODEL_FILE)
+model: $(MODEL_FILE) $(MODEL_GEN)
+
+$(MODEL_GEN): server/generation/smollm2-135m-instruct.generation_config.json
+	@mkdir -p $(MODEL_DIR)
+	cp $< $@
 
 $(MODEL_FILE):
 	@mkdir -p $(MODEL_DIR)/.dl

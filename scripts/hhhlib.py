@@ -26,6 +26,12 @@ def post(base, path, body, timeout=900):
         return json.loads(r.read())
 
 
+def get(base, path, timeout=60):
+    """GET a JSON route, return the decoded answer."""
+    with urllib.request.urlopen(base + path, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
 def metric(base, name):
     """The sum over all label sets of one metric in the server's /metrics."""
     text = urllib.request.urlopen(base + "/metrics", timeout=30).read().decode()

@@ -256,6 +256,60 @@ pub struct ModelCard {
     /// Endpoint families the model answers: `"generate"` and/or `"score"`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<String>,
+    /// Sampling defaults applied to the fields a request leaves out (the model's
+    /// `generation_config.json`, `--override-generation-config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation_defaults: Option<GenerationDefaults>,
+}
+
+/// Sampling defaults of a model: each applies when a request leaves the field out (vLLM's
+/// `--generation-config`). Read from Hugging Face `generation_config.json` keys (`max_new_tokens`
+/// becomes `max_tokens`) or GGUF `general.sampling.*` metadata.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
+pub struct GenerationDefaults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_p: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repetition_penalty: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<i64>,
+}
+
+impl GenerationDefaults {
+    /// No default set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `self` with every field `over` sets replaced.
+    pub fn merged(&self, over: &GenerationDefaults) -> GenerationDefaults {
+        GenerationDefaults {
+            temperature: over.temperature.or(self.temperature),
+            top_p: over.top_p.or(self.top_p),
+            top_k: over.top_k.or(self.top_k),
+            min_p: over.min_p.or(self.min_p),
+            repetition_penalty: over.repetition_penalty.or(self.repetition_penalty),
+            max_tokens: over.max_tokens.or(self.max_tokens),
+        }
+    }
+
+    /// The request's sampling fields with the defaults filled in where it left them out
+    /// (`max_tokens` excepted: routes use it as the default length, clamped to the context).
+    pub fn apply(&self, s: &SamplingFields) -> SamplingFields {
+        let mut s = s.clone();
+        s.temperature = s.temperature.or(self.temperature);
+        s.top_p = s.top_p.or(self.top_p);
+        s.top_k = s.top_k.or(self.top_k);
+        s.min_p = s.min_p.or(self.min_p);
+        s.repetition_penalty = s.repetition_penalty.or(self.repetition_penalty);
+        s
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]

@@ -92,6 +92,9 @@ pub struct AppState {
     /// Metrics of the additional engines (preference and feedback models), series labelled
     /// `engine="<name>"`, rendered with the primary's on /metrics.
     pub extra_metrics: Arc<Vec<Arc<Metrics>>>,
+    /// Sampling defaults of the chat model for fields a request leaves out (listed in
+    /// `/v1/models`).
+    pub generation_defaults: Arc<hhh_proto::GenerationDefaults>,
     /// Unix time the server started (for `/v1/models`).
     pub created: u64,
 }
@@ -120,6 +123,7 @@ impl AppState {
             request_timeout: None,
             metrics,
             extra_metrics: Arc::new(Vec::new()),
+            generation_defaults: Arc::new(hhh_proto::GenerationDefaults::default()),
             created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         })
     }

@@ -1,6 +1,7 @@
 //! Wiring shared by the `hhh-server` binary and the end-to-end tests: load the model and
 //! tokenizer, start the engine thread, warm up, and serve the router.
 
+pub mod generation;
 pub mod gpu_check;
 mod load;
 pub mod serve;
@@ -71,6 +72,14 @@ pub struct ServeArgs {
     /// Disable automatic prefix caching.
     #[arg(long, env = "HHH_NO_PREFIX_CACHING")]
     pub no_prefix_caching: bool,
+    /// Sampling defaults for fields a request leaves out: `auto` (the model's
+    /// generation_config.json, beside a GGUF as `<name>.generation_config.json`, or its GGUF
+    /// `general.sampling.*` keys), `none`, or a directory holding a generation_config.json.
+    #[arg(long, env = "HHH_GENERATION_CONFIG", default_value = "auto")]
+    pub generation_config: generation::GenerationSource,
+    /// JSON of generation_config.json keys laid over those defaults, e.g. '{"temperature": 0.7}'.
+    #[arg(long, env = "HHH_OVERRIDE_GENERATION_CONFIG")]
+    pub override_generation_config: Option<String>,
     /// Compute threads (default: all cores).
     #[arg(long, env = "HHH_THREADS")]
     pub threads: Option<usize>,
@@ -250,6 +259,11 @@ pub async fn start(a: ServeArgs) -> anyhow::Result<Server> {
     let limits = Limits { max_body_bytes: a.max_body_bytes, max_n: a.max_n, ..Limits::default() };
     let mut state = AppState::new(engine.clone(), main.tokenizer, name.clone(), limits, metrics).map_err(|e| anyhow::anyhow!("{e}"))?;
     state.generates = !main.seq_cls;
+    if state.generates {
+        let d = generation::load(&a.model, &a.generation_config, a.override_generation_config.as_deref())?;
+        tracing::info!(defaults = ?d, source = %a.generation_config, "generation defaults");
+        state.generation_defaults = Arc::new(d);
+    }
     let mut scorers = Vec::new();
     if let Some(n) = main.num_labels {
         let kind = if main.seq_cls { "preference" } else { "policy" };

@@ -66,7 +66,8 @@ async fn plan(st: &AppState, req: ChatCompletionRequest) -> Result<Plan, ApiErro
         Some(s) => s.candidates,
         None => n_choices(&req.sampling, &st.limits)?,
     };
-    let stops = stop_strings(&req.sampling, &st.limits)?;
+    let sampling = st.generation_defaults.apply(&req.sampling);
+    let stops = stop_strings(&sampling, &st.limits)?;
     let top = match (req.logprobs.unwrap_or(false), req.top_logprobs) {
         (_, Some(k)) if k < 0 || k as usize > st.limits.max_logprobs => {
             return Err(ApiError::invalid("top_logprobs", format!("`top_logprobs` must be between 0 and {}, got {k}.", st.limits.max_logprobs)))
@@ -78,8 +79,9 @@ async fn plan(st: &AppState, req: ChatCompletionRequest) -> Result<Plan, ApiErro
     let prompt = render_chat(st.template.clone(), st.tokenizer.clone(), msgs, req.add_generation_prompt.unwrap_or(true)).await?;
     let info = st.engine.info();
     let field = if req.max_completion_tokens.is_some() { "max_completion_tokens" } else { "max_tokens" };
-    let mt = resolve_max_tokens(field, "messages", req.max_completion_tokens.or(req.sampling.max_tokens), None, prompt.len(), info.max_model_len, info.num_blocks * info.block_size)?;
-    let params = sampling_params(&req.sampling, mt, top, st.tokenizer.vocab_size())?;
+    let default_len = st.generation_defaults.max_tokens.and_then(|m| usize::try_from(m).ok());
+    let mt = resolve_max_tokens(field, "messages", req.max_completion_tokens.or(sampling.max_tokens), default_len, prompt.len(), info.max_model_len, info.num_blocks * info.block_size)?;
+    let params = sampling_params(&sampling, mt, top, st.tokenizer.vocab_size())?;
     let include_usage = req.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
     Ok(Plan { model: req.model, prompt, params, stops, n, top, stream: req.sampling.stream, include_usage, selection, messages: req.messages })
 }

@@ -98,7 +98,8 @@ struct Plan {
 async fn plan(st: &AppState, req: CompletionRequest) -> Result<Plan, ApiError> {
     st.check_generation_model(&req.model)?;
     let n = n_choices(&req.sampling, &st.limits)?;
-    let stops = stop_strings(&req.sampling, &st.limits)?;
+    let sampling = st.generation_defaults.apply(&req.sampling);
+    let stops = stop_strings(&sampling, &st.limits)?;
     let logprobs = match req.logprobs {
         Some(k) if k < 0 || k as usize > st.limits.max_logprobs => return Err(ApiError::invalid("logprobs", format!("`logprobs` must be between 0 and {}, got {k}.", st.limits.max_logprobs))),
         k => k.map(|k| k as usize),
@@ -107,8 +108,9 @@ async fn plan(st: &AppState, req: CompletionRequest) -> Result<Plan, ApiError> {
     let info = st.engine.info();
     let mut planned = Vec::new();
     for p in prompts(st, req.prompt).await? {
-        let mt = resolve_max_tokens("max_tokens", "prompt", req.sampling.max_tokens, Some(16), p.ids.len(), info.max_model_len, info.num_blocks * info.block_size)?;
-        let mut params = sampling_params(&req.sampling, mt, logprobs, st.tokenizer.vocab_size())?;
+        let default_len = st.generation_defaults.max_tokens.and_then(|m| usize::try_from(m).ok()).unwrap_or(16);
+        let mt = resolve_max_tokens("max_tokens", "prompt", sampling.max_tokens, Some(default_len), p.ids.len(), info.max_model_len, info.num_blocks * info.block_size)?;
+        let mut params = sampling_params(&sampling, mt, logprobs, st.tokenizer.vocab_size())?;
         if echo && logprobs.is_some() {
             params.prompt_logprobs = logprobs;
         }

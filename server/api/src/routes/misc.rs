@@ -21,12 +21,15 @@ pub async fn models(State(st): State<AppState>) -> Json<ModelList> {
         max_model_len,
         kind: Some(kind.to_string()),
         capabilities: caps.into_iter().map(String::from).collect(),
+        generation_defaults: None,
     };
     let primary_scores = st.scorers.iter().any(|s| s.name == st.model_name);
     let mut data = Vec::new();
     if st.generates {
         let caps = if primary_scores { vec!["generate", "score"] } else { vec!["generate"] };
-        data.push(card(&st.model_name, "policy", caps, st.engine.info().max_model_len));
+        let mut c = card(&st.model_name, "policy", caps, st.engine.info().max_model_len);
+        c.generation_defaults = (!st.generation_defaults.is_empty()).then(|| st.generation_defaults.as_ref().clone());
+        data.push(c);
     }
     for s in st.scorers.iter().filter(|s| !(st.generates && s.name == st.model_name)) {
         data.push(card(&s.name, s.kind, vec!["score"], s.engine.info().max_model_len));
