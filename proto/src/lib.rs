@@ -77,6 +77,9 @@ pub struct SamplingFields {
     pub stop: Option<StopSpec>,
     pub stop_token_ids: Option<Vec<u32>>,
     pub ignore_eos: Option<bool>,
+    /// Token id (as a string) → bias added to its logit before sampling, −100 to 100.
+    #[serde(default)]
+    pub logit_bias: Option<std::collections::BTreeMap<String, f64>>,
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,

@@ -168,7 +168,19 @@ pub async fn track(State(st): State<AppState>, mut req: Request, next: Next) -> 
             done._inflight = Some(InFlightGuard::new(&st.inflight));
         }
         req.extensions_mut().insert(ctx.clone());
-        next.run(req).await
+        let (resp, ignored) = crate::validate::IGNORED
+            .scope(Default::default(), async {
+                let resp = next.run(req).await;
+                (resp, crate::validate::IGNORED.with(|v| v.take()))
+            })
+            .await;
+        let mut resp = resp;
+        if let Ok(v) = HeaderValue::from_str(&ignored.join(", ")) {
+            if !ignored.is_empty() {
+                resp.headers_mut().insert("x-hhh-ignored-fields", v);
+            }
+        }
+        resp
     };
     let status = resp.status();
     done.status = status;

@@ -26,11 +26,13 @@ pub struct Limits {
     pub max_stop: usize,
     /// Longest stop string, in characters.
     pub max_stop_chars: usize,
+    /// Reject unknown fields on the OpenAI routes (`--strict-fields`) instead of ignoring them.
+    pub strict_fields: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 4 << 20, max_n: 16, max_logprobs: 20, max_score_inputs: 256, max_stop: 16, max_stop_chars: 1000 }
+        Self { max_body_bytes: 4 << 20, max_n: 16, max_logprobs: 20, max_score_inputs: 256, max_stop: 16, max_stop_chars: 1000, strict_fields: false }
     }
 }
 

@@ -26,7 +26,10 @@ pub const SAMPLING_FIELDS: &[&str] = &[
     "ignore_eos",
     "stream",
     "stream_options",
+    "logit_bias",
 ];
+/// Most `logit_bias` entries per request.
+pub const MAX_LOGIT_BIAS: usize = 1024;
 /// Accepted and ignored because ignoring them cannot change the output.
 pub const IGNORED_FIELDS: &[&str] = &["user", "metadata", "store", "service_tier"];
 /// OpenAI fields this server does not implement: rejected with a 400 naming the field.
@@ -37,7 +40,6 @@ pub const UNSUPPORTED_FIELDS: &[&str] = &[
     "function_call",
     "parallel_tool_calls",
     "response_format",
-    "logit_bias",
     "audio",
     "modalities",
     "prediction",
@@ -47,10 +49,48 @@ pub const UNSUPPORTED_FIELDS: &[&str] = &[
     "suffix",
 ];
 
+tokio::task_local! {
+    /// Unknown fields of the current request that were ignored (the middleware lists them in the
+    /// `x-hhh-ignored-fields` response header). Outside a request's scope nothing is recorded.
+    pub static IGNORED: std::cell::RefCell<Vec<String>>;
+}
+
+/// Most distinct ignored field names logged (each once), so hostile bodies cannot grow the set.
+const MAX_LOGGED_NAMES: usize = 1000;
+
+/// Log an ignored field name once per process.
+fn log_ignored_once(name: &str) {
+    static SEEN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> = std::sync::OnceLock::new();
+    let Ok(mut seen) = SEEN.get_or_init(Default::default).lock() else { return };
+    if seen.len() < MAX_LOGGED_NAMES && seen.insert(name.to_string()) {
+        tracing::warn!(field = %name, "ignoring an unknown request field (logged once per name; --strict-fields rejects them)");
+    }
+}
+
+/// Whether `v` is a no-op value of an OpenAI field this server does not implement (accepted and
+/// dropped: it cannot change the output).
+pub fn is_noop(key: &str, v: &Value) -> bool {
+    v.is_null()
+        || match key {
+            "response_format" => v.as_object().is_some_and(|o| o.len() == 1 && o.get("type").and_then(Value::as_str) == Some("text")),
+            "tools" | "functions" => v.as_array().is_some_and(|a| a.is_empty()),
+            "tool_choice" | "function_call" => v.as_str() == Some("none"),
+            // Only meaningful with tools, which are rejected unless empty.
+            "parallel_tool_calls" => v.is_boolean(),
+            "best_of" => v.as_i64() == Some(1),
+            "suffix" => v.as_str() == Some(""),
+            "modalities" => v.as_array().is_some_and(|a| a.len() == 1 && a[0].as_str() == Some("text")),
+            _ => false,
+        }
+}
+
 /// Read the body (413 over the limit), parse JSON, check field names, deserialize.
+/// The OpenAI-compatible routes: unknown fields are ignored (logged once per name, listed in
+/// `x-hhh-ignored-fields`) unless `--strict-fields`; no-op values of unimplemented fields are
+/// accepted; other values of unimplemented fields are a 400.
 pub async fn read_json<T: DeserializeOwned>(body: Body, limits: &Limits, allowed: &[&str]) -> Result<T, ApiError> {
     let bytes = axum::body::to_bytes(body, limits.max_body_bytes).await.map_err(|_| ApiError::too_large(limits.max_body_bytes))?;
-    parse_json(&bytes, allowed)
+    parse_json_with(&bytes, allowed, true, !limits.strict_fields)
 }
 
 /// [`read_json`] for non-generation routes: only `allowed` fields (no sampling fields).
@@ -64,21 +104,45 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], allowed: &[&str]) -> Result
     parse_json_fields(bytes, allowed, true)
 }
 
-/// Parse, check field names (`allowed`, plus the sampling fields when `sampling`), deserialize.
+/// Parse, check field names (`allowed`, plus the sampling fields when `sampling`), deserialize;
+/// unknown fields are a 400.
 pub fn parse_json_fields<T: DeserializeOwned>(bytes: &[u8], allowed: &[&str], sampling: bool) -> Result<T, ApiError> {
+    parse_json_with(bytes, allowed, sampling, false)
+}
+
+/// [`parse_json_fields`]; with `lenient`, unknown fields are dropped and recorded in [`IGNORED`].
+pub fn parse_json_with<T: DeserializeOwned>(bytes: &[u8], allowed: &[&str], sampling: bool, lenient: bool) -> Result<T, ApiError> {
     let text = std::str::from_utf8(bytes).map_err(|e| ApiError::bad_request(format!("Request body is not valid UTF-8: {e}")))?;
     let mut v: Value = serde_json::from_str(text).map_err(|e| ApiError::bad_request(format!("Invalid JSON in request body: {e}")))?;
     let obj = v.as_object_mut().ok_or_else(|| ApiError::bad_request("Request body must be a JSON object."))?;
     for f in IGNORED_FIELDS {
         obj.remove(*f);
     }
-    for key in obj.keys() {
+    let mut ignored = Vec::new();
+    let mut drop = Vec::new();
+    for (key, value) in obj.iter() {
         if UNSUPPORTED_FIELDS.contains(&key.as_str()) {
+            if lenient && is_noop(key, value) {
+                drop.push(key.clone());
+                continue;
+            }
             return Err(ApiError::invalid(key, format!("`{key}` is not supported by this server.")));
         }
         if !(allowed.contains(&key.as_str()) || (sampling && SAMPLING_FIELDS.contains(&key.as_str()))) {
-            return Err(ApiError::invalid(key, format!("Unknown field `{key}`.")));
+            if !lenient {
+                return Err(ApiError::invalid(key, format!("Unknown field `{key}`.")));
+            }
+            ignored.push(key.clone());
         }
+    }
+    for key in drop.iter().chain(&ignored) {
+        obj.remove(key);
+    }
+    if !ignored.is_empty() {
+        for k in &ignored {
+            log_ignored_once(k);
+        }
+        let _ = IGNORED.try_with(|v| v.borrow_mut().extend(ignored));
     }
     check_types(obj)?;
     serde_path_to_error::deserialize(v).map_err(|e| {
@@ -118,6 +182,8 @@ fn check_types(obj: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
             Some("a string")
         } else if k == "messages" && !v.is_array() {
             Some("an array of messages")
+        } else if k == "logit_bias" && !(v.is_null() || v.as_object().is_some_and(|o| o.values().all(Value::is_number))) {
+            Some("an object of token ids to numbers")
         } else if k == "stop" && !(v.is_string() || v.is_null() || v.as_array().is_some_and(|a| a.iter().all(Value::is_string))) {
             Some("a string or an array of strings")
         } else {
@@ -181,6 +247,23 @@ pub fn sampling_params(s: &SamplingFields, max_tokens: usize, logprobs: Option<u
         k if k > 0 => k as usize,
         k => return Err(ApiError::invalid("top_k", format!("`top_k` must be -1 (disabled) or >= 1, got {k}."))),
     };
+    let mut logit_bias = Vec::new();
+    if let Some(m) = &s.logit_bias {
+        if m.len() > MAX_LOGIT_BIAS {
+            return Err(ApiError::invalid("logit_bias", format!("`logit_bias` may hold at most {MAX_LOGIT_BIAS} entries, got {}.", m.len())));
+        }
+        for (k, &b) in m {
+            let id = k
+                .parse::<u32>()
+                .ok()
+                .filter(|&t| (t as usize) < vocab)
+                .ok_or_else(|| ApiError::invalid("logit_bias", format!("`logit_bias` key `{k}` is not a token id of this vocabulary (0 to {}).", vocab - 1)))?;
+            if !(-100.0..=100.0).contains(&b) {
+                return Err(ApiError::invalid("logit_bias", format!("`logit_bias` values must be between -100 and 100, got {b} for token {k}.")));
+            }
+            logit_bias.push((id, b as f32));
+        }
+    }
     let stop_token_ids = s.stop_token_ids.clone().unwrap_or_default();
     if let Some(bad) = stop_token_ids.iter().find(|&&t| t as usize >= vocab) {
         return Err(ApiError::invalid("stop_token_ids", format!("Token id {bad} is outside the vocabulary (size {vocab}).")));
@@ -201,6 +284,7 @@ pub fn sampling_params(s: &SamplingFields, max_tokens: usize, logprobs: Option<u
         stop_token_ids,
         ignore_eos: s.ignore_eos.unwrap_or(false),
         pooling: None,
+        logit_bias,
     })
 }
 

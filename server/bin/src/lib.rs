@@ -80,6 +80,10 @@ pub struct ServeArgs {
     /// JSON of generation_config.json keys laid over those defaults, e.g. '{"temperature": 0.7}'.
     #[arg(long, env = "HHH_OVERRIDE_GENERATION_CONFIG")]
     pub override_generation_config: Option<String>,
+    /// Reject unknown request fields on the OpenAI routes with a 400 (default: ignore them, log
+    /// each name once and list them in the `x-hhh-ignored-fields` response header, as vLLM does).
+    #[arg(long, env = "HHH_STRICT_FIELDS")]
+    pub strict_fields: bool,
     /// Compute threads (default: all cores).
     #[arg(long, env = "HHH_THREADS")]
     pub threads: Option<usize>,
@@ -256,7 +260,7 @@ pub async fn start(a: ServeArgs) -> anyhow::Result<Server> {
     let name = served_name(&a);
     metrics.model_info.with_label_values(&[&name, &main.dtype, &a.device.to_string(), &a.block_size.to_string()]).set(1);
     let engine = main.engine.clone();
-    let limits = Limits { max_body_bytes: a.max_body_bytes, max_n: a.max_n, ..Limits::default() };
+    let limits = Limits { max_body_bytes: a.max_body_bytes, max_n: a.max_n, strict_fields: a.strict_fields, ..Limits::default() };
     let mut state = AppState::new(engine.clone(), main.tokenizer, name.clone(), limits, metrics).map_err(|e| anyhow::anyhow!("{e}"))?;
     state.generates = !main.seq_cls;
     if state.generates {

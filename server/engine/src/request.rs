@@ -41,6 +41,9 @@ pub struct SamplingParams {
     /// Prefill only: once the whole prompt is computed, return the pooled output of its last
     /// token ([`EngineEvent::Pooled`]) instead of sampling, and finish. `max_tokens` should be 0.
     pub pooling: Option<PoolingParams>,
+    /// Added to the logits of these tokens before sampling (OpenAI's `logit_bias`, −100 to 100;
+    /// reported logprobs stay the model's own).
+    pub logit_bias: Vec<(TokenId, f32)>,
 }
 
 /// What a prefill-only (scoring) request returns.
@@ -73,6 +76,7 @@ impl Default for SamplingParams {
             logprobs: None,
             prompt_logprobs: None,
             prompt_logprobs_start: 0,
+            logit_bias: Vec::new(),
             max_tokens: 16,
             stop_token_ids: Vec::new(),
             ignore_eos: false,

@@ -81,6 +81,11 @@ fn rng_for(seed: u64, index: usize) -> StdRng {
 pub fn sample(raw: &[f32], p: &SamplingParams, prompt: &[TokenId], output: &[TokenId]) -> TokenLogprob {
     let lp = log_softmax(raw);
     let mut logits = raw.to_vec();
+    for &(t, b) in &p.logit_bias {
+        if let Some(l) = logits.get_mut(t as usize) {
+            *l += b;
+        }
+    }
     apply_penalties(&mut logits, p, prompt, output);
     let token = if p.temperature <= 0.0 || p.top_k == 1 { argmax(&logits) } else { sample_random(&logits, p, output.len()) };
     TokenLogprob { token: token as TokenId, logprob: lp[token], top: top_logprobs(&lp, p.logprobs.unwrap_or(0)) }
