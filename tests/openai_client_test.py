@@ -2,8 +2,10 @@
 """The official `openai` Python client against a real hhh-server (release build, default model).
 
 Starts the server on a free port, then: chat (non-streaming, streaming with usage, logprobs),
-completions with echo + logprobs, n > 1 with a seed, and error mapping (400/404 raised as the
-client's typed exceptions). Exits non-zero on any failure.
+completions with echo + logprobs, n > 1 with a seed, structured outputs through the SDK's
+`parse` helper (a Pydantic model, 100 seeded calls at temperature 1, every one parsed and
+validated), and error mapping (400/404 raised as the client's typed exceptions). Exits non-zero on
+any failure.
 """
 import os
 import socket
@@ -12,10 +14,19 @@ import sys
 import time
 import urllib.request
 
+from typing import Literal
+
 import openai
+import pydantic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "smollm2-135m-instruct"
+
+
+class Person(pydantic.BaseModel):
+    name: str = pydantic.Field(max_length=20)
+    age: int = pydantic.Field(ge=0, le=150)
+    mood: Literal["happy", "sad", "calm"]
 
 
 def free_port():
@@ -71,6 +82,14 @@ def main():
         a = [x.message.content for x in c.chat.completions.create(**kw).choices]
         b = [x.message.content for x in c.chat.completions.create(**kw).choices]
         assert len(a) == 2 and a == b, (a, b)
+
+        # Structured outputs through the SDK's parse helper (json_schema, strict).
+        parse = getattr(c.chat.completions, "parse", None) or c.beta.chat.completions.parse
+        for seed in range(100):
+            r = parse(model=MODEL, messages=[{"role": "user", "content": "Describe a person."}], response_format=Person,
+                      temperature=1.0, seed=seed, max_tokens=80)
+            p = r.choices[0].message.parsed
+            assert isinstance(p, Person) and len(p.name) <= 20 and 0 <= p.age <= 150, (seed, r)
 
         try:
             c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], temperature=5)

@@ -17,6 +17,7 @@
 //! jobs/        engine jobs: client-facing choice streams, waves of requests and their
 //!   │          collectors (pooled, option logprobs, generate-until-stop)
 //! prompt       chat templates, reward-model pairs, the Constitutional AI transcripts
+//! structured   response_format / structured_outputs compiled into engine constraints (llguidance)
 //! validate, error, state, middleware, auth, constitution
 //! ```
 //!
@@ -39,6 +40,7 @@ pub mod rewards;
 pub mod routes;
 pub mod select;
 pub mod state;
+pub mod structured;
 pub mod validate;
 
 use axum::routing::{get, post};

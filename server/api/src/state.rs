@@ -97,6 +97,9 @@ pub struct AppState {
     /// Sampling defaults of the chat model for fields a request leaves out (listed in
     /// `/v1/models`).
     pub generation_defaults: Arc<hhh_proto::GenerationDefaults>,
+    /// The chat model's grammar compiler for structured outputs (`None`: unavailable for its
+    /// tokenizer; such requests get a 400 that says so).
+    pub grammars: Option<Arc<crate::structured::Grammars>>,
     /// Unix time the server started (for `/v1/models`).
     pub created: u64,
 }
@@ -108,9 +111,17 @@ impl AppState {
             Some(src) => Some(ChatTemplate::new(src, tokenizer.bos_token(), tokenizer.eos_token()).map_err(|e| ApiError::internal(e.to_string()))?),
             None => None,
         };
+        let tokenizer = Arc::new(tokenizer);
+        let grammars = match crate::structured::Grammars::new(tokenizer.clone()) {
+            Ok(g) => Some(Arc::new(g)),
+            Err(e) => {
+                tracing::warn!(error = %e, "structured outputs are unavailable for this tokenizer");
+                None
+            }
+        };
         Ok(Self {
             engine,
-            tokenizer: Arc::new(tokenizer),
+            tokenizer,
             template: Arc::new(template),
             model_name,
             generates: true,
@@ -126,6 +137,7 @@ impl AppState {
             metrics,
             extra_metrics: Arc::new(Vec::new()),
             generation_defaults: Arc::new(hhh_proto::GenerationDefaults::default()),
+            grammars,
             created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         })
     }

@@ -27,27 +27,16 @@ pub const SAMPLING_FIELDS: &[&str] = &[
     "stream",
     "stream_options",
     "logit_bias",
+    "response_format",
+    "structured_outputs",
 ];
 /// Most `logit_bias` entries per request.
 pub const MAX_LOGIT_BIAS: usize = 1024;
 /// Accepted and ignored because ignoring them cannot change the output.
 pub const IGNORED_FIELDS: &[&str] = &["user", "metadata", "store", "service_tier"];
 /// OpenAI fields this server does not implement: rejected with a 400 naming the field.
-pub const UNSUPPORTED_FIELDS: &[&str] = &[
-    "tools",
-    "tool_choice",
-    "functions",
-    "function_call",
-    "parallel_tool_calls",
-    "response_format",
-    "audio",
-    "modalities",
-    "prediction",
-    "reasoning_effort",
-    "web_search_options",
-    "best_of",
-    "suffix",
-];
+pub const UNSUPPORTED_FIELDS: &[&str] =
+    &["tools", "tool_choice", "functions", "function_call", "parallel_tool_calls", "audio", "modalities", "prediction", "reasoning_effort", "web_search_options", "best_of", "suffix"];
 
 tokio::task_local! {
     /// Unknown fields of the current request that were ignored (the middleware lists them in the
@@ -72,7 +61,6 @@ fn log_ignored_once(name: &str) {
 pub fn is_noop(key: &str, v: &Value) -> bool {
     v.is_null()
         || match key {
-            "response_format" => v.as_object().is_some_and(|o| o.len() == 1 && o.get("type").and_then(Value::as_str) == Some("text")),
             "tools" | "functions" => v.as_array().is_some_and(|a| a.is_empty()),
             "tool_choice" | "function_call" => v.as_str() == Some("none"),
             // Only meaningful with tools, which are rejected unless empty.
@@ -285,6 +273,7 @@ pub fn sampling_params(s: &SamplingFields, max_tokens: usize, logprobs: Option<u
         ignore_eos: s.ignore_eos.unwrap_or(false),
         pooling: None,
         logit_bias,
+        constraint: None,
     })
 }
 

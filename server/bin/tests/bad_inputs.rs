@@ -91,7 +91,7 @@ fn corpus() -> Vec<Case> {
         ("stream string", "POST", C, chat(json!({"stream": "yes"})), 400, Some("stream")),
         ("frequency_penalty out of range", "POST", C, chat(json!({"frequency_penalty": 5})), 400, Some("frequency_penalty")),
         ("unsupported tools", "POST", C, chat(json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]})), 400, Some("tools")),
-        ("unsupported response_format", "POST", C, chat(json!({"response_format": {"type": "json_object"}})), 400, Some("response_format")),
+        ("unknown response_format type", "POST", C, chat(json!({"response_format": {"type": "xml"}})), 400, Some("response_format")),
         ("unsupported tool_choice", "POST", C, chat(json!({"tool_choice": "required"})), 400, Some("tool_choice")),
         ("prompt too long", "POST", C, chat(json!({"messages": [{"role": "user", "content": "word ".repeat(2000)}]})), 400, Some("messages")),
         ("very long single token", "POST", C, chat(json!({"messages": [{"role": "user", "content": "z".repeat(60_000)}]})), 400, Some("messages")),

@@ -40,7 +40,7 @@ async fn unknown_fields_are_ignored_and_no_ops_change_nothing() {
     assert_eq!((st, ignored.as_deref()), (200, Some("zzz")));
     // Values that would change the output stay a 400 naming the field.
     for (body, param) in [
-        (with(json!({"response_format": {"type": "json_object"}})), "response_format"),
+        (with(json!({"prediction": {"type": "content", "content": "x"}})), "prediction"),
         (with(json!({"tool_choice": "auto", "tools": [{"type": "function", "function": {"name": "f"}}]})), "tool_choice"),
         (with(json!({"logit_bias": {"42": 500}})), "logit_bias"),
         (with(json!({"logit_bias": {"not-an-id": 1}})), "logit_bias"),

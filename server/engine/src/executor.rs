@@ -17,8 +17,12 @@ pub struct BatchSeq {
     /// For a pooling request (`params.pooling`), pool the last position instead.
     pub sample: bool,
     pub params: SamplingParams,
-    /// Generated tokens so far (for penalties).
+    /// Generated tokens so far, filled only when the sampler needs them (penalties, a
+    /// structured-output constraint); see `num_output_tokens` for their count.
     pub output_tokens: Vec<TokenId>,
+    /// How many tokens the request has generated so far: the index of the token sampled this
+    /// step (the sampler's random stream is keyed by the seed and this index).
+    pub num_output_tokens: usize,
     /// Length of the request's prompt: positions below it are prompt tokens (the model
     /// computes those rows on its prompt path, whatever the step's other rows).
     pub prompt_len: usize,

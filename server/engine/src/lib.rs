@@ -13,6 +13,7 @@
 //! ```
 
 pub mod client;
+pub mod constraint;
 pub mod engine_loop;
 pub mod error;
 pub mod executor;
@@ -24,6 +25,7 @@ mod tracker;
 
 pub use client::EngineInfo;
 pub use client::{Collected, EngineClient, RequestHandle};
+pub use constraint::{Constraint, ConstraintState, TokenConstraint};
 pub use engine_loop::{spawn_engine, EngineConfig, EngineStats};
 pub use error::EngineError;
 pub use executor::{Batch, BatchSeq, Executor, ExecutorError, KvGeometry, SampledToken, SeqOutput, StepOutput, TokenLogprob};

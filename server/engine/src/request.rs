@@ -44,6 +44,8 @@ pub struct SamplingParams {
     /// Added to the logits of these tokens before sampling (OpenAI's `logit_bias`, −100 to 100;
     /// reported logprobs stay the model's own).
     pub logit_bias: Vec<(TokenId, f32)>,
+    /// Structured output: only tokens the constraint allows are sampled.
+    pub constraint: Option<crate::constraint::Constraint>,
 }
 
 /// What a prefill-only (scoring) request returns.
@@ -77,6 +79,7 @@ impl Default for SamplingParams {
             prompt_logprobs: None,
             prompt_logprobs_start: 0,
             logit_bias: Vec::new(),
+            constraint: None,
             max_tokens: 16,
             stop_token_ids: Vec::new(),
             ignore_eos: false,

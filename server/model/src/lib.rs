@@ -11,6 +11,7 @@
 
 pub mod attention;
 pub mod config;
+mod constrained;
 mod embedding;
 pub mod error;
 pub mod gpu;

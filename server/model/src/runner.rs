@@ -4,7 +4,7 @@ use crate::attention::{KvDtype, PagedKvCache};
 use crate::error::Result;
 use crate::llama::LlamaModel;
 use crate::reward_head::RewardHead;
-use crate::step_plan::StepPlan;
+use crate::step_plan::{ModelOut, StepPlan};
 use hhh_engine::{Batch, Executor, ExecutorError, KvGeometry, StepOutput};
 
 /// KV pool geometry.
@@ -29,6 +29,8 @@ pub struct ModelRunner {
     /// (`install`): the kernels' own pool (`hhh_kernels::pool`, spinning helpers) takes its
     /// size from it, and candle ops that use rayon run on it.
     pool: Option<rayon::ThreadPool>,
+    /// Structured-output states of the running constrained sequences.
+    constrained: crate::constrained::Constrained,
 }
 
 impl ModelRunner {
@@ -37,7 +39,7 @@ impl ModelRunner {
         let dtype: KvDtype = model.kv_dtype(cfg.kv_dtype);
         let kv = PagedKvCache::new(c.num_layers, cfg.kv.num_blocks, cfg.kv.block_size, c.num_kv_heads, c.head_dim, dtype);
         let pool = rayon::ThreadPoolBuilder::new().num_threads(cfg.threads).thread_name(|i| format!("hhh-compute-{i}")).build().ok();
-        Self { model, kv, head: None, pool }
+        Self { model, kv, head: None, pool, constrained: Default::default() }
     }
 
     /// Attach a reward head (its width must be the model's hidden size).
@@ -63,7 +65,7 @@ impl ModelRunner {
             (l.flatten_all()?.to_vec1::<f32>()?, vocab)
         };
         let pooled_h: Vec<f32> = if plan.pool_rows.is_empty() { Vec::new() } else { hidden.narrow(0, plan.want.len(), plan.pool_rows.len())?.flatten_all()?.to_vec1::<f32>()? };
-        Ok(plan.finish(batch, &logits, vocab, &pooled_h, self.model.cfg.hidden_size, self.head.as_ref()))
+        Ok(plan.finish(batch, ModelOut { logits: &logits, vocab, pooled_h: &pooled_h, hidden: self.model.cfg.hidden_size }, self.head.as_ref(), &mut self.constrained))
     }
 }
 
@@ -77,5 +79,9 @@ impl Executor for ModelRunner {
             }
             None => self.run(batch).map_err(ExecutorError::step),
         }
+    }
+
+    fn release(&mut self, request_id: hhh_engine::RequestId) {
+        self.constrained.release(request_id);
     }
 }

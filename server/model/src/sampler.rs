@@ -78,7 +78,16 @@ fn rng_for(seed: u64, index: usize) -> StdRng {
 }
 
 /// Pick the next token from one row of raw logits.
+/// `output` is every token generated so far (the token's index is its length).
 pub fn sample(raw: &[f32], p: &SamplingParams, prompt: &[TokenId], output: &[TokenId]) -> TokenLogprob {
+    sample_masked(raw, p, prompt, output, output.len(), None)
+}
+
+/// [`sample`] for the `index`-th generated token (the random stream is keyed by the seed and
+/// `index`; `output` may be empty when no penalty needs it) among the tokens `allowed` marks (a
+/// structured-output mask; tokens past its end are not allowed). Reported logprobs stay the
+/// model's own.
+pub fn sample_masked(raw: &[f32], p: &SamplingParams, prompt: &[TokenId], output: &[TokenId], index: usize, allowed: Option<&[bool]>) -> TokenLogprob {
     let lp = log_softmax(raw);
     let mut logits = raw.to_vec();
     for &(t, b) in &p.logit_bias {
@@ -87,7 +96,14 @@ pub fn sample(raw: &[f32], p: &SamplingParams, prompt: &[TokenId], output: &[Tok
         }
     }
     apply_penalties(&mut logits, p, prompt, output);
-    let token = if p.temperature <= 0.0 || p.top_k == 1 { argmax(&logits) } else { sample_random(&logits, p, output.len()) };
+    if let Some(a) = allowed {
+        for (i, l) in logits.iter_mut().enumerate() {
+            if !a.get(i).copied().unwrap_or(false) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+    }
+    let token = if p.temperature <= 0.0 || p.top_k == 1 { argmax(&logits) } else { sample_random(&logits, p, index) };
     TokenLogprob { token: token as TokenId, logprob: lp[token], top: top_logprobs(&lp, p.logprobs.unwrap_or(0)) }
 }
 
@@ -170,5 +186,17 @@ mod tests {
         let mut l = vec![1.0, 1.0];
         apply_penalties(&mut l, &SamplingParams { frequency_penalty: 0.5, presence_penalty: 0.25, ..params(1.0) }, &[], &[1, 1]);
         assert_eq!(l, vec![1.0, -0.25]);
+    }
+
+    #[test]
+    fn each_token_index_draws_afresh() {
+        // Two equally likely tokens: over 64 token indices of one seed both must appear (one
+        // fixed draw per request would pick the same one every time).
+        let p = SamplingParams { seed: 7, ..params(1.0) };
+        let picks: Vec<u32> = (0..64).map(|i| sample_masked(&[0.0, 0.0], &p, &[], &[], i, None).token).collect();
+        assert!(picks.contains(&0) && picks.contains(&1), "{picks:?}");
+        // A mask leaves only the allowed token, whatever the logits.
+        let masked = sample_masked(&[5.0, 0.0], &params(0.0), &[], &[], 0, Some(&[false, true]));
+        assert_eq!(masked.token, 1);
     }
 }

@@ -3,9 +3,19 @@
 //! sampling, logprobs and pooling on the host. Shared by the CPU runner and the GPU runner.
 
 use crate::attention::SeqMeta;
+use crate::constrained::Constrained;
 use crate::reward_head::RewardHead;
 use crate::sampler;
 use hhh_engine::{Batch, PooledOutput, SeqOutput, StepOutput, TokenLogprob};
+
+/// What the model answered for a step: logits of the `want` rows (`vocab` wide) and hidden
+/// states (`hidden` wide) of the pooled rows.
+pub(crate) struct ModelOut<'a> {
+    pub logits: &'a [f32],
+    pub vocab: usize,
+    pub pooled_h: &'a [f32],
+    pub hidden: usize,
+}
 
 /// The flattened step.
 pub(crate) struct StepPlan {
@@ -65,7 +75,8 @@ impl StepPlan {
 
     /// Sample, gather logprobs and pool on the host. `logits`: `[want.len(), vocab]` f32;
     /// `pooled_h`: `[pool_rows.len(), hidden]` f32.
-    pub fn finish(&self, batch: &Batch, logits: &[f32], vocab: usize, pooled_h: &[f32], hidden: usize, head: Option<&RewardHead>) -> StepOutput {
+    pub fn finish(&self, batch: &Batch, out: ModelOut<'_>, head: Option<&RewardHead>, constrained: &mut Constrained) -> StepOutput {
+        let ModelOut { logits, vocab, pooled_h, hidden } = out;
         let row = |i: usize| &logits[i * vocab..(i + 1) * vocab];
         let mut out = StepOutput { seqs: Vec::with_capacity(batch.seqs.len()) };
         for (s, &(plp, samp, pool)) in batch.seqs.iter().zip(&self.per_seq) {
@@ -79,7 +90,14 @@ impl StepPlan {
                     TokenLogprob { token: t, logprob: lp[t as usize], top: sampler::top_logprobs(&lp, k) }
                 })
                 .collect();
-            let sampled = samp.map(|i| sampler::sample(row(i), &s.params, &s.prompt_tokens, &s.output_tokens));
+            let sampled = samp.map(|i| {
+                let mask = constrained.mask(s, vocab);
+                let t = sampler::sample_masked(row(i), &s.params, &s.prompt_tokens, &s.output_tokens, s.num_output_tokens, mask.as_deref());
+                if mask.is_some() {
+                    constrained.sampled(s.request_id, t.token);
+                }
+                t
+            });
             let pooled = pool.map(|i| {
                 let h = &pooled_h[i * hidden..(i + 1) * hidden];
                 let ret_hidden = s.params.pooling.is_some_and(|p| p.return_hidden);

@@ -140,6 +140,12 @@ impl Tokenizer {
     pub fn chat_template(&self) -> Option<&str> {
         self.chat_template.as_deref()
     }
+    /// The tokenizer as Hugging Face `tokenizer.json` text (for libraries that read that format,
+    /// such as the structured-output grammar engine).
+    pub fn to_hf_json(&self) -> Result<String, TextError> {
+        self.inner.to_string(false).map_err(|e| TextError::Tokenizer(e.to_string()))
+    }
+
     /// Id of a token given by its exact text (e.g. a special token).
     pub fn token_to_id(&self, s: &str) -> Option<u32> {
         self.inner.token_to_id(s)

@@ -81,7 +81,8 @@ async fn plan(st: &AppState, req: ChatCompletionRequest) -> Result<Plan, ApiErro
     let field = if req.max_completion_tokens.is_some() { "max_completion_tokens" } else { "max_tokens" };
     let default_len = st.generation_defaults.max_tokens.and_then(|m| usize::try_from(m).ok());
     let mt = resolve_max_tokens(field, "messages", req.max_completion_tokens.or(sampling.max_tokens), default_len, prompt.len(), info.max_model_len, info.num_blocks * info.block_size)?;
-    let params = sampling_params(&sampling, mt, top, st.tokenizer.vocab_size())?;
+    let mut params = sampling_params(&sampling, mt, top, st.tokenizer.vocab_size())?;
+    params.constraint = crate::structured::constraint(st.grammars.as_deref(), sampling.response_format.as_ref(), sampling.structured_outputs.as_ref())?;
     let include_usage = req.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
     Ok(Plan { model: req.model, prompt, params, stops, n, top, stream: req.sampling.stream, include_usage, selection, messages: req.messages })
 }

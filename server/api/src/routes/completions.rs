@@ -105,12 +105,14 @@ async fn plan(st: &AppState, req: CompletionRequest) -> Result<Plan, ApiError> {
         k => k.map(|k| k as usize),
     };
     let echo = req.echo.unwrap_or(false);
+    let constraint = crate::structured::constraint(st.grammars.as_deref(), sampling.response_format.as_ref(), sampling.structured_outputs.as_ref())?;
     let info = st.engine.info();
     let mut planned = Vec::new();
     for p in prompts(st, req.prompt).await? {
         let default_len = st.generation_defaults.max_tokens.and_then(|m| usize::try_from(m).ok()).unwrap_or(16);
         let mt = resolve_max_tokens("max_tokens", "prompt", sampling.max_tokens, Some(default_len), p.ids.len(), info.max_model_len, info.num_blocks * info.block_size)?;
         let mut params = sampling_params(&sampling, mt, logprobs, st.tokenizer.vocab_size())?;
+        params.constraint = constraint.clone();
         if echo && logprobs.is_some() {
             params.prompt_logprobs = logprobs;
         }

@@ -345,3 +345,25 @@ fn prompt_logprobs_from_a_start_position_use_the_prefix_cache() {
     }
     assert_eq!(s.kv().num_free_blocks(), nb);
 }
+
+/// Each sampling step tells the executor the index of the token it samples (the sampler keys its
+/// random stream by seed and index), with or without the output tokens themselves.
+#[test]
+fn sampling_steps_carry_the_token_index() {
+    let (bs, nb) = (4, 64);
+    let mut s = Scheduler::new(cfg(nb, bs, 64)).unwrap();
+    let mut ex = FakeExec { block_size: bs, slots: vec![None; nb * bs] };
+    s.add_request(Request::new(1, vec![11, 12, 13], SamplingParams { max_tokens: 5, temperature: 1.0, ignore_eos: true, ..Default::default() })).unwrap();
+    let mut seen = Vec::new();
+    while s.has_work() {
+        let o = s.schedule();
+        let batch = s.build_batch(&o);
+        for q in batch.seqs.iter().filter(|q| q.sample) {
+            assert!(q.output_tokens.is_empty(), "no penalty, no constraint: the tokens are not copied");
+            seen.push(q.num_output_tokens);
+        }
+        let res = ex.execute(&batch).unwrap();
+        s.update(&o, res);
+    }
+    assert_eq!(seen, [0, 1, 2, 3, 4]);
+}

@@ -7,7 +7,7 @@
 use super::model::GpuLlama;
 use crate::error::{ModelError, Result};
 use crate::reward_head::RewardHead;
-use crate::step_plan::StepPlan;
+use crate::step_plan::{ModelOut, StepPlan};
 use candle_core::{DType, Tensor};
 use hhh_engine::{Batch, Executor, ExecutorError, KvGeometry, StepOutput};
 
@@ -18,6 +18,8 @@ pub struct GpuRunner {
     cache: Vec<Tensor>,
     block_size: usize,
     head: Option<RewardHead>,
+    /// Structured-output states of the running constrained sequences.
+    constrained: crate::constrained::Constrained,
 }
 
 impl GpuRunner {
@@ -28,7 +30,7 @@ impl GpuRunner {
             return Err(ModelError::Invalid("the KV pool needs at least one block of at least one token".into()));
         }
         let cache = model.new_cache(num_blocks, block_size)?;
-        Ok(Self { model, cache, block_size, head: None })
+        Ok(Self { model, cache, block_size, head: None, constrained: Default::default() })
     }
 
     /// Attach a reward head (its width must be the model's hidden size).
@@ -46,7 +48,7 @@ impl GpuRunner {
         let hidden = self.model.forward_hidden(&plan.ids, &plan.positions, plan.metas.clone(), &self.cache, self.block_size, &plan.all_rows())?;
         // The step's only device-to-host copies: logits of the rows that need them, pooled rows.
         let Some(hidden) = hidden else {
-            return Ok(plan.finish(batch, &[], 0, &[], self.model.cfg.hidden_size, self.head.as_ref()));
+            return Ok(plan.finish(batch, ModelOut { logits: &[], vocab: 0, pooled_h: &[], hidden: self.model.cfg.hidden_size }, self.head.as_ref(), &mut self.constrained));
         };
         let (logits, vocab) = if plan.want.is_empty() {
             (Vec::new(), 0)
@@ -56,12 +58,16 @@ impl GpuRunner {
             (l.flatten_all()?.to_vec1::<f32>()?, vocab)
         };
         let pooled_h = if plan.pool_rows.is_empty() { Vec::new() } else { hidden.narrow(0, plan.want.len(), plan.pool_rows.len())?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()? };
-        Ok(plan.finish(batch, &logits, vocab, &pooled_h, self.model.cfg.hidden_size, self.head.as_ref()))
+        Ok(plan.finish(batch, ModelOut { logits: &logits, vocab, pooled_h: &pooled_h, hidden: self.model.cfg.hidden_size }, self.head.as_ref(), &mut self.constrained))
     }
 }
 
 impl Executor for GpuRunner {
     fn execute(&mut self, batch: &Batch) -> std::result::Result<StepOutput, ExecutorError> {
         self.run(batch).map_err(ExecutorError::step)
+    }
+
+    fn release(&mut self, request_id: hhh_engine::RequestId) {
+        self.constrained.release(request_id);
     }
 }

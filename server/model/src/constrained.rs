@@ -1,0 +1,69 @@
+//! The runner's side of constrained decoding: one [`ConstraintState`] per running sequence that
+//! samples under a constraint, kept in step with the sequence's output tokens (a preempted and
+//! recomputed sequence is replayed from the start), and the allowed-token mask for its next
+//! token. Shared by the CPU and GPU runners.
+
+use hhh_engine::{BatchSeq, ConstraintState, RequestId, TokenId};
+use std::collections::HashMap;
+
+struct Tracked {
+    state: Box<dyn ConstraintState>,
+    /// Output tokens the state has consumed.
+    consumed: usize,
+}
+
+/// Constraint states of the running sequences.
+#[derive(Default)]
+pub(crate) struct Constrained {
+    states: HashMap<RequestId, Tracked>,
+}
+
+impl Constrained {
+    /// The mask of tokens `s` may sample next (`None` when it is unconstrained), after bringing
+    /// its state up to its output so far. A constraint that fails (it should not) allows only its
+    /// end-of-sequence tokens, which ends the output.
+    pub fn mask(&mut self, s: &BatchSeq, vocab: usize) -> Option<Vec<bool>> {
+        let c = s.params.constraint.as_ref()?;
+        let mut allowed = vec![false; vocab];
+        let ok = (|| -> Result<(), String> {
+            let stale = self.states.get(&s.request_id).is_none_or(|t| t.consumed > s.output_tokens.len());
+            if stale {
+                self.states.insert(s.request_id, Tracked { state: c.0.start()?, consumed: 0 });
+            }
+            let t = self.states.get_mut(&s.request_id).ok_or("constraint state missing")?;
+            for &tok in &s.output_tokens[t.consumed..] {
+                t.state.consume(tok)?;
+            }
+            t.consumed = s.output_tokens.len();
+            t.state.allowed(&mut allowed)
+        })();
+        if let Err(e) = ok {
+            tracing::warn!(request_id = s.request_id, error = %e, "constraint failed: ending the output");
+            allowed.iter_mut().for_each(|a| *a = false);
+            for t in c.0.end_tokens() {
+                if let Some(a) = allowed.get_mut(t as usize) {
+                    *a = true;
+                }
+            }
+            self.states.remove(&s.request_id);
+        }
+        Some(allowed)
+    }
+
+    /// `token` was sampled for request `id` (the state advances now, so the next step's mask
+    /// does not replay it).
+    pub fn sampled(&mut self, id: RequestId, token: TokenId) {
+        if let Some(t) = self.states.get_mut(&id) {
+            if t.state.consume(token).is_ok() {
+                t.consumed += 1;
+            } else {
+                self.states.remove(&id);
+            }
+        }
+    }
+
+    /// The request ended.
+    pub fn release(&mut self, id: RequestId) {
+        self.states.remove(&id);
+    }
+}
