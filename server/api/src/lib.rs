@@ -17,8 +17,8 @@
 //! jobs/        engine jobs: client-facing choice streams, waves of requests and their
 //!   │          collectors (pooled, option logprobs, generate-until-stop)
 //! prompt       chat templates, reward-model pairs, the Constitutional AI transcripts
-//! structured   response_format / structured_outputs compiled into engine constraints (llguidance)
-//! validate, error, state, middleware, auth, constitution
+//! validate, error, state, middleware, auth, constitution, structured (response_format /
+//!              structured_outputs compiled into engine constraints with llguidance)
 //! ```
 //!
 //! ```text
