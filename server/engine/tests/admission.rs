@@ -131,8 +131,15 @@ fn collect_gathers_a_request_to_its_end() {
     assert_eq!(c.tokens.iter().map(|t| t.token).collect::<Vec<_>>(), [7, 7, 7, 7]);
     assert_eq!((c.finish, c.prompt_tokens, c.error.is_none()), (Some(hhh_engine::FinishReason::Length), 3, true));
     assert!(c.result().is_ok());
-    // The metrics crate saw the engine's reports: 4 generated tokens, 3 prompt tokens, steps.
+    // The metrics crate saw the engine's reports: 4 generated tokens, 3 prompt tokens (recorded
+    // before each event is sent), and the steps (published after the step's events, so waited for).
     assert_eq!((m.generation_tokens.get(), m.prompt_tokens.get()), (4, 3));
-    assert!(m.engine_steps.get() >= 4);
     wait_released(&e);
+    for _ in 0..400 {
+        if m.engine_steps.get() >= 4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(m.engine_steps.get() >= 4, "{}", m.engine_steps.get());
 }
