@@ -106,7 +106,7 @@ pub fn read_hh_pairs(path: &Path, max_chars: usize) -> Result<Vec<HhPair>, Loadt
         if c != r || c.iter().map(|t| t.content.len()).sum::<usize>() > max_chars {
             continue;
         }
-        let messages = c.into_iter().map(|t| ChatMessage { role: t.role.into(), content: Some(MessageContent::Text(t.content)), name: None }).collect();
+        let messages = c.into_iter().map(|t| ChatMessage { role: t.role.into(), content: Some(MessageContent::Text(t.content)), ..Default::default() }).collect();
         out.push(HhPair { messages, chosen: cl.content, rejected: rl.content });
     }
     if out.is_empty() {
@@ -181,6 +181,9 @@ pub fn build(cfg: &ScenarioConfig, pairs: &[HhPair]) -> Result<Vec<RequestSpec>,
                     logprobs: None,
                     top_logprobs: None,
                     add_generation_prompt: None,
+                    tools: None,
+                    tool_choice: None,
+                    parallel_tool_calls: None,
                     harmlessness: None,
                 };
                 Ok(RequestSpec { endpoint: Endpoint::Chat, body: to_body(&req)?, items: 0, class: "all", known_prompt_tokens: None })

@@ -14,6 +14,8 @@
 //!   │          `harmlessness` extension), rewards (reward-model scoring)
 //!   ▼
 //! respond/     the response assembler: fan-out over n, usage, JSON collector, SSE driver
+//! tools        tool calling: plan (tools, tool_choice), generic-mode prompts, calls read from
+//!   │          the output and streamed as `tool_calls` deltas
 //! jobs/        engine jobs: client-facing choice streams, waves of requests and their
 //!   │          collectors (pooled, option logprobs, generate-until-stop)
 //! prompt       chat templates, reward-model pairs, the Constitutional AI transcripts
@@ -41,6 +43,7 @@ pub mod routes;
 pub mod select;
 pub mod state;
 pub mod structured;
+pub mod tools;
 pub mod validate;
 
 use axum::routing::{get, post};

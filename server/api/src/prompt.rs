@@ -16,7 +16,9 @@ pub const ANSWER: &str = "\nSo the answer is:";
 /// Appended to a feedback question without reasoning; the options are scored after it.
 pub const THE_ANSWER_IS: &str = "\nThe answer is:";
 
-/// Flatten OpenAI messages into template messages (text parts only).
+/// Flatten OpenAI messages into template messages (text parts only). Assistant `tool_calls`
+/// reach the template with their arguments as objects (vLLM does the same: templates write
+/// them with `tojson`); a `tool` message needs its `tool_call_id`.
 pub fn template_messages(msgs: &[ChatMessage]) -> Result<Vec<hhh_text::ChatMessage>, ApiError> {
     if msgs.is_empty() {
         return Err(ApiError::invalid("messages", "`messages` must contain at least one message."));
@@ -24,8 +26,8 @@ pub fn template_messages(msgs: &[ChatMessage]) -> Result<Vec<hhh_text::ChatMessa
     msgs.iter()
         .enumerate()
         .map(|(i, m)| {
-            if !matches!(m.role.as_str(), "system" | "developer" | "user" | "assistant") {
-                return Err(ApiError::invalid(&format!("messages[{i}].role"), format!("Unsupported role `{}` (system, developer, user, assistant).", m.role)));
+            if !matches!(m.role.as_str(), "system" | "developer" | "user" | "assistant" | "tool") {
+                return Err(ApiError::invalid(&format!("messages[{i}].role"), format!("Unsupported role `{}` (system, developer, user, assistant, tool).", m.role)));
             }
             let content = match &m.content {
                 None => String::new(),
@@ -42,16 +44,49 @@ pub fn template_messages(msgs: &[ChatMessage]) -> Result<Vec<hhh_text::ChatMessa
                 }
             };
             let role = if m.role == "developer" { "system".to_string() } else { m.role.clone() };
-            Ok(hhh_text::ChatMessage { role, content })
+            if role == "tool" && m.tool_call_id.is_none() {
+                return Err(ApiError::invalid(&format!("messages[{i}].tool_call_id"), "A `tool` message needs `tool_call_id`."));
+            }
+            let tool_calls = match &m.tool_calls {
+                Some(_) if role != "assistant" => {
+                    return Err(ApiError::invalid(&format!("messages[{i}].tool_calls"), "Only assistant messages carry `tool_calls`."));
+                }
+                Some(calls) => Some(
+                    calls
+                        .iter()
+                        .enumerate()
+                        .map(|(j, c)| {
+                            let args: serde_json::Value = serde_json::from_str(&c.function.arguments).map_err(|e| {
+                                let f = format!("messages[{i}].tool_calls[{j}].function.arguments");
+                                ApiError::invalid(&f, format!("`{f}` is not JSON: {e}"))
+                            })?;
+                            Ok(serde_json::json!({"id": c.id, "type": c.kind, "function": {"name": c.function.name, "arguments": args}}))
+                        })
+                        .collect::<Result<Vec<_>, ApiError>>()?,
+                ),
+                None => None,
+            };
+            Ok(hhh_text::ChatMessage { role, content, tool_calls, tool_call_id: m.tool_call_id.clone(), name: m.name.clone() })
         })
         .collect()
 }
 
 /// Render a conversation with a model's chat template and tokenize it, off the async runtime.
 pub async fn render_chat(template: Arc<Option<ChatTemplate>>, tokenizer: Arc<Tokenizer>, msgs: Vec<hhh_text::ChatMessage>, add_generation_prompt: bool) -> Result<Vec<u32>, ApiError> {
+    render_chat_with_tools(template, tokenizer, msgs, None, add_generation_prompt).await
+}
+
+/// [`render_chat`] with the request's `tools` passed to the template.
+pub async fn render_chat_with_tools(
+    template: Arc<Option<ChatTemplate>>,
+    tokenizer: Arc<Tokenizer>,
+    msgs: Vec<hhh_text::ChatMessage>,
+    tools: Option<serde_json::Value>,
+    add_generation_prompt: bool,
+) -> Result<Vec<u32>, ApiError> {
     tokio::task::spawn_blocking(move || {
         let t = template.as_ref().as_ref().ok_or_else(|| ApiError::bad_request("This model has no chat template; use /v1/completions."))?;
-        hhh_text::encode_chat(t, &tokenizer, &msgs, add_generation_prompt).map_err(|e| match e {
+        hhh_text::encode_chat_with_tools(t, &tokenizer, &msgs, tools.as_ref(), add_generation_prompt).map_err(|e| match e {
             hhh_text::TextError::Template(m) => ApiError::invalid("messages", m),
             e => ApiError::internal(e.to_string()),
         })
@@ -79,7 +114,7 @@ pub fn text_prompt(tok: &Tokenizer, text: &str) -> Result<Vec<u32>, ApiError> {
 /// assistant turn, no generation prompt. Errors about `messages` name the input (`field`).
 pub async fn render_pair(sc: &Scorer, field: &str, messages: &[ChatMessage], response: &str) -> Result<Vec<u32>, ApiError> {
     let mut msgs = template_messages(messages).map_err(|e| prefix_param(e, field))?;
-    msgs.push(hhh_text::ChatMessage { role: "assistant".into(), content: response.to_string() });
+    msgs.push(hhh_text::ChatMessage::new("assistant", response));
     render_chat(sc.template.clone(), sc.tokenizer.clone(), msgs, false).await.map_err(|e| prefix_param(e, field))
 }
 
@@ -154,9 +189,9 @@ mod tests {
 
     #[test]
     fn conversation_roles() {
-        let m = |role: &str, t: &str| ChatMessage { role: role.into(), content: Some(MessageContent::Text(t.into())), name: None };
+        let m = |role: &str, t: &str| ChatMessage { role: role.into(), content: Some(MessageContent::Text(t.into())), ..Default::default() };
         assert_eq!(render_conversation(&[m("system", "s"), m("user", "u"), m("assistant", "a")]).ok().as_deref(), Some("System: s\n\nHuman: u\n\nAssistant: a"));
-        assert_eq!(render_conversation(&[m("tool", "x")]).err().and_then(|e| e.param).as_deref(), Some("messages[0].role"));
+        assert_eq!(render_conversation(&[m("ipython", "x")]).err().and_then(|e| e.param).as_deref(), Some("messages[0].role"));
         assert_eq!(template_messages(&[]).err().and_then(|e| e.param).as_deref(), Some("messages"));
     }
 }

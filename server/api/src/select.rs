@@ -80,7 +80,8 @@ pub fn plan(st: &AppState, opts: &HarmlessnessOptions, messages: &[ChatMessage],
 /// Score the generated candidates, rank them, and keep only the least harmful with `best`.
 /// Returns the choices to send (re-indexed from 0) and the summary.
 pub async fn select(st: &AppState, plan: SelectionPlan, messages: &[ChatMessage], choices: Vec<ChatChoice>) -> Result<(Vec<ChatChoice>, HarmlessnessSummary), ApiError> {
-    let texts: Vec<String> = choices.iter().map(|c| if c.message.content.trim().is_empty() { EMPTY_CANDIDATE.to_string() } else { c.message.content.clone() }).collect();
+    let texts: Vec<String> =
+        choices.iter().map(|c| if c.message.content.as_deref().unwrap_or_default().trim().is_empty() { EMPTY_CANDIDATE.to_string() } else { c.message.content.clone().unwrap_or_default() }).collect();
     let (scorer, scores, principles, position_bias) = match plan.by {
         By::Constitutional { fm, principles, conversation } => {
             let p = ComparePlan { fm, chosen: principles, few_shot: String::new(), debias: true, cot: None, conversation, responses: texts, return_prompts: false };

@@ -100,6 +100,9 @@ pub struct AppState {
     /// The chat model's grammar compiler for structured outputs (`None`: unavailable for its
     /// tokenizer; such requests get a 400 that says so).
     pub grammars: Option<Arc<crate::structured::Grammars>>,
+    /// The chat model's tool-call output format (`--tool-call-parser`; by default read from
+    /// the chat template). `None`: the generic JSON tool mode (docs/tools.md).
+    pub tool_format: Option<hhh_text::tool_parse::ToolCallFormat>,
     /// Unix time the server started (for `/v1/models`).
     pub created: u64,
 }
@@ -119,6 +122,7 @@ impl AppState {
                 None
             }
         };
+        let tool_format = template.as_ref().filter(|t| t.supports_tools()).and(tokenizer.chat_template()).and_then(hhh_text::tool_parse::ToolCallFormat::detect);
         Ok(Self {
             engine,
             tokenizer,
@@ -138,12 +142,22 @@ impl AppState {
             extra_metrics: Arc::new(Vec::new()),
             generation_defaults: Arc::new(hhh_proto::GenerationDefaults::default()),
             grammars,
+            tool_format,
             created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         })
     }
 }
 
 impl AppState {
+    /// Serve `source` as the chat model's template (`--chat-template`); the tool-call format is
+    /// read from it again.
+    pub fn set_chat_template(&mut self, source: &str) -> Result<(), ApiError> {
+        let t = ChatTemplate::new(source, self.tokenizer.bos_token(), self.tokenizer.eos_token()).map_err(|e| ApiError::internal(e.to_string()))?;
+        self.tool_format = if t.supports_tools() { hhh_text::tool_parse::ToolCallFormat::detect(source) } else { None };
+        self.template = Arc::new(Some(t));
+        Ok(())
+    }
+
     /// 404 for an unknown model, 400 for a model that cannot generate.
     pub fn check_generation_model(&self, model: &str) -> Result<(), ApiError> {
         if model == self.model_name && self.generates {

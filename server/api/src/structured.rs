@@ -147,6 +147,12 @@ pub fn constraint(grammars: Option<&Grammars>, response_format: Option<&Response
     g.compile(grammar, field, what).map(Some)
 }
 
+/// A JSON-schema constraint (compact separators, like `response_format`); errors name `field`.
+pub fn json_constraint(grammars: Option<&Grammars>, schema: Value, field: &str, what: &str) -> Result<Constraint, ApiError> {
+    let g = grammars.ok_or_else(|| ApiError::invalid(field, "Constrained decoding is not available for this model's tokenizer."))?;
+    g.compile(json_grammar(schema), field, what)
+}
+
 /// vLLM's `structured_outputs`: exactly one of `json`, `regex`, `choice`, `grammar`.
 fn structured_grammar(so: &StructuredOutputs) -> Result<(TopLevelGrammar, &'static str, &'static str), ApiError> {
     let given = [so.json.is_some(), so.regex.is_some(), so.choice.is_some(), so.grammar.is_some()].iter().filter(|&&b| b).count();

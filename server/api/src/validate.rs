@@ -34,7 +34,8 @@ pub const SAMPLING_FIELDS: &[&str] = &[
 pub const MAX_LOGIT_BIAS: usize = 1024;
 /// Accepted and ignored because ignoring them cannot change the output.
 pub const IGNORED_FIELDS: &[&str] = &["user", "metadata", "store", "service_tier"];
-/// OpenAI fields this server does not implement: rejected with a 400 naming the field.
+/// OpenAI fields this server does not implement (on a route that does not list them as
+/// allowed: `tools` is allowed on chat only): rejected with a 400 naming the field.
 pub const UNSUPPORTED_FIELDS: &[&str] =
     &["tools", "tool_choice", "functions", "function_call", "parallel_tool_calls", "audio", "modalities", "prediction", "reasoning_effort", "web_search_options", "best_of", "suffix"];
 
@@ -63,7 +64,7 @@ pub fn is_noop(key: &str, v: &Value) -> bool {
         || match key {
             "tools" | "functions" => v.as_array().is_some_and(|a| a.is_empty()),
             "tool_choice" | "function_call" => v.as_str() == Some("none"),
-            // Only meaningful with tools, which are rejected unless empty.
+            // Only meaningful with tools.
             "parallel_tool_calls" => v.is_boolean(),
             "best_of" => v.as_i64() == Some(1),
             "suffix" => v.as_str() == Some(""),
@@ -109,7 +110,7 @@ pub fn parse_json_with<T: DeserializeOwned>(bytes: &[u8], allowed: &[&str], samp
     let mut ignored = Vec::new();
     let mut drop = Vec::new();
     for (key, value) in obj.iter() {
-        if UNSUPPORTED_FIELDS.contains(&key.as_str()) {
+        if UNSUPPORTED_FIELDS.contains(&key.as_str()) && !allowed.contains(&key.as_str()) {
             if lenient && is_noop(key, value) {
                 drop.push(key.clone());
                 continue;

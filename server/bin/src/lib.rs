@@ -84,6 +84,15 @@ pub struct ServeArgs {
     /// each name once and list them in the `x-hhh-ignored-fields` response header, as vLLM does).
     #[arg(long, env = "HHH_STRICT_FIELDS")]
     pub strict_fields: bool,
+    /// A Jinja chat template file served instead of the model's own (as vLLM's
+    /// `--chat-template`).
+    #[arg(long, env = "HHH_CHAT_TEMPLATE")]
+    pub chat_template: Option<PathBuf>,
+    /// How tool calls are written and read: `auto` (from the chat template's markers: hermes,
+    /// llama3_json or mistral; templates without tools use the generic JSON mode), one of
+    /// `hermes`, `llama3_json`, `mistral`, or `generic` (see docs/tools.md).
+    #[arg(long, env = "HHH_TOOL_CALL_PARSER", default_value = "auto")]
+    pub tool_call_parser: String,
     /// Compute threads (default: all cores).
     #[arg(long, env = "HHH_THREADS")]
     pub threads: Option<usize>,
@@ -263,6 +272,19 @@ pub async fn start(a: ServeArgs) -> anyhow::Result<Server> {
     let limits = Limits { max_body_bytes: a.max_body_bytes, max_n: a.max_n, strict_fields: a.strict_fields, ..Limits::default() };
     let mut state = AppState::new(engine.clone(), main.tokenizer, name.clone(), limits, metrics).map_err(|e| anyhow::anyhow!("{e}"))?;
     state.generates = !main.seq_cls;
+    if let Some(f) = &a.chat_template {
+        let src = std::fs::read_to_string(f).with_context(|| format!("reading the chat template {}", f.display()))?;
+        state.set_chat_template(&src).map_err(|e| anyhow::anyhow!("--chat-template {}: {e}", f.display()))?;
+    }
+    match a.tool_call_parser.as_str() {
+        "auto" => {}
+        "generic" => state.tool_format = None,
+        name => {
+            let f = hhh_text::tool_parse::ToolCallFormat::from_name(name).ok_or_else(|| anyhow::anyhow!("--tool-call-parser {name}: expected auto, hermes, llama3_json, mistral or generic"))?;
+            state.tool_format = Some(f);
+        }
+    }
+    tracing::info!(format = state.tool_format.map_or("generic", |f| f.name()), "tool calling");
     if state.generates {
         let d = generation::load(&a.model, &a.generation_config, a.override_generation_config.as_deref())?;
         tracing::info!(defaults = ?d, source = %a.generation_config, "generation defaults");

@@ -338,7 +338,12 @@ async fn bad_inputs_get_openai_errors() {
         (chat("x", json!({"max_tokens": 5000})), 400, Some("max_tokens"), "maximum context length is 1024"),
         (chat("x", json!({"max_tokens": 0})), 400, Some("max_tokens"), "at least 1"),
         (chat(&long, json!({})), 400, Some("messages"), "maximum context length is 1024"),
-        (chat("x", json!({"tools": [{"type": "function", "function": {"name": "f"}}]})), 400, Some("tools"), "not supported"),
+        (
+            chat("x", json!({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "g"}}})),
+            400,
+            Some("tool_choice.function.name"),
+            "not in `tools`",
+        ),
         (json!({"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]}), 400, Some("messages[0].role"), "Unsupported role"),
         (json!({"model": MODEL, "prompt": [999999]}), 400, Some("prompt"), "outside the vocabulary"),
         (json!({"model": MODEL, "prompt": ""}), 400, Some("prompt"), "must not be empty"),

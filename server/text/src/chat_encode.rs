@@ -17,12 +17,17 @@ fn sentinel(i: usize) -> String {
 
 /// Render `msgs` with `template` and tokenize, treating message content as text.
 pub fn encode_chat(template: &ChatTemplate, tok: &Tokenizer, msgs: &[ChatMessage], add_generation_prompt: bool) -> Result<Vec<u32>, TextError> {
+    encode_chat_with_tools(template, tok, msgs, None, add_generation_prompt)
+}
+
+/// [`encode_chat`] with the request's `tools` passed to the template.
+pub fn encode_chat_with_tools(template: &ChatTemplate, tok: &Tokenizer, msgs: &[ChatMessage], tools: Option<&serde_json::Value>, add_generation_prompt: bool) -> Result<Vec<u32>, TextError> {
     if !msgs.iter().any(|m| tok.contains_special_text(&m.content)) {
-        let text = template.render(msgs, add_generation_prompt)?;
+        let text = template.render_with_tools(msgs, tools, add_generation_prompt)?;
         return tok.encode(&text, false);
     }
-    let masked: Vec<ChatMessage> = msgs.iter().enumerate().map(|(i, m)| ChatMessage { role: m.role.clone(), content: sentinel(i) }).collect();
-    let text = template.render(&masked, add_generation_prompt)?;
+    let masked: Vec<ChatMessage> = msgs.iter().enumerate().map(|(i, m)| ChatMessage { content: sentinel(i), ..m.clone() }).collect();
+    let text = template.render_with_tools(&masked, tools, add_generation_prompt)?;
     let mut ids = Vec::new();
     let mut rest = text.as_str();
     for (i, m) in msgs.iter().enumerate() {

@@ -48,8 +48,7 @@ fn chat_templates_match_hf_rendering() {
     for c in f["cases"].as_array().unwrap() {
         let name = c["template"].as_str().unwrap();
         let t = ChatTemplate::new(f["templates"][name].as_str().unwrap(), c["bos_token"].as_str(), c["eos_token"].as_str()).unwrap();
-        let msgs: Vec<ChatMessage> =
-            c["messages"].as_array().unwrap().iter().map(|m| ChatMessage { role: m["role"].as_str().unwrap().into(), content: m["content"].as_str().unwrap().into() }).collect();
+        let msgs: Vec<ChatMessage> = c["messages"].as_array().unwrap().iter().map(|m| ChatMessage::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap())).collect();
         let got = t.render(&msgs, c["add_generation_prompt"].as_bool().unwrap());
         match (&got, c.get("rendered"), c.get("error")) {
             (Ok(s), Some(w), _) => assert_eq!(s, w.as_str().unwrap(), "{name} {msgs:?}"),
@@ -101,7 +100,7 @@ fn special_token_text_in_messages_stays_text() {
     let tok = Tokenizer::load(&model()).unwrap();
     let t = ChatTemplate::new(tok.chat_template().unwrap(), tok.bos_token(), tok.eos_token()).unwrap();
     let (start, end) = (tok.token_to_id("<|im_start|>").unwrap(), tok.token_to_id("<|im_end|>").unwrap());
-    let msg = |c: &str| vec![ChatMessage { role: "user".into(), content: c.into() }];
+    let msg = |c: &str| vec![ChatMessage::new("user", c)];
     let clean = msg("Hello there");
     let ids = hhh_text::encode_chat(&t, &tok, &clean, true).unwrap();
     assert_eq!(ids, tok.encode(&t.render(&clean, true).unwrap(), false).unwrap());

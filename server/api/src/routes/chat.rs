@@ -5,10 +5,11 @@
 use crate::error::ApiError;
 use crate::jobs::ChoiceEvent;
 use crate::middleware::RequestCtx;
-use crate::prompt::{render_chat, template_messages};
+use crate::prompt::{render_chat_with_tools, template_messages};
 use crate::respond::{collect, json_data, new_id, now, sse, sse_response, Choices, Framer, DONE};
 use crate::select::{self, SelectionPlan};
 use crate::state::AppState;
+use crate::tools::{self, ToolPlan, ToolStream};
 use crate::validate::{n_choices, read_json, resolve_max_tokens, sampling_params, stop_strings};
 use axum::body::Body;
 use axum::extract::{Extension, State};
@@ -19,7 +20,7 @@ use hhh_proto::*;
 use hhh_text::Tokenizer;
 use std::sync::Arc;
 
-pub const CHAT_FIELDS: &[&str] = &["messages", "max_completion_tokens", "logprobs", "top_logprobs", "add_generation_prompt", "harmlessness"];
+pub const CHAT_FIELDS: &[&str] = &["messages", "max_completion_tokens", "logprobs", "top_logprobs", "add_generation_prompt", "harmlessness", "tools", "tool_choice", "parallel_tool_calls"];
 
 /// One token's logprobs in the chat format.
 pub fn chat_logprob(tok: &Tokenizer, t: &TokenLogprob) -> ChatTokenLogprob {
@@ -53,11 +54,17 @@ struct Plan {
     /// The `harmlessness` extension.
     selection: Option<SelectionPlan>,
     messages: Vec<ChatMessage>,
+    /// `tools` and `tool_choice`.
+    tools: Option<Arc<ToolPlan>>,
 }
 
 async fn plan(st: &AppState, req: ChatCompletionRequest) -> Result<Plan, ApiError> {
     st.check_generation_model(&req.model)?;
-    let msgs = template_messages(&req.messages)?;
+    let tool_plan = tools::plan(st.grammars.as_deref(), st.tool_format, &req)?;
+    if tool_plan.is_some() && req.harmlessness.is_some() {
+        return Err(ApiError::invalid("harmlessness", "The `harmlessness` extension cannot be combined with `tools`."));
+    }
+    let msgs = tools::adapt_messages(tool_plan.as_ref(), st.tool_format.is_some(), template_messages(&req.messages)?);
     let selection = match &req.harmlessness {
         Some(h) => Some(select::plan(st, h, &req.messages, req.sampling.n, st.limits.max_n)?),
         None => None,
@@ -76,22 +83,28 @@ async fn plan(st: &AppState, req: ChatCompletionRequest) -> Result<Plan, ApiErro
         (true, k) => Some(k.unwrap_or(0) as usize),
         (false, None) => None,
     };
-    let prompt = render_chat(st.template.clone(), st.tokenizer.clone(), msgs, req.add_generation_prompt.unwrap_or(true)).await?;
+    let template_tools = tool_plan.as_ref().and_then(|t| t.template_tools.clone());
+    let prompt = render_chat_with_tools(st.template.clone(), st.tokenizer.clone(), msgs, template_tools, req.add_generation_prompt.unwrap_or(true)).await?;
     let info = st.engine.info();
     let field = if req.max_completion_tokens.is_some() { "max_completion_tokens" } else { "max_tokens" };
     let default_len = st.generation_defaults.max_tokens.and_then(|m| usize::try_from(m).ok());
     let mt = resolve_max_tokens(field, "messages", req.max_completion_tokens.or(sampling.max_tokens), default_len, prompt.len(), info.max_model_len, info.num_blocks * info.block_size)?;
     let mut params = sampling_params(&sampling, mt, top, st.tokenizer.vocab_size())?;
     params.constraint = crate::structured::constraint(st.grammars.as_deref(), sampling.response_format.as_ref(), sampling.structured_outputs.as_ref())?;
+    if let Some(c) = tool_plan.as_ref().and_then(|t| t.constraint.clone()) {
+        params.constraint = Some(c);
+    }
     let include_usage = req.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    Ok(Plan { model: req.model, prompt, params, stops, n, top, stream: req.sampling.stream, include_usage, selection, messages: req.messages })
+    Ok(Plan { model: req.model, prompt, params, stops, n, top, stream: req.sampling.stream, include_usage, selection, messages: req.messages, tools: tool_plan.map(Arc::new) })
 }
 
 pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>, body: Body) -> Result<Response, ApiError> {
     let req: ChatCompletionRequest = read_json(body, &st.limits, CHAT_FIELDS).await?;
     let plan = plan(&st, req).await?;
     let choices = Choices::submit(&st, &ctx, vec![(plan.prompt.clone(), plan.params.clone())], plan.n, &plan.stops)?;
-    let framer = ChatFramer { tok: st.tokenizer.clone(), id: new_id("chatcmpl"), created: now(), model: plan.model.clone(), n: plan.n, top: plan.top, choices: Vec::new() };
+    let streams = (0..plan.n).map(|_| ToolStream::default()).collect();
+    let framer =
+        ChatFramer { tok: st.tokenizer.clone(), id: new_id("chatcmpl"), created: now(), model: plan.model.clone(), n: plan.n, top: plan.top, choices: Vec::new(), tools: plan.tools.clone(), streams };
     if plan.stream && plan.selection.is_none() {
         return Ok(sse(choices, framer, plan.include_usage));
     }
@@ -120,6 +133,10 @@ struct ChatFramer {
     top: Option<usize>,
     /// Non-streaming: the choices so far.
     choices: Vec<ChatChoice>,
+    /// Tool calls are read out of the text when set.
+    tools: Option<Arc<ToolPlan>>,
+    /// Streaming with tools: each choice's state.
+    streams: Vec<ToolStream>,
 }
 
 impl ChatFramer {
@@ -128,7 +145,7 @@ impl ChatFramer {
         self.choices = (0..self.n)
             .map(|i| ChatChoice {
                 index: i,
-                message: AssistantMessage { role: "assistant".into(), content: String::new() },
+                message: AssistantMessage { role: "assistant".into(), content: Some(String::new()), tool_calls: None },
                 logprobs: top.map(|_| ChatLogprobs::default()),
                 finish_reason: None,
                 harmlessness: None,
@@ -148,7 +165,7 @@ impl Framer for ChatFramer {
     fn opening(&mut self) -> Vec<ChatCompletionChunk> {
         (0..self.n)
             .map(|i| {
-                let d = ChatDelta { role: Some("assistant".into()), content: Some(String::new()) };
+                let d = ChatDelta { role: Some("assistant".into()), content: Some(String::new()), tool_calls: None };
                 self.chunk_of(vec![ChatChunkChoice { index: i, delta: d, logprobs: None, finish_reason: None, harmlessness: None }], None)
             })
             .collect()
@@ -161,14 +178,27 @@ impl Framer for ChatFramer {
                     (Some(_), Some(t)) => Some(ChatLogprobs { content: vec![chat_logprob(&self.tok, t)] }),
                     _ => None,
                 };
-                if text.is_empty() && lp.is_none() {
+                let d = match &self.tools {
+                    Some(plan) => {
+                        let piece = self.streams[*index].push(plan, text);
+                        ChatDelta { role: None, content: piece.content, tool_calls: piece.tool_calls }
+                    }
+                    None => ChatDelta { role: None, content: Some(text.clone()), tool_calls: None },
+                };
+                if d.content.as_deref().is_none_or(str::is_empty) && d.tool_calls.is_none() && lp.is_none() {
                     return None;
                 }
-                let d = ChatDelta { role: None, content: Some(text.clone()) };
                 Some(self.chunk_of(vec![ChatChunkChoice { index: *index, delta: d, logprobs: lp, finish_reason: None, harmlessness: None }], None))
             }
             ChoiceEvent::Done { index, finish_reason, .. } => {
-                Some(self.chunk_of(vec![ChatChunkChoice { index: *index, delta: ChatDelta::default(), logprobs: None, finish_reason: Some(finish_reason.clone()), harmlessness: None }], None))
+                let (delta, reason) = match &self.tools {
+                    Some(plan) => {
+                        let (piece, has_calls) = self.streams[*index].finish(plan);
+                        (ChatDelta { role: None, content: piece.content, tool_calls: piece.tool_calls }, plan.finish_reason(finish_reason, has_calls))
+                    }
+                    None => (ChatDelta::default(), finish_reason.clone()),
+                };
+                Some(self.chunk_of(vec![ChatChunkChoice { index: *index, delta, logprobs: None, finish_reason: Some(reason), harmlessness: None }], None))
             }
             ChoiceEvent::PromptLogprobs { .. } => None,
         }
@@ -183,12 +213,29 @@ impl Framer for ChatFramer {
             ChoiceEvent::Delta { index, text, token } => {
                 let tok = self.tok.clone();
                 let c = &mut self.choices[index];
-                c.message.content.push_str(&text);
+                c.message.content.get_or_insert_with(String::new).push_str(&text);
                 if let (Some(lp), Some(t)) = (c.logprobs.as_mut(), token) {
                     lp.content.push(chat_logprob(&tok, &t));
                 }
             }
-            ChoiceEvent::Done { index, finish_reason, .. } => self.choices[index].finish_reason = Some(finish_reason),
+            ChoiceEvent::Done { index, finish_reason, .. } => {
+                let c = &mut self.choices[index];
+                let reason = match &self.tools {
+                    Some(plan) => {
+                        let out = plan.outcome(c.message.content.as_deref().unwrap_or_default());
+                        let has_calls = !out.calls.is_empty();
+                        if has_calls {
+                            c.message.tool_calls = Some(plan.wire_calls(&out.calls));
+                            c.message.content = (!out.content.is_empty()).then_some(out.content);
+                        } else {
+                            c.message.content = Some(out.content);
+                        }
+                        plan.finish_reason(&finish_reason, has_calls)
+                    }
+                    None => finish_reason,
+                };
+                c.finish_reason = Some(reason);
+            }
             ChoiceEvent::PromptLogprobs { .. } => {}
         }
     }
@@ -203,7 +250,7 @@ fn selected_payloads(resp: ChatCompletionResponse, include_usage: bool) -> Vec<S
     };
     let mut out = Vec::new();
     for c in &resp.choices {
-        let d = ChatDelta { role: Some("assistant".into()), content: Some(c.message.content.clone()) };
+        let d = ChatDelta { role: Some("assistant".into()), content: c.message.content.clone(), tool_calls: None };
         out.push(chunk(vec![ChatChunkChoice { index: c.index, delta: d, logprobs: c.logprobs.clone(), finish_reason: None, harmlessness: c.harmlessness.clone() }], None, None));
     }
     for c in &resp.choices {

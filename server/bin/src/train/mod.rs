@@ -63,7 +63,7 @@ struct Pair {
 /// Split an hh-rlhf transcript into chat turns (see [`hhh_proto::hh_rlhf`]).
 pub fn parse_transcript(t: &str) -> Option<Vec<ChatMessage>> {
     let turns = hhh_proto::hh_rlhf::parse_transcript(t)?;
-    Some(turns.into_iter().map(|t| ChatMessage { role: t.role.into(), content: t.content }).collect())
+    Some(turns.into_iter().map(|t| ChatMessage::new(t.role, t.content)).collect())
 }
 
 /// splitmix64: the seeded hash that assigns pairs to the test split.
