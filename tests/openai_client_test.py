@@ -4,8 +4,10 @@
 Starts the server on a free port, then: chat (non-streaming, streaming with usage, logprobs),
 completions with echo + logprobs, n > 1 with a seed, structured outputs through the SDK's
 `parse` helper (a Pydantic model, 100 seeded calls at temperature 1, every one parsed and
-validated), and error mapping (400/404 raised as the client's typed exceptions). Exits non-zero on
-any failure.
+validated), tool calling (`pydantic_function_tool` with `parse`: 20 seeded forced calls whose
+arguments parse into the model; streamed `tool_calls` reassembled equal the non-streamed ones),
+and error mapping (400/404 raised as the client's typed exceptions). Exits non-zero on any
+failure.
 """
 import os
 import socket
@@ -27,6 +29,25 @@ class Person(pydantic.BaseModel):
     name: str = pydantic.Field(max_length=20)
     age: int = pydantic.Field(ge=0, le=150)
     mood: Literal["happy", "sad", "calm"]
+
+
+class GetWeather(pydantic.BaseModel):
+    """Current weather for a city."""
+    city: str = pydantic.Field(max_length=20)
+    unit: Literal["celsius", "fahrenheit"]
+
+
+def reassemble(chunks):
+    """Streamed tool-call deltas → [(name, arguments)], by index, as clients assemble them."""
+    calls = {}
+    for ch in chunks:
+        for c in ch.choices:
+            for d in c.delta.tool_calls or []:
+                entry = calls.setdefault(d.index, [None, ""])
+                if d.function.name:
+                    entry[0] = d.function.name
+                entry[1] += d.function.arguments or ""
+    return [tuple(calls[i]) for i in sorted(calls)]
 
 
 def free_port():
@@ -90,6 +111,28 @@ def main():
                       temperature=1.0, seed=seed, max_tokens=80)
             p = r.choices[0].message.parsed
             assert isinstance(p, Person) and len(p.name) <= 20 and 0 <= p.age <= 150, (seed, r)
+
+        # Tool calling: a strict function tool from a Pydantic model, forced by name and
+        # `required`; `parse` validates the arguments into the model.
+        tools = [openai.pydantic_function_tool(GetWeather)]
+        msgs = [{"role": "user", "content": "What is the weather in Paris?"}]
+        for seed in range(20):
+            choice = "required" if seed % 2 else {"type": "function", "function": {"name": "GetWeather"}}
+            r = parse(model=MODEL, messages=msgs, tools=tools, tool_choice=choice, temperature=1.0, seed=seed, max_tokens=60)
+            call = r.choices[0].message.tool_calls[0]
+            assert isinstance(call.function.parsed_arguments, GetWeather), (seed, r)
+        for choice in ("required", {"type": "function", "function": {"name": "GetWeather"}}, "auto"):
+            kw = dict(model=MODEL, messages=msgs, tools=tools, tool_choice=choice, temperature=1.0, seed=11, max_tokens=60)
+            whole = c.chat.completions.create(**kw)
+            got = reassemble(c.chat.completions.create(stream=True, **kw))
+            want = [(t.function.name, t.function.arguments) for t in whole.choices[0].message.tool_calls or []]
+            assert got == want, (choice, got, want)
+        # The call and its result go back; the model answers.
+        call = whole.choices[0].message.tool_calls[0] if whole.choices[0].message.tool_calls else r.choices[0].message.tool_calls[0]
+        follow = msgs + [{"role": "assistant", "content": None, "tool_calls": [call.model_dump(include={"id", "type", "function"})]},
+                         {"role": "tool", "tool_call_id": call.id, "content": "21 C, clear"}]
+        r = c.chat.completions.create(model=MODEL, messages=follow, tools=tools, max_tokens=16)
+        assert r.choices[0].message.content is not None, r
 
         try:
             c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], temperature=5)

@@ -484,6 +484,21 @@ pub struct TokenizeResponse {
     pub max_model_len: usize,
 }
 
+/// `GET /tokenizer_info` (vLLM's shape; lm-evaluation-harness's remote tokenizer reads it).
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+pub struct TokenizerInfo {
+    pub tokenizer_class: String,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    pub pad_token: Option<String>,
+    /// The chat template served (the model's, or `--chat-template`).
+    pub chat_template: Option<String>,
+    /// Whether plain-text encoding starts with the BOS token.
+    pub add_bos_token: bool,
+    pub model_max_length: usize,
+    pub vocab_size: usize,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct DetokenizeRequest {
     pub model: Option<String>,

@@ -81,6 +81,7 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Op> {
         op("post", "/tokenize", "Token ids of a prompt or of a chat rendered with the model's template.", Some(body::<TokenizeRequest>(g)), body::<TokenizeResponse>(g), false),
         op("post", "/detokenize", "Text of token ids.", Some(body::<DetokenizeRequest>(g)), body::<DetokenizeResponse>(g), false),
     ];
+    ops.push(op("get", "/tokenizer_info", "The tokenizer's special tokens, chat template and limits (vLLM's shape).", None, body::<TokenizerInfo>(g), false));
     for (path, summary) in [
         ("/health", "200 once the model is loaded and warmed up, 503 before and when the engine stopped."),
         ("/health/live", "Liveness: 200 while the process serves HTTP."),

@@ -75,7 +75,8 @@ pub fn router(state: AppState, metrics: bool) -> Router {
         .route("/health/live", get(misc::live))
         .route("/health/ready", get(misc::ready))
         .route("/tokenize", post(misc::tokenize))
-        .route("/detokenize", post(misc::detokenize));
+        .route("/detokenize", post(misc::detokenize))
+        .route("/tokenizer_info", get(misc::tokenizer_info));
     if metrics {
         r = r.route("/metrics", get(misc::metrics));
     }

@@ -65,10 +65,11 @@ fn validate_tools(req: &ChatCompletionRequest) -> Result<Vec<(String, Value)>, A
         if out.iter().any(|(n, _)| n == name) {
             return Err(ApiError::invalid(&format!("tools[{i}].function.name"), format!("Duplicate tool name `{name}`.")));
         }
-        let params = t.function.parameters.clone().unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+        let mut params = t.function.parameters.clone().unwrap_or_else(|| json!({"type": "object", "properties": {}}));
         if !params.is_object() {
             return Err(ApiError::invalid(&format!("tools[{i}].function.parameters"), "`parameters` must be a JSON Schema object."));
         }
+        close_objects(&mut params);
         out.push((name.clone(), params));
     }
     Ok(out)
@@ -97,6 +98,33 @@ fn mode_of(req: &ChatCompletionRequest, names: &[(String, Value)]) -> Result<Opt
         return Err(ApiError::invalid("tool_choice", "`tool_choice` needs a non-empty `tools` list."));
     }
     Ok(mode)
+}
+
+/// Objects with declared `properties` and no `additionalProperties` get `false`, recursively:
+/// forced arguments hold only the declared parameters (OpenAI's strict mode, llama.cpp's
+/// default). Without it, a schema such as pydantic's (which leaves `additionalProperties` out)
+/// lets a small model invent keys until `max_tokens` cuts the JSON.
+pub fn close_objects(schema: &mut Value) {
+    match schema {
+        Value::Object(o) => {
+            if o.contains_key("properties") && !o.contains_key("additionalProperties") {
+                o.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            for (k, v) in o.iter_mut() {
+                // Property maps and definition maps hold schemas by name; everything else that is
+                // an object or array may be (or hold) a subschema.
+                if matches!(k.as_str(), "properties" | "$defs" | "definitions" | "patternProperties") {
+                    if let Value::Object(m) = v {
+                        m.values_mut().for_each(close_objects);
+                    }
+                } else if !matches!(k.as_str(), "enum" | "const" | "default" | "examples" | "required") {
+                    close_objects(v);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(close_objects),
+        _ => {}
+    }
 }
 
 /// The schema of `required` output: an array of `{"name", "parameters"}` calls.
@@ -415,6 +443,22 @@ mod tests {
         let b = s.push(&named, ": 3}").tool_calls.unwrap();
         assert_eq!((a[0].function.name.as_deref(), b[0].function.name.as_deref(), b[0].id.as_deref()), (Some("f0"), None, None));
         assert_eq!(s.finish(&named), (StreamPiece::default(), true));
+    }
+
+    #[test]
+    fn objects_are_closed() {
+        let mut s = json!({"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "integer"}}}, "properties": {"type": "string"}},
+            "$defs": {"D": {"properties": {"x": {}}}}, "items": [{"properties": {}}], "default": {"properties": 1}});
+        close_objects(&mut s);
+        assert_eq!(s["additionalProperties"], false);
+        assert_eq!(s["properties"]["a"]["additionalProperties"], false);
+        assert!(s["properties"]["properties"].get("additionalProperties").is_none(), "a property named `properties` is not a schema keyword");
+        assert_eq!(s["$defs"]["D"]["additionalProperties"], false);
+        assert_eq!(s["items"][0]["additionalProperties"], false);
+        assert!(s["default"].get("additionalProperties").is_none());
+        let mut open = json!({"properties": {}, "additionalProperties": true});
+        close_objects(&mut open);
+        assert_eq!(open["additionalProperties"], true);
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     /// The template reads a `tools` variable (a heuristic, as vLLM's and llama.cpp's).
     supports_tools: bool,
+    /// The Jinja source (served by `/tokenizer_info`).
+    source: String,
     bos_token: String,
     eos_token: String,
 }
@@ -135,13 +137,24 @@ impl ChatTemplate {
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
         env.add_template_owned("chat", source.to_string()).map_err(|e| TextError::Template(e.to_string()))?;
-        Ok(Self { supports_tools: source.contains("tools"), env, bos_token: bos_token.unwrap_or_default().to_string(), eos_token: eos_token.unwrap_or_default().to_string() })
+        Ok(Self {
+            supports_tools: source.contains("tools"),
+            source: source.to_string(),
+            env,
+            bos_token: bos_token.unwrap_or_default().to_string(),
+            eos_token: eos_token.unwrap_or_default().to_string(),
+        })
     }
 
     /// Render a conversation. Errors raised by the template (`raise_exception`) come back as
     /// [`TextError::Template`] with the template's message.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, TextError> {
         self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// The template's Jinja source.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Whether the template declares tools (reads a `tools` variable).

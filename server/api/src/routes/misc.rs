@@ -1,4 +1,4 @@
-//! `/v1/models`, `/health`, `/tokenize`, `/detokenize`, and the 404 fallback.
+//! `/v1/models`, `/health`, `/tokenize`, `/detokenize`, `/tokenizer_info`, and the 404 fallback.
 
 use crate::error::ApiError;
 use crate::prompt::{encode_text, render_chat, template_messages};
@@ -91,6 +91,21 @@ pub async fn tokenize(State(st): State<AppState>, body: Body) -> Result<Json<Tok
         _ => return Err(ApiError::bad_request("Give exactly one of `prompt` and `messages`.")),
     };
     Ok(Json(TokenizeResponse { count: tokens.len(), tokens, max_model_len: st.engine.info().max_model_len }))
+}
+
+/// vLLM's `/tokenizer_info`: special tokens, the chat template served, limits.
+pub async fn tokenizer_info(State(st): State<AppState>) -> Json<TokenizerInfo> {
+    let tok = &st.tokenizer;
+    Json(TokenizerInfo {
+        tokenizer_class: "PreTrainedTokenizerFast".into(),
+        bos_token: tok.bos_token().map(str::to_string),
+        eos_token: tok.eos_token().map(str::to_string),
+        pad_token: None,
+        chat_template: st.template.as_ref().as_ref().map(|t| t.source().to_string()),
+        add_bos_token: tok.bos_for_text().is_some(),
+        model_max_length: st.engine.info().max_model_len,
+        vocab_size: tok.vocab_size(),
+    })
 }
 
 pub async fn detokenize(State(st): State<AppState>, body: Body) -> Result<Json<DetokenizeResponse>, ApiError> {
