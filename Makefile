@@ -52,13 +52,14 @@ test-deps:
 test-rust:
 	cargo test --workspace
 
-# Real clients (the official `openai` package, `langchain-openai`, lm-evaluation-harness) against
+# Real clients (the official `openai` package, `langchain-openai`, lm-evaluation-harness, LiteLLM) against
 # the release server.
 test-python: build
-	$(PYTHON) -m pip install --quiet "openai>=1.40" "langchain-openai>=0.3" "lm_eval[api]==0.4.13" "openapi-spec-validator==0.9.0" "openapi-schema-validator==0.9.0"
+	$(PYTHON) -m pip install --quiet "openai>=1.40" "langchain-openai>=0.3" "lm_eval[api]==0.4.13" "litellm>=1.50" "openapi-spec-validator==0.9.0" "openapi-schema-validator==0.9.0"
 	$(PYTHON) tests/openai_client_test.py
 	$(PYTHON) tests/langchain_client_test.py
 	$(PYTHON) tests/lm_eval_test.py
+	$(PYTHON) tests/litellm_client_test.py
 	$(PYTHON) tests/openapi_conformance_test.py
 	$(PYTHON) tests/hh_rlhf_parity_test.py
 
