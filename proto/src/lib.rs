@@ -174,6 +174,29 @@ pub struct SamplingFields {
     /// vLLM's structured outputs: exactly one of `json`, `regex`, `choice`, `grammar`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub structured_outputs: Option<StructuredOutputs>,
+    /// vLLM's older names for `structured_outputs.json` / `.regex` / `.choice` / `.grammar`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guided_json: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guided_regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guided_choice: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guided_grammar: Option<String>,
+}
+
+impl SamplingFields {
+    /// `structured_outputs`, or the same built from the older `guided_*` fields; `Err` names
+    /// the field when both shapes are given.
+    pub fn structured(&self) -> Result<Option<StructuredOutputs>, &'static str> {
+        let guided = self.guided_json.is_some() || self.guided_regex.is_some() || self.guided_choice.is_some() || self.guided_grammar.is_some();
+        match (&self.structured_outputs, guided) {
+            (Some(_), true) => Err("structured_outputs"),
+            (Some(s), false) => Ok(Some(s.clone())),
+            (None, false) => Ok(None),
+            (None, true) => Ok(Some(StructuredOutputs { json: self.guided_json.clone(), regex: self.guided_regex.clone(), choice: self.guided_choice.clone(), grammar: self.guided_grammar.clone() })),
+        }
+    }
 }
 
 /// `response_format` (OpenAI).

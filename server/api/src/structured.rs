@@ -147,6 +147,11 @@ pub fn constraint(grammars: Option<&Grammars>, response_format: Option<&Response
     g.compile(grammar, field, what).map(Some)
 }
 
+/// The request's `structured_outputs` (or its older `guided_*` fields).
+pub fn requested(s: &hhh_proto::SamplingFields) -> Result<Option<StructuredOutputs>, ApiError> {
+    s.structured().map_err(|f| ApiError::invalid(f, "Give either `structured_outputs` or the older `guided_*` fields, not both."))
+}
+
 /// A JSON-schema constraint (compact separators, like `response_format`); errors name `field`.
 pub fn json_constraint(grammars: Option<&Grammars>, schema: Value, field: &str, what: &str) -> Result<Constraint, ApiError> {
     let g = grammars.ok_or_else(|| ApiError::invalid(field, "Constrained decoding is not available for this model's tokenizer."))?;

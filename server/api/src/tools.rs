@@ -147,7 +147,7 @@ pub fn plan(grammars: Option<&Grammars>, format: Option<ToolCallFormat>, req: &C
         return Ok(None);
     }
     let parallel = req.parallel_tool_calls.unwrap_or(true);
-    let user_constraint = req.sampling.response_format.as_ref().is_some_and(|r| r.kind != "text") || req.sampling.structured_outputs.is_some();
+    let user_constraint = req.sampling.response_format.as_ref().is_some_and(|r| r.kind != "text") || !matches!(req.sampling.structured(), Ok(None));
     let forced = matches!(mode, Some(ToolMode::Required | ToolMode::Named(_))) || (format.is_none() && mode.is_some());
     if user_constraint && forced {
         return Err(ApiError::invalid(

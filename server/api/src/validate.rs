@@ -29,6 +29,10 @@ pub const SAMPLING_FIELDS: &[&str] = &[
     "logit_bias",
     "response_format",
     "structured_outputs",
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
 ];
 /// Most `logit_bias` entries per request.
 pub const MAX_LOGIT_BIAS: usize = 1024;

@@ -153,6 +153,20 @@ async fn bad_constraints_are_400s_naming_the_field() {
     assert_eq!(st, 200);
 }
 
+/// vLLM's older `guided_*` names work like `structured_outputs`; mixing both shapes is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guided_aliases() {
+    let s = spawn(&[]).await;
+    let (st, v) = chat(&s, json!({"seed": 1, "guided_choice": ["alpha", "beta"]})).await;
+    assert_eq!(st, 200, "{v}");
+    assert!(["alpha", "beta"].contains(&v["choices"][0]["message"]["content"].as_str().unwrap()), "{v}");
+    let (st, v) = chat(&s, json!({"seed": 2, "guided_json": person_schema()})).await;
+    assert_eq!(st, 200, "{v}");
+    valid_person(&serde_json::from_str(v["choices"][0]["message"]["content"].as_str().unwrap()).unwrap()).unwrap();
+    let (st, v) = chat(&s, json!({"guided_regex": "[0-9]+", "structured_outputs": {"regex": "[a-z]+"}})).await;
+    assert_eq!((st, v["error"]["param"].as_str()), (400, Some("structured_outputs")), "{v}");
+}
+
 /// A schema from the random generator below, with its own validator (independent of the grammar
 /// engine).
 enum Shape {

@@ -90,7 +90,7 @@ async fn plan(st: &AppState, req: ChatCompletionRequest) -> Result<Plan, ApiErro
     let default_len = st.generation_defaults.max_tokens.and_then(|m| usize::try_from(m).ok());
     let mt = resolve_max_tokens(field, "messages", req.max_completion_tokens.or(sampling.max_tokens), default_len, prompt.len(), info.max_model_len, info.num_blocks * info.block_size)?;
     let mut params = sampling_params(&sampling, mt, top, st.tokenizer.vocab_size())?;
-    params.constraint = crate::structured::constraint(st.grammars.as_deref(), sampling.response_format.as_ref(), sampling.structured_outputs.as_ref())?;
+    params.constraint = crate::structured::constraint(st.grammars.as_deref(), sampling.response_format.as_ref(), crate::structured::requested(&sampling)?.as_ref())?;
     if let Some(c) = tool_plan.as_ref().and_then(|t| t.constraint.clone()) {
         params.constraint = Some(c);
     }

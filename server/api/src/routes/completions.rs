@@ -105,7 +105,7 @@ async fn plan(st: &AppState, req: CompletionRequest) -> Result<Plan, ApiError> {
         k => k.map(|k| k as usize),
     };
     let echo = req.echo.unwrap_or(false);
-    let constraint = crate::structured::constraint(st.grammars.as_deref(), sampling.response_format.as_ref(), sampling.structured_outputs.as_ref())?;
+    let constraint = crate::structured::constraint(st.grammars.as_deref(), sampling.response_format.as_ref(), crate::structured::requested(&sampling)?.as_ref())?;
     let info = st.engine.info();
     let mut planned = Vec::new();
     for p in prompts(st, req.prompt).await? {
