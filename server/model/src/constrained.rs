@@ -2,9 +2,18 @@
 //! samples under a constraint, kept in step with the sequence's output tokens (a preempted and
 //! recomputed sequence is replayed from the start), and the allowed-token mask for its next
 //! token. Shared by the CPU and GPU runners.
+//!
+//! Masks are computed off the critical path ([`Constrained::overlap`]): a step's masks depend
+//! only on the tokens sampled before it, so they are computed on a second thread while the
+//! forward pass runs (vLLM's structured-output manager does the same), and a batch without
+//! constrained rows spawns nothing.
 
-use hhh_engine::{BatchSeq, ConstraintState, RequestId, TokenId};
+use crate::error::ModelError;
+use hhh_engine::{Batch, BatchSeq, ConstraintState, RequestId, TokenId};
 use std::collections::HashMap;
+
+/// Per batch row: the allowed-token mask of a constrained row that samples this step.
+pub(crate) type Masks = Vec<Option<Vec<bool>>>;
 
 struct Tracked {
     state: Box<dyn ConstraintState>,
@@ -19,6 +28,25 @@ pub(crate) struct Constrained {
 }
 
 impl Constrained {
+    /// Run `forward` on this thread while the masks of `batch`'s constrained sampling rows are
+    /// computed on another; `vocab` is the model's vocabulary size.
+    pub fn overlap<T>(&mut self, batch: &Batch, vocab: usize, forward: impl FnOnce() -> T) -> crate::error::Result<(Masks, T)> {
+        if !batch.seqs.iter().any(|s| s.sample && s.params.constraint.is_some()) {
+            return Ok((Vec::new(), forward()));
+        }
+        std::thread::scope(|scope| {
+            let job = scope.spawn(|| self.masks(batch, vocab));
+            let out = forward();
+            let masks = job.join().map_err(|_| ModelError::Invalid("the constraint mask thread panicked".into()))?;
+            Ok((masks, out))
+        })
+    }
+
+    /// Masks of every row (`None` for rows that do not sample or are unconstrained).
+    pub fn masks(&mut self, batch: &Batch, vocab: usize) -> Masks {
+        batch.seqs.iter().map(|s| if s.sample { self.mask(s, vocab) } else { None }).collect()
+    }
+
     /// The mask of tokens `s` may sample next (`None` when it is unconstrained), after bringing
     /// its state up to its output so far. A constraint that fails (it should not) allows only its
     /// end-of-sequence tokens, which ends the output.

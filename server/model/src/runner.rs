@@ -55,7 +55,10 @@ impl ModelRunner {
     fn run(&mut self, batch: &Batch) -> Result<StepOutput> {
         let plan = StepPlan::new(batch);
         // One pass for both kinds of rows; the LM head runs only over rows that need logits.
-        let hidden = self.model.forward_hidden(&plan.ids, &plan.positions, &plan.metas, &mut self.kv, &plan.all_rows(), &plan.prompt_rows)?;
+        // Constrained rows' masks are computed meanwhile on another thread.
+        let (model, kv) = (&self.model, &mut self.kv);
+        let (masks, hidden) = self.constrained.overlap(batch, model.cfg.vocab_size, || model.forward_hidden(&plan.ids, &plan.positions, &plan.metas, kv, &plan.all_rows(), &plan.prompt_rows))?;
+        let hidden = hidden?;
         let (logits, vocab) = if plan.want.is_empty() {
             (Vec::new(), 0)
         } else {
@@ -65,7 +68,7 @@ impl ModelRunner {
             (l.flatten_all()?.to_vec1::<f32>()?, vocab)
         };
         let pooled_h: Vec<f32> = if plan.pool_rows.is_empty() { Vec::new() } else { hidden.narrow(0, plan.want.len(), plan.pool_rows.len())?.flatten_all()?.to_vec1::<f32>()? };
-        Ok(plan.finish(batch, ModelOut { logits: &logits, vocab, pooled_h: &pooled_h, hidden: self.model.cfg.hidden_size }, self.head.as_ref(), &mut self.constrained))
+        Ok(plan.finish(batch, ModelOut { logits: &logits, vocab, pooled_h: &pooled_h, hidden: self.model.cfg.hidden_size }, self.head.as_ref(), masks, &mut self.constrained))
     }
 }
 

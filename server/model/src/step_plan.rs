@@ -3,7 +3,7 @@
 //! sampling, logprobs and pooling on the host. Shared by the CPU runner and the GPU runner.
 
 use crate::attention::SeqMeta;
-use crate::constrained::Constrained;
+use crate::constrained::{Constrained, Masks};
 use crate::reward_head::RewardHead;
 use crate::sampler;
 use hhh_engine::{Batch, PooledOutput, SeqOutput, StepOutput, TokenLogprob};
@@ -74,12 +74,15 @@ impl StepPlan {
     }
 
     /// Sample, gather logprobs and pool on the host. `logits`: `[want.len(), vocab]` f32;
-    /// `pooled_h`: `[pool_rows.len(), hidden]` f32.
-    pub fn finish(&self, batch: &Batch, out: ModelOut<'_>, head: Option<&RewardHead>, constrained: &mut Constrained) -> StepOutput {
+    /// `pooled_h`: `[pool_rows.len(), hidden]` f32; `masks`: per batch row, from
+    /// [`Constrained::overlap`] (empty when no row is constrained).
+    pub fn finish(&self, batch: &Batch, out: ModelOut<'_>, head: Option<&RewardHead>, masks: Masks, constrained: &mut Constrained) -> StepOutput {
         let ModelOut { logits, vocab, pooled_h, hidden } = out;
         let row = |i: usize| &logits[i * vocab..(i + 1) * vocab];
         let mut out = StepOutput { seqs: Vec::with_capacity(batch.seqs.len()) };
+        let mut masks = masks.into_iter();
         for (s, &(plp, samp, pool)) in batch.seqs.iter().zip(&self.per_seq) {
+            let mut mask = masks.next().flatten();
             let k = s.params.prompt_logprobs.unwrap_or(0);
             let prompt_logprobs = s
                 .prompt_targets
@@ -91,7 +94,9 @@ impl StepPlan {
                 })
                 .collect();
             let sampled = samp.map(|i| {
-                let mask = constrained.mask(s, vocab);
+                if let Some(m) = mask.as_mut() {
+                    m.resize(vocab, false);
+                }
                 let t = sampler::sample_masked(row(i), &s.params, &s.prompt_tokens, &s.output_tokens, s.num_output_tokens, mask.as_deref());
                 if mask.is_some() {
                     constrained.sampled(s.request_id, t.token);

@@ -45,10 +45,14 @@ impl GpuRunner {
 
     fn run(&mut self, batch: &Batch) -> Result<StepOutput> {
         let plan = StepPlan::new(batch);
-        let hidden = self.model.forward_hidden(&plan.ids, &plan.positions, plan.metas.clone(), &self.cache, self.block_size, &plan.all_rows())?;
+        // Kernels launch asynchronously: constrained rows' masks are computed on another thread
+        // until the logits are copied back.
+        let (model, cache, block_size) = (&self.model, &self.cache, self.block_size);
+        let (masks, hidden) = self.constrained.overlap(batch, model.cfg.vocab_size, || model.forward_hidden(&plan.ids, &plan.positions, plan.metas.clone(), cache, block_size, &plan.all_rows()))?;
+        let hidden = hidden?;
         // The step's only device-to-host copies: logits of the rows that need them, pooled rows.
         let Some(hidden) = hidden else {
-            return Ok(plan.finish(batch, ModelOut { logits: &[], vocab: 0, pooled_h: &[], hidden: self.model.cfg.hidden_size }, self.head.as_ref(), &mut self.constrained));
+            return Ok(plan.finish(batch, ModelOut { logits: &[], vocab: 0, pooled_h: &[], hidden: self.model.cfg.hidden_size }, self.head.as_ref(), masks, &mut self.constrained));
         };
         let (logits, vocab) = if plan.want.is_empty() {
             (Vec::new(), 0)
@@ -58,7 +62,7 @@ impl GpuRunner {
             (l.flatten_all()?.to_vec1::<f32>()?, vocab)
         };
         let pooled_h = if plan.pool_rows.is_empty() { Vec::new() } else { hidden.narrow(0, plan.want.len(), plan.pool_rows.len())?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()? };
-        Ok(plan.finish(batch, ModelOut { logits: &logits, vocab, pooled_h: &pooled_h, hidden: self.model.cfg.hidden_size }, self.head.as_ref(), &mut self.constrained))
+        Ok(plan.finish(batch, ModelOut { logits: &logits, vocab, pooled_h: &pooled_h, hidden: self.model.cfg.hidden_size }, self.head.as_ref(), masks, &mut self.constrained))
     }
 }
 
