@@ -7,6 +7,7 @@ proto's unit tests). Standard library only."""
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import time
 import urllib.request
@@ -36,6 +37,15 @@ def metric(base, name):
     """The sum over all label sets of one metric in the server's /metrics."""
     text = urllib.request.urlopen(base + "/metrics", timeout=30).read().decode()
     return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(name + " ") or l.startswith(name + "{"))
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def wait_ready(base, tries=600):

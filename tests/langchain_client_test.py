@@ -11,7 +11,6 @@ LangChain users call it, unmodified:
 Exits non-zero on any failure.
 """
 import os
-import socket
 import sys
 from typing import Literal
 
@@ -38,16 +37,8 @@ class GetWeather(pydantic.BaseModel):
     unit: Literal["celsius", "fahrenheit"]
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def main():
-    with hhhlib.server(free_port(), ["--num-kv-blocks", "512"]) as base:
+    with hhhlib.server(hhhlib.free_port(), ["--num-kv-blocks", "512"]) as base:
         def llm(seed, temperature=1.0, max_tokens=80):
             return ChatOpenAI(model=MODEL, base_url=base + "/v1", api_key="unused", temperature=temperature, max_tokens=max_tokens, seed=seed, max_retries=0)
 

@@ -6,7 +6,6 @@ generation defaults. Exits non-zero on any failure.
 """
 import json
 import os
-import socket
 import sys
 
 # LiteLLM fetches a model price map from the internet at import unless told to use its own copy.
@@ -21,16 +20,8 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "description"
            "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]}}}
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def main():
-    with hhhlib.server(free_port(), ["--num-kv-blocks", "512"]) as base:
+    with hhhlib.server(hhhlib.free_port(), ["--num-kv-blocks", "512"]) as base:
         kw = dict(api_base=base + "/v1", api_key="unused")
         msgs = [{"role": "user", "content": "Say hello."}]
         r = litellm.completion(model=f"openai/{MODEL}", messages=msgs, max_tokens=16, **kw)

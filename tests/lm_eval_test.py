@@ -13,7 +13,6 @@ text, not lm-eval's). Exits non-zero on any failure.
 """
 import json
 import os
-import socket
 import sys
 import tempfile
 
@@ -60,14 +59,6 @@ metric_list:
 """
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def direct_loglikelihood(base, context, continuation):
     """Sum of the logprobs of the tokens of `continuation` after `context`, from echo."""
     r = hhhlib.post(base, "/v1/completions", {"model": MODEL, "prompt": context + continuation, "max_tokens": 1, "temperature": 0, "echo": True, "logprobs": 1})
@@ -82,7 +73,7 @@ def direct_loglikelihood(base, context, continuation):
 
 def main():
     info_needed = {"eos_token", "bos_token", "chat_template"}
-    with hhhlib.server(free_port(), ["--num-kv-blocks", "512"]) as base:
+    with hhhlib.server(hhhlib.free_port(), ["--num-kv-blocks", "512"]) as base:
         info = hhhlib.get(base, "/tokenizer_info")
         assert info_needed <= set(info) and info["eos_token"] == "<|im_end|>" and info["chat_template"], info
         with tempfile.TemporaryDirectory() as tmp:

@@ -10,7 +10,6 @@ and error mapping (400/404 raised as the client's typed exceptions). Exits non-z
 failure.
 """
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ import openai
 import pydantic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from hhhlib import free_port  # noqa: E402
 MODEL = "smollm2-135m-instruct"
 
 
@@ -48,14 +49,6 @@ def reassemble(chunks):
                     entry[0] = d.function.name
                 entry[1] += d.function.arguments or ""
     return [tuple(calls[i]) for i in sorted(calls)]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def main():
