@@ -102,7 +102,10 @@ pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<R
     let req: ChatCompletionRequest = read_json(body, &st.limits, CHAT_FIELDS).await?;
     let plan = plan(&st, req).await?;
     let choices = Choices::submit(&st, &ctx, vec![(plan.prompt.clone(), plan.params.clone())], plan.n, &plan.stops)?;
-    let streams = (0..plan.n).map(|_| ToolStream::default()).collect();
+    let streams = match plan.tools {
+        Some(_) => (0..plan.n).map(|_| ToolStream::default()).collect(),
+        None => Vec::new(),
+    };
     let framer =
         ChatFramer { tok: st.tokenizer.clone(), id: new_id("chatcmpl"), created: now(), model: plan.model.clone(), n: plan.n, top: plan.top, choices: Vec::new(), tools: plan.tools.clone(), streams };
     if plan.stream && plan.selection.is_none() {
@@ -135,7 +138,7 @@ struct ChatFramer {
     choices: Vec<ChatChoice>,
     /// Tool calls are read out of the text when set.
     tools: Option<Arc<ToolPlan>>,
-    /// Streaming with tools: each choice's state.
+    /// Streaming with tools: each choice's state (empty without tools).
     streams: Vec<ToolStream>,
 }
 
