@@ -122,7 +122,7 @@ impl AppState {
                 None
             }
         };
-        let tool_format = template.as_ref().filter(|t| t.supports_tools()).and(tokenizer.chat_template()).and_then(hhh_text::tool_parse::ToolCallFormat::detect);
+        let tool_format = template.as_ref().and_then(ChatTemplate::tool_call_format);
         Ok(Self {
             engine,
             tokenizer,
@@ -153,7 +153,7 @@ impl AppState {
     /// read from it again.
     pub fn set_chat_template(&mut self, source: &str) -> Result<(), ApiError> {
         let t = ChatTemplate::new(source, self.tokenizer.bos_token(), self.tokenizer.eos_token()).map_err(|e| ApiError::internal(e.to_string()))?;
-        self.tool_format = if t.supports_tools() { hhh_text::tool_parse::ToolCallFormat::detect(source) } else { None };
+        self.tool_format = t.tool_call_format();
         self.template = Arc::new(Some(t));
         Ok(())
     }

@@ -162,6 +162,12 @@ impl ChatTemplate {
         self.supports_tools
     }
 
+    /// The tool-call format this template teaches its model (`None`: it declares no tools, or
+    /// writes calls in a format we do not read).
+    pub fn tool_call_format(&self) -> Option<crate::tool_parse::ToolCallFormat> {
+        self.supports_tools.then(|| crate::tool_parse::ToolCallFormat::detect(&self.source)).flatten()
+    }
+
     /// [`ChatTemplate::render`] with `tools` (the request's tool list, `[{"type": "function",
     /// "function": {...}}]`) passed to the template as Hugging Face passes it (`none` when absent).
     pub fn render_with_tools(&self, messages: &[ChatMessage], tools: Option<&serde_json::Value>, add_generation_prompt: bool) -> Result<String, TextError> {
