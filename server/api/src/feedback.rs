@@ -162,7 +162,7 @@ pub async fn run(st: &AppState, plan: ComparePlan) -> Result<CompareResponse, Ap
     };
     let prompts: Vec<String> = match &reasoning {
         Some(rs) => questions.iter().zip(rs).map(|(q, r)| prompt::with_reasoning(q, r)).collect(),
-        None => questions.iter().map(|q| format!("{q}{}", prompt::THE_ANSWER_IS)).collect(),
+        None => questions.iter().map(|q| prompt::answer_prompt(q)).collect(),
     };
     let tok = &fm.tokenizer;
     let opt_tokens: Vec<Vec<u32>> = OPTIONS.iter().map(|o| tok.encode_as_text(o)).collect::<Result<_, _>>().map_err(|e| ApiError::internal(e.to_string()))?;

@@ -155,7 +155,12 @@ pub fn question(few_shot: &str, conversation: &str, principle: &str, a: &str, b:
 
 /// The multiple-choice feedback prompt, up to "The answer is:".
 pub fn feedback_prompt(few_shot: &str, conversation: &str, principle: &str, a: &str, b: &str) -> String {
-    format!("{}{THE_ANSWER_IS}", question(few_shot, conversation, principle, a, b))
+    answer_prompt(&question(few_shot, conversation, principle, a, b))
+}
+
+/// A question (see [`question`]) followed by "The answer is:", where the options' logprobs are read.
+pub fn answer_prompt(question: &str) -> String {
+    format!("{question}{THE_ANSWER_IS}")
 }
 
 /// A question with its chain-of-thought reasoning, up to "So the answer is:".

@@ -110,10 +110,7 @@ pub struct AppState {
 impl AppState {
     /// State for a loaded model; the chat template comes from the tokenizer's metadata.
     pub fn new(engine: EngineClient, tokenizer: Tokenizer, model_name: String, limits: Limits, metrics: Arc<Metrics>) -> Result<Self, ApiError> {
-        let template = match tokenizer.chat_template() {
-            Some(src) => Some(ChatTemplate::new(src, tokenizer.bos_token(), tokenizer.eos_token()).map_err(|e| ApiError::internal(e.to_string()))?),
-            None => None,
-        };
+        let template = ChatTemplate::of_tokenizer(&tokenizer).map_err(|e| ApiError::internal(e.to_string()))?;
         let tokenizer = Arc::new(tokenizer);
         let grammars = match crate::structured::Grammars::new(tokenizer.clone()) {
             Ok(g) => Some(Arc::new(g)),
@@ -152,7 +149,7 @@ impl AppState {
     /// Serve `source` as the chat model's template (`--chat-template`); the tool-call format is
     /// read from it again.
     pub fn set_chat_template(&mut self, source: &str) -> Result<(), ApiError> {
-        let t = ChatTemplate::new(source, self.tokenizer.bos_token(), self.tokenizer.eos_token()).map_err(|e| ApiError::internal(e.to_string()))?;
+        let t = ChatTemplate::for_tokenizer(source, &self.tokenizer).map_err(|e| ApiError::internal(e.to_string()))?;
         self.tool_format = t.tool_call_format();
         self.template = Arc::new(Some(t));
         Ok(())

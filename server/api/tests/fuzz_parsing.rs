@@ -23,39 +23,13 @@ fn text() -> &'static (Tokenizer, ChatTemplate) {
     })
 }
 
-const KEYS: &[&str] = &[
-    "model",
-    "messages",
-    "prompt",
-    "role",
-    "content",
-    "type",
-    "text",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "n",
-    "max_tokens",
-    "max_completion_tokens",
-    "stop",
-    "stop_token_ids",
-    "seed",
-    "stream",
-    "stream_options",
-    "include_usage",
-    "logprobs",
-    "top_logprobs",
-    "echo",
-    "ignore_eos",
-    "presence_penalty",
-    "frequency_penalty",
-    "repetition_penalty",
-    "add_generation_prompt",
-    "tools",
-    "user",
-    "zzz",
-];
+/// Keys that are not chat fields (or not valid at the top level); with [`CHAT_KEYS`] they make
+/// the keys of arbitrary objects.
+const OTHER_KEYS: &[&str] = &["model", "messages", "prompt", "role", "content", "type", "text", "include_usage", "echo", "tools", "zzz"];
+
+fn keys() -> Vec<&'static str> {
+    OTHER_KEYS.iter().chain(CHAT_KEYS).copied().collect()
+}
 
 /// Top-level keys a chat request may carry (sampling and chat fields).
 const CHAT_KEYS: &[&str] = &[
@@ -97,7 +71,7 @@ fn json_value() -> impl Strategy<Value = Value> {
     leaf().prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::vec((prop::sample::select(KEYS), inner), 0..8).prop_map(|kv| { Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<Map<_, _>>()) }),
+            prop::collection::vec((prop::sample::select(keys()), inner), 0..8).prop_map(|kv| { Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<Map<_, _>>()) }),
         ]
     })
 }
@@ -127,7 +101,7 @@ fn request() -> impl Strategy<Value = Value> {
     let msg = (prop::sample::select(&["user", "system", "assistant", "tool"][..]), "\\PC{0,40}").prop_map(|(r, c)| serde_json::json!({"role": r, "content": c}));
     let field = prop_oneof![
         4 => prop::sample::select(CHAT_KEYS).prop_flat_map(|k| (Just(k), plausible(k))),
-        1 => (prop::sample::select(KEYS), json_value()),
+        1 => (prop::sample::select(keys()), json_value()),
     ];
     (prop::collection::vec(field, 0..6), prop::option::weighted(0.8, prop::collection::vec(msg, 0..4)), prop::bool::weighted(0.8)).prop_map(|(kv, msgs, model)| {
         let mut m: Map<String, Value> = kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect();

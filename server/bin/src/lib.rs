@@ -306,10 +306,7 @@ pub async fn start(a: ServeArgs) -> anyhow::Result<Server> {
         m.model_info.with_label_values(&[&pm_name, &loaded.dtype, &a.device.to_string(), &a.block_size.to_string()]).set(1);
         extra_metrics.push(m);
         let Some(n) = loaded.num_labels else { anyhow::bail!("--preference-model {} has no reward head: give --preference-head, or a *ForSequenceClassification directory", pm.display()) };
-        let template = match loaded.tokenizer.chat_template() {
-            Some(src) => Some(hhh_text::ChatTemplate::new(src, loaded.tokenizer.bos_token(), loaded.tokenizer.eos_token())?),
-            None => None,
-        };
+        let template = hhh_text::ChatTemplate::of_tokenizer(&loaded.tokenizer)?;
         warm_up(&loaded.engine).await?;
         extra_engines.push(loaded.engine.clone());
         scorers.push(Scorer { name: pm_name, kind: "preference", engine: loaded.engine, tokenizer: Arc::new(loaded.tokenizer), template: Arc::new(template), num_labels: n });

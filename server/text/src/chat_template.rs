@@ -146,6 +146,16 @@ impl ChatTemplate {
         })
     }
 
+    /// Compile `source` with `tok`'s BOS and EOS tokens.
+    pub fn for_tokenizer(source: &str, tok: &crate::Tokenizer) -> Result<Self, TextError> {
+        Self::new(source, tok.bos_token(), tok.eos_token())
+    }
+
+    /// The template in `tok`'s own metadata, if it has one.
+    pub fn of_tokenizer(tok: &crate::Tokenizer) -> Result<Option<Self>, TextError> {
+        tok.chat_template().map(|src| Self::for_tokenizer(src, tok)).transpose()
+    }
+
     /// Render a conversation. Errors raised by the template (`raise_exception`) come back as
     /// [`TextError::Template`] with the template's message.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, TextError> {

@@ -146,7 +146,7 @@ fn hidden_states(model: &Path, pairs: &[Pair]) -> anyhow::Result<Vec<(Vec<f32>, 
 /// Run the command; prints a markdown summary and writes the head file.
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let tok = Tokenizer::load(&a.model).with_context(|| format!("loading the tokenizer of {}", a.model.display()))?;
-    let tpl = ChatTemplate::new(tok.chat_template().context("the model has no chat template")?, tok.bos_token(), tok.eos_token())?;
+    let tpl = ChatTemplate::of_tokenizer(&tok)?.context("the model has no chat template")?;
     let (pairs, skipped) = load_pairs(&a, &tok, &tpl)?;
     anyhow::ensure!(pairs.len() >= 20, "only {} usable pairs", pairs.len());
     tracing::info!(pairs = pairs.len(), skipped, "pairs loaded");
