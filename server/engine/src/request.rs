@@ -46,6 +46,20 @@ pub struct SamplingParams {
     pub logit_bias: Vec<(TokenId, f32)>,
     /// Structured output: only tokens the constraint allows are sampled.
     pub constraint: Option<crate::constraint::Constraint>,
+    /// Scheduling class: batch requests fill capacity that interactive ones leave idle.
+    pub priority: Priority,
+}
+
+/// Scheduling class of a request (see [`crate::scheduler`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// A client is waiting: served first.
+    #[default]
+    Interactive,
+    /// Offline batch work: admitted only after every waiting interactive request, given the
+    /// budget interactive rows leave, and preempted first (also to make room for an interactive
+    /// request that is waiting).
+    Batch,
 }
 
 /// What a prefill-only (scoring) request returns.
@@ -84,6 +98,7 @@ impl Default for SamplingParams {
             stop_token_ids: Vec::new(),
             ignore_eos: false,
             pooling: None,
+            priority: Priority::Interactive,
         }
     }
 }

@@ -5,13 +5,19 @@
 //! first (decode tokens and the rest of chunked prefills); when blocks run out, the most recently
 //! admitted running request is preempted (its blocks freed, to be recomputed later). Waiting
 //! requests are admitted only in steps without preemption. There are no prefill/decode modes.
+//!
+//! Two priorities ([`Priority`]): interactive requests wait in their own queue and are admitted
+//! before any batch request; running interactive requests come before running batch ones, so
+//! they get the budget first and batch rows are preempted first. When an interactive request
+//! waits for a sequence slot or for blocks that running batch requests hold, those are preempted
+//! at the start of the step (before anything is scheduled) to make room.
 
 mod update;
 
 use crate::error::EngineError;
 use crate::executor::{Batch, BatchSeq};
 use crate::kv_cache::{CachedPrefix, KvCacheManager};
-use crate::request::{Request, RequestId, RequestStatus, TokenId};
+use crate::request::{Priority, Request, RequestId, RequestStatus, TokenId};
 use std::collections::{HashMap, VecDeque};
 
 /// Scheduler limits.
@@ -67,9 +73,12 @@ pub struct Scheduler {
     cfg: SchedulerConfig,
     kv: KvCacheManager,
     requests: HashMap<RequestId, Request>,
-    /// FIFO; preempted requests go back to the front.
+    /// Interactive requests, FIFO; preempted requests go back to the front.
     waiting: VecDeque<RequestId>,
-    /// In admission order; the last one is preempted first.
+    /// Batch requests, FIFO; admitted only when `waiting` is empty.
+    waiting_batch: VecDeque<RequestId>,
+    /// Interactive requests in admission order, then batch requests in admission order; the
+    /// last one is preempted first.
     running: Vec<RequestId>,
     pub counters: SchedulerCounters,
 }
@@ -80,7 +89,7 @@ impl Scheduler {
             return Err(EngineError::Config("block size, block count, token budget and max seqs must be > 0".into()));
         }
         let kv = KvCacheManager::new(cfg.num_blocks, cfg.block_size, cfg.enable_prefix_caching);
-        Ok(Self { cfg, kv, requests: HashMap::new(), waiting: VecDeque::new(), running: Vec::new(), counters: Default::default() })
+        Ok(Self { cfg, kv, requests: HashMap::new(), waiting: VecDeque::new(), waiting_batch: VecDeque::new(), running: Vec::new(), counters: Default::default() })
     }
 
     pub fn config(&self) -> &SchedulerConfig {
@@ -90,13 +99,17 @@ impl Scheduler {
         &self.kv
     }
     pub fn num_waiting(&self) -> usize {
-        self.waiting.len()
+        self.waiting.len() + self.waiting_batch.len()
+    }
+    /// Waiting batch requests (included in [`Self::num_waiting`]).
+    pub fn num_waiting_batch(&self) -> usize {
+        self.waiting_batch.len()
     }
     pub fn num_running(&self) -> usize {
         self.running.len()
     }
     pub fn has_work(&self) -> bool {
-        !self.waiting.is_empty() || !self.running.is_empty()
+        !self.waiting.is_empty() || !self.waiting_batch.is_empty() || !self.running.is_empty()
     }
     pub fn request(&self, id: RequestId) -> Option<&Request> {
         self.requests.get(&id)
@@ -110,7 +123,10 @@ impl Scheduler {
             return Err(EngineError::TooLarge { needed, total: self.kv.num_blocks() });
         }
         let id = req.id;
-        self.waiting.push_back(id);
+        match req.params.priority {
+            Priority::Interactive => self.waiting.push_back(id),
+            Priority::Batch => self.waiting_batch.push_back(id),
+        }
         self.requests.insert(id, req);
         Ok(())
     }
@@ -119,9 +135,14 @@ impl Scheduler {
     pub fn abort(&mut self, id: RequestId) -> Option<Request> {
         let req = self.requests.remove(&id)?;
         self.waiting.retain(|&w| w != id);
+        self.waiting_batch.retain(|&w| w != id);
         self.running.retain(|&r| r != id);
         self.kv.free(id);
         Some(req)
+    }
+
+    fn priority(&self, id: RequestId) -> Priority {
+        self.requests.get(&id).map_or(Priority::Interactive, |r| r.params.priority)
     }
 
     fn preempt(&mut self, id: RequestId) {
@@ -132,7 +153,27 @@ impl Scheduler {
             req.num_preemptions += 1;
         }
         self.counters.num_preemptions += 1;
-        self.waiting.push_front(id);
+        match self.priority(id) {
+            Priority::Interactive => self.waiting.push_front(id),
+            Priority::Batch => self.waiting_batch.push_front(id),
+        }
+    }
+
+    /// Preempt running batch requests (newest first) while the first waiting interactive request
+    /// lacks a sequence slot or the blocks for its first chunk.
+    fn make_room_for_interactive(&mut self, out: &mut SchedulerOutput) {
+        let Some(&first) = self.waiting.front() else { return };
+        let Some(req) = self.requests.get(&first) else { return };
+        let needed = self.kv.blocks_for(req.num_tokens().min(self.cfg.max_num_batched_tokens).max(1));
+        while self.running.len() >= self.cfg.max_num_seqs || self.kv.num_free_blocks() < needed {
+            let Some(&last) = self.running.last() else { break };
+            if self.priority(last) != Priority::Batch {
+                break;
+            }
+            self.running.pop();
+            self.preempt(last);
+            out.preempted.push(last);
+        }
     }
 
     fn cache_blocks(&mut self, id: RequestId, upto: usize) {
@@ -147,6 +188,8 @@ impl Scheduler {
     /// Decide the next step.
     pub fn schedule(&mut self) -> SchedulerOutput {
         let mut out = SchedulerOutput::default();
+        self.make_room_for_interactive(&mut out);
+        let made_room = out.preempted.len();
         let mut budget = self.cfg.max_num_batched_tokens;
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
@@ -180,7 +223,7 @@ impl Scheduler {
             budget -= n;
             i += 1;
         }
-        if out.preempted.is_empty() {
+        if out.preempted.len() == made_room {
             self.admit_waiting(&mut out, budget);
         }
         out
@@ -188,9 +231,11 @@ impl Scheduler {
 
     fn admit_waiting(&mut self, out: &mut SchedulerOutput, mut budget: usize) {
         while budget > 0 && self.running.len() < self.cfg.max_num_seqs {
-            let Some(&id) = self.waiting.front() else { break };
+            let batch = self.waiting.is_empty();
+            let queue = if batch { &mut self.waiting_batch } else { &mut self.waiting };
+            let Some(&id) = queue.front() else { break };
             let Some(req) = self.requests.get(&id) else {
-                self.waiting.pop_front();
+                queue.pop_front();
                 continue;
             };
             let toks = req.all_tokens();
@@ -216,8 +261,15 @@ impl Scheduler {
                 req.status = RequestStatus::Running;
                 req.num_cached_prompt_tokens.get_or_insert(computed.min(req.prompt.len()));
             }
-            self.waiting.pop_front();
-            self.running.push(id);
+            if batch {
+                self.waiting_batch.pop_front();
+                self.running.push(id);
+            } else {
+                self.waiting.pop_front();
+                // Before the first running batch request.
+                let at = self.running.iter().position(|&r| self.priority(r) == Priority::Batch).unwrap_or(self.running.len());
+                self.running.insert(at, id);
+            }
             out.scheduled.push(ScheduledSeq { id, start_pos: computed, num_new_tokens: n });
             budget -= n;
         }

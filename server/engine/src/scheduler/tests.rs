@@ -367,3 +367,85 @@ fn sampling_steps_carry_the_token_index() {
     }
     assert_eq!(seen, [0, 1, 2, 3, 4]);
 }
+
+/// Requests that run to `max_tokens` (so that slots and blocks stay taken as the test expects).
+fn long_params(max_tokens: usize) -> SamplingParams {
+    SamplingParams { ignore_eos: true, ..params(max_tokens) }
+}
+
+fn batch_params(max_tokens: usize) -> SamplingParams {
+    SamplingParams { priority: crate::request::Priority::Batch, ..long_params(max_tokens) }
+}
+
+#[test]
+fn interactive_requests_are_admitted_before_earlier_batch_requests_and_served_first() {
+    let (bs, nb) = (4, 256);
+    let mut c = cfg(nb, bs, 16);
+    c.max_num_seqs = 2;
+    let mut s = Scheduler::new(c).unwrap();
+    let mut ex = FakeExec { block_size: bs, slots: vec![None; nb * bs] };
+    let (mut outs, mut fin) = (HashMap::new(), HashMap::new());
+    let p = |k: u32| (0..6).map(|i| 10 + (i * k) % 30).collect::<Vec<u32>>();
+    for id in 1..=3 {
+        s.add_request(Request::new(id, p(id as u32), batch_params(30))).unwrap();
+    }
+    s.add_request(Request::new(10, p(10), long_params(5))).unwrap();
+    let o = step(&mut s, &mut ex, &mut outs, &mut fin);
+    // The interactive request arrived last but is admitted first; one batch request fills the
+    // second slot.
+    assert_eq!(o.scheduled.iter().map(|x| x.id).collect::<Vec<_>>(), vec![10, 1]);
+    assert_eq!(s.num_waiting_batch(), 2);
+    // A second interactive request while both slots are busy: the running batch request is
+    // preempted at the next step to make room, and the interactive one runs.
+    s.add_request(Request::new(11, p(11), long_params(5))).unwrap();
+    let o = step(&mut s, &mut ex, &mut outs, &mut fin);
+    assert_eq!(o.preempted, vec![1]);
+    assert!(o.scheduled.iter().any(|x| x.id == 11) && o.scheduled.iter().all(|x| x.id != 1));
+    while s.has_work() {
+        step(&mut s, &mut ex, &mut outs, &mut fin);
+    }
+    // Every request, preempted or not, gives the reference output.
+    for id in [1, 2, 3] {
+        assert_eq!(outs[&id], reference(&p(id as u32), 30, u32::MAX).0, "batch request {id}");
+    }
+    for id in [10, 11] {
+        assert_eq!(outs[&id], reference(&p(id as u32), 5, u32::MAX).0, "interactive request {id}");
+    }
+    assert_eq!(s.kv().num_free_blocks(), nb);
+}
+
+#[test]
+fn batch_rows_get_the_budget_interactive_rows_leave_and_are_preempted_first() {
+    // 12 blocks of 4 tokens: two long batch requests fill the pool; an interactive request then
+    // takes blocks from the newest batch request, never the other way round.
+    let (bs, nb) = (4, 12);
+    let mut s = Scheduler::new(cfg(nb, bs, 8)).unwrap();
+    let mut ex = FakeExec { block_size: bs, slots: vec![None; nb * bs] };
+    let (mut outs, mut fin) = (HashMap::new(), HashMap::new());
+    let long: Vec<u32> = (0..20).map(|i| 10 + i % 30).collect();
+    let long2: Vec<u32> = (0..20).map(|i| 11 + i % 29).collect();
+    s.add_request(Request::new(1, long.clone(), batch_params(4))).unwrap();
+    s.add_request(Request::new(2, long2.clone(), batch_params(4))).unwrap();
+    for _ in 0..5 {
+        step(&mut s, &mut ex, &mut outs, &mut fin);
+    }
+    let short: Vec<u32> = (0..7).map(|i| 20 + i).collect();
+    s.add_request(Request::new(3, short.clone(), long_params(6))).unwrap();
+    // The pool is full of batch blocks: the next step preempts the newest batch request and
+    // admits the interactive one at once.
+    let o = step(&mut s, &mut ex, &mut outs, &mut fin);
+    assert_eq!(o.preempted, vec![2]);
+    assert!(o.scheduled.iter().any(|x| x.id == 3));
+    while s.has_work() {
+        let o = step(&mut s, &mut ex, &mut outs, &mut fin);
+        assert!(!o.preempted.contains(&3), "the interactive request is never preempted for batch work");
+        if s.request(3).is_some() {
+            // Running: it is scheduled every step, batch rows only share the budget it leaves.
+            assert!(o.scheduled.first().is_some_and(|x| x.id == 3), "{o:?}");
+        }
+    }
+    assert_eq!(outs[&3], reference(&short, 6, u32::MAX).0);
+    assert_eq!(outs[&1], reference(&long, 4, u32::MAX).0);
+    assert_eq!(outs[&2], reference(&long2, 4, u32::MAX).0);
+    assert_eq!(s.kv().num_free_blocks(), nb);
+}
