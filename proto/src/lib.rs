@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub mod batch;
 pub mod harmlessness;
 pub mod hh_rlhf;
 pub mod openapi;

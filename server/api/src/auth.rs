@@ -25,6 +25,18 @@ impl ApiKeys {
         !self.keys.is_empty()
     }
 
+    /// Who owns what a request creates (files, batches): `""` when authentication is off,
+    /// otherwise the first 16 bytes of the SHA-256 of the request's key, in hex (the key itself
+    /// is never stored). Call after [`Self::allows`].
+    pub fn owner(&self, headers: &HeaderMap) -> String {
+        use sha2::Digest;
+        if self.keys.is_empty() {
+            return String::new();
+        }
+        let token = bearer(headers).unwrap_or_default();
+        sha2::Sha256::digest(token.as_bytes())[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Whether the request carries a valid key (always true when authentication is off).
     /// Every configured key is compared, each in constant time, so the time taken does not
     /// depend on which key matched or on how many leading bytes were right.
@@ -32,19 +44,22 @@ impl ApiKeys {
         if self.keys.is_empty() {
             return true;
         }
-        let Some(given) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        let Some(token) = bearer(headers) else {
             return false;
         };
-        let Some(token) = given.strip_prefix("Bearer ").or_else(|| given.strip_prefix("bearer ")) else {
-            return false;
-        };
-        let token = token.trim().as_bytes();
+        let token = token.as_bytes();
         let mut ok = subtle::Choice::from(0u8);
         for k in &self.keys {
             ok |= k.as_slice().ct_eq(token);
         }
         ok.into()
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let given = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())?;
+    given.strip_prefix("Bearer ").or_else(|| given.strip_prefix("bearer ")).map(str::trim)
 }
 
 #[cfg(test)]
@@ -68,5 +83,8 @@ mod tests {
         assert!(!k.allows(&HeaderMap::new()));
         assert!(ApiKeys::default().allows(&HeaderMap::new()));
         assert_eq!(ApiKeys::parse_file("# c\n\nk1\n  k2 \n"), vec!["k1", "k2"]);
+        assert_eq!(ApiKeys::default().owner(&h("Bearer alpha")), "");
+        assert_ne!(k.owner(&h("Bearer alpha")), k.owner(&h("Bearer beta")));
+        assert_eq!(k.owner(&h("Bearer alpha")).len(), 32);
     }
 }

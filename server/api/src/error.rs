@@ -83,6 +83,14 @@ impl ApiError {
             retry_after: None,
         }
     }
+    /// 413 naming the field and the limit.
+    pub fn too_large_field(param: &str, message: impl Into<String>) -> Self {
+        Self { status: StatusCode::PAYLOAD_TOO_LARGE, message: message.into(), param: Some(param.to_string()), code: None, retry_after: None }
+    }
+    /// 507: the server's disk is full.
+    pub fn insufficient_storage(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::INSUFFICIENT_STORAGE, message: message.into(), param: None, code: Some("storage_full".into()), retry_after: None }
+    }
     pub fn internal(message: impl Into<String>) -> Self {
         Self { status: StatusCode::INTERNAL_SERVER_ERROR, message: message.into(), param: None, code: None, retry_after: None }
     }

@@ -55,11 +55,10 @@ pub use error::ApiError;
 pub use middleware::{InFlight, RequestCtx};
 pub use state::{AppState, FeedbackModel, Limits, Scorer};
 
-/// The full router. `/health*` and `/metrics` are open; every other route is behind the API
-/// keys (when configured) and the drain. With `metrics = false`, `/metrics` is left out (it is
-/// then served on `--metrics-port` by [`metrics_router`]).
-pub fn router(state: AppState, metrics: bool) -> Router {
-    let mut r = Router::new()
+/// The routes that take requests (no middleware, no `/metrics`), for [`router`] and
+/// [`dispatch`].
+fn api_routes() -> Router<AppState> {
+    Router::new()
         .route("/v1/chat/completions", post(chat::handler))
         .route("/v1/completions", post(completions::handler))
         .route("/v1/models", get(misc::models))
@@ -76,9 +75,20 @@ pub fn router(state: AppState, metrics: bool) -> Router {
         .route("/health/ready", get(misc::ready))
         .route("/tokenize", post(misc::tokenize))
         .route("/detokenize", post(misc::detokenize))
-        .route("/tokenizer_info", get(misc::tokenizer_info));
+        .route("/tokenizer_info", get(misc::tokenizer_info))
+}
+
+/// The full router. `/health*` and `/metrics` are open; every other route is behind the API
+/// keys (when configured) and the drain. With `metrics = false`, `/metrics` is left out (it is
+/// then served on `--metrics-port` by [`metrics_router`]). `extra` routes (the Files and Batch
+/// APIs) are merged in behind the same middleware.
+pub fn router(state: AppState, metrics: bool, extra: Option<Router<AppState>>) -> Router {
+    let mut r = api_routes();
     if metrics {
         r = r.route("/metrics", get(misc::metrics));
+    }
+    if let Some(x) = extra {
+        r = r.merge(x);
     }
     r.fallback(misc::not_found).method_not_allowed_fallback(misc::method_not_allowed).layer(axum::middleware::from_fn_with_state(state.clone(), middleware::track)).with_state(state)
 }
@@ -86,4 +96,34 @@ pub fn router(state: AppState, metrics: bool) -> Router {
 /// `/metrics` alone, for a separate metrics port.
 pub fn metrics_router(state: AppState) -> Router {
     Router::new().route("/metrics", get(misc::metrics)).with_state(state)
+}
+
+/// What a route answered to a request made in-process.
+#[derive(Debug, Clone)]
+pub struct Dispatched {
+    pub status: u16,
+    /// The whole response body (JSON for every route a batch line may name).
+    pub body: axum::body::Bytes,
+}
+
+/// Run one `POST path` with a JSON `body` through the API routes in-process, as a batch line:
+/// the same handlers, validation and limits as over HTTP, its engine requests at `priority`.
+/// The API-key check and the drain are the caller's (the batch was admitted over HTTP, or runs
+/// offline). `request_id` names it in the handlers' logs.
+pub async fn dispatch(state: &AppState, path: &str, body: Vec<u8>, request_id: String, priority: hhh_engine::Priority) -> Result<Dispatched, ApiError> {
+    use tower::ServiceExt;
+    let req = axum::http::Request::post(path).header(axum::http::header::CONTENT_TYPE, "application/json").body(axum::body::Body::from(body)).map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut req = req;
+    req.extensions_mut().insert(std::sync::Arc::new(RequestCtx { id: request_id, arrival: std::time::Instant::now(), log: Default::default() }));
+    let svc = api_routes().fallback(misc::not_found).with_state(state.clone());
+    let work = async move {
+        let resp = match svc.oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        let status = resp.status().as_u16();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok(Dispatched { status, body })
+    };
+    jobs::with_priority(priority, validate::IGNORED.scope(Default::default(), work)).await
 }

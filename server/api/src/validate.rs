@@ -279,6 +279,8 @@ pub fn sampling_params(s: &SamplingFields, max_tokens: usize, logprobs: Option<u
         pooling: None,
         logit_bias,
         constraint: None,
+        // Set at submission from the task (batch lines run at batch priority).
+        priority: Default::default(),
     })
 }
 

@@ -237,7 +237,7 @@ pub struct Server {
 impl Server {
     /// Serve until `shutdown` resolves, then drain (see [`serve`]) and stop the engine.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let app = router(self.state.clone(), self.metrics_listener.is_none());
+        let app = router(self.state.clone(), self.metrics_listener.is_none(), self.extra_routes.clone());
         if let Some(l) = self.metrics_listener {
             let m = metrics_router(self.state.clone());
             tokio::spawn(async move {

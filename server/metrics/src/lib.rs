@@ -27,6 +27,9 @@ pub const FINISH_REASONS: &[&str] = &["stop", "length", "abort", "error"];
 /// Rejection reasons used as the `reason` label.
 pub const REJECT_REASONS: &[&str] = &["validation", "overloaded", "unauthorized", "draining", "timeout", "disconnected"];
 
+/// Batch statuses used as the `status` label of `hhh_batches`.
+pub const BATCH_STATUSES: &[&str] = &["validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled"];
+
 /// All metrics. Cheap to share (`Arc<Metrics>`); every handle is internally atomic.
 pub struct Metrics {
     registry: Registry,
@@ -61,6 +64,11 @@ pub struct Metrics {
     pub prompt_length: Histogram,
     pub generation_length: Histogram,
     pub draining: IntGauge,
+    // --- batch jobs (/v1/batches) ---
+    pub batch_requests: IntCounterVec,
+    pub batch_tokens: IntCounterVec,
+    pub batches: IntGaugeVec,
+    pub batch_queue_lines: IntGauge,
 }
 
 fn hist(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -117,6 +125,11 @@ impl Metrics {
         r.register(Box::new(kv_usage.clone())).expect("unique metric name");
         let model_info = IntGaugeVec::new(Opts::new("model_info", "The served model (value is always 1)."), &["model", "dtype", "device", "block_size"]).expect("valid gauge");
         r.register(Box::new(model_info.clone())).expect("unique metric name");
+        let batches = IntGaugeVec::new(Opts::new("batches", "Batches (/v1/batches) by status."), &["status"]).expect("valid gauge");
+        r.register(Box::new(batches.clone())).expect("unique metric name");
+        for st in BATCH_STATUSES {
+            batches.with_label_values(&[st]);
+        }
         Self {
             requests_running: gauge(&r, "num_requests_running", "Requests in the running batch."),
             requests_waiting: gauge(&r, "num_requests_waiting", "Requests waiting to be scheduled (queued or preempted)."),
@@ -145,6 +158,16 @@ impl Metrics {
             prompt_length: hist(&r, "request_prompt_tokens", "Prompt length of finished requests, in tokens.", TOKENS),
             generation_length: hist(&r, "request_generation_tokens", "Generated tokens of finished requests.", TOKENS),
             draining: gauge(&r, "draining", "1 while the server drains before shutdown."),
+            batch_requests: counter_vec(
+                &r,
+                "batch_requests_total",
+                "Batch lines finished, by status (completed: a 2xx answer in the output file; failed: in the error file).",
+                "status",
+                &["completed", "failed"],
+            ),
+            batch_tokens: counter_vec(&r, "batch_tokens_total", "Tokens of finished batch lines (from their usage), by kind.", "kind", &["prompt", "completion"]),
+            batches,
+            batch_queue_lines: gauge(&r, "batch_queue_lines", "Lines of the running batch not yet finished."),
             registry: r,
         }
     }

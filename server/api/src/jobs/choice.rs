@@ -42,7 +42,7 @@ pub fn submit_choice(
     stops: Vec<String>,
 ) -> Result<impl Stream<Item = ChoiceEvent> + Send + 'static, ApiError> {
     let prompt_len = prompt.len();
-    let handle = st.engine.submit(prompt, params)?;
+    let handle = super::submit(&st.engine, prompt, params)?;
     let obs = Observer { metrics: st.metrics.clone(), ctx: ctx.clone(), prompt_len, deadline: st.request_timeout.map(|t| (ctx.arrival + t, t.as_secs_f64())), last_token: None, done: false };
     Ok(choice_stream(index, handle, st.tokenizer.clone(), stops, obs))
 }

@@ -15,10 +15,32 @@ mod choice;
 pub use choice::{generate_text, submit_choice, ChoiceEvent, ChoiceUsage};
 
 use crate::error::ApiError;
-use hhh_engine::{EngineClient, EngineEvent, PooledOutput, RequestHandle, SamplingParams};
+use hhh_engine::{EngineClient, EngineEvent, PooledOutput, Priority, RequestHandle, SamplingParams};
 use hhh_text::{IncrementalDetokenizer, StopMatcher, Tokenizer};
 use std::sync::Arc;
 use std::time::Duration;
+
+tokio::task_local! {
+    /// The engine priority of the requests a task submits ([`with_priority`]); interactive
+    /// when unset.
+    static PRIORITY: Priority;
+}
+
+/// Run `f` with its engine requests at priority `p` (batch lines run at [`Priority::Batch`]).
+pub async fn with_priority<F: std::future::Future>(p: Priority, f: F) -> F::Output {
+    PRIORITY.scope(p, f).await
+}
+
+/// The priority requests submitted from this task get.
+pub fn current_priority() -> Priority {
+    PRIORITY.try_with(|p| *p).unwrap_or_default()
+}
+
+/// Submit one engine request at the task's priority.
+pub fn submit(engine: &EngineClient, prompt: Vec<u32>, mut params: SamplingParams) -> Result<RequestHandle, ApiError> {
+    params.priority = current_priority();
+    Ok(engine.submit(prompt, params)?)
+}
 
 /// Most engine requests one call keeps in flight. Larger calls go in waves, so that one call
 /// never fills the admission queue (`--max-waiting-requests`) by itself; later waves still reuse
@@ -42,7 +64,7 @@ where
         while it.peek().is_some() {
             let mut hs = Vec::with_capacity(wave);
             for (prompt, params) in it.by_ref().take(wave) {
-                hs.push(engine.submit(prompt, params)?);
+                hs.push(submit(engine, prompt, params)?);
             }
             for r in futures::future::join_all(hs.into_iter().map(&collect)).await {
                 out.push(r?);
