@@ -113,7 +113,10 @@ fn bad(line: u64, custom_id: Option<String>, code: &'static str, message: impl I
 
 fn read_line(line: u64, raw: &str, limits: LineLimits) -> Line {
     if raw.len() > limits.max_line_bytes {
-        return bad(line, None, "line_too_large", format!("Line {line} is {} bytes long; the limit is {} bytes.", raw.len(), limits.max_line_bytes));
+        // Its custom_id still names it in the error file (the file as a whole is within
+        // --max-file-bytes, so reading the line is bounded).
+        let custom_id = serde_json::from_str::<serde_json::Value>(raw).ok().and_then(|v| v.get("custom_id").and_then(|c| c.as_str()).map(str::to_string));
+        return bad(line, custom_id, "line_too_large", format!("Line {line} is {} bytes long; the limit is {} bytes.", raw.len(), limits.max_line_bytes));
     }
     let v: serde_json::Value = match serde_json::from_str(raw) {
         Ok(v) => v,

@@ -1,6 +1,7 @@
 //! Wiring shared by the `hhh-server` binary and the end-to-end tests: load the model and
 //! tokenizer, start the engine thread, warm up, and serve the router.
 
+pub mod batch;
 pub mod generation;
 pub mod gpu_check;
 mod load;
@@ -196,6 +197,8 @@ pub struct ServeArgs {
     /// Bai et al. 2022; format in docs/harmlessness.md).
     #[arg(long, env = "HHH_CONSTITUTION")]
     pub constitution: Option<PathBuf>,
+    #[command(flatten)]
+    pub batch: batch::BatchArgs,
 }
 
 fn secs(s: f64) -> Option<Duration> {
@@ -228,6 +231,10 @@ pub struct Server {
     pub engine: EngineClient,
     /// Engines of extra (preference) models, stopped with the main one.
     pub extra_engines: Vec<EngineClient>,
+    /// `/v1/files` and `/v1/batches`.
+    extra_routes: axum::Router<AppState>,
+    /// The batch runner; it stops when the drain begins.
+    batch_runner: tokio::task::JoinHandle<()>,
     listener: tokio::net::TcpListener,
     metrics_listener: Option<tokio::net::TcpListener>,
     header_read_timeout: Duration,
@@ -237,7 +244,7 @@ pub struct Server {
 impl Server {
     /// Serve until `shutdown` resolves, then drain (see [`serve`]) and stop the engine.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let app = router(self.state.clone(), self.metrics_listener.is_none(), self.extra_routes.clone());
+        let app = router(self.state.clone(), self.metrics_listener.is_none(), Some(self.extra_routes));
         if let Some(l) = self.metrics_listener {
             let m = metrics_router(self.state.clone());
             tokio::spawn(async move {
@@ -252,6 +259,8 @@ impl Server {
             serve::drain(&state, &engine, timeout).await;
         };
         serve::serve_until(self.listener, app, self.header_read_timeout, stop).await;
+        // Drained: the runner has stopped taking lines (unfinished batches resume on restart).
+        self.batch_runner.abort();
         self.engine.shutdown();
         for e in &self.extra_engines {
             e.shutdown();
@@ -260,13 +269,50 @@ impl Server {
     }
 }
 
+/// The models and the API state, loaded (before binding or warming up).
+pub struct Loaded {
+    pub state: AppState,
+    pub engine: EngineClient,
+    /// Engines of extra (preference, feedback) models.
+    pub extra_engines: Vec<EngineClient>,
+}
+
 /// Load everything, bind, warm up; the returned server is ready.
 pub async fn start(a: ServeArgs) -> anyhow::Result<Server> {
+    let Loaded { state, engine, extra_engines } = load(&a).await?;
+    let batches = batch::service(&a, state.clone())?;
+    let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port)).await.with_context(|| format!("binding {}:{}", a.host, a.port))?;
+    let metrics_listener = match a.metrics_port {
+        Some(p) => Some(tokio::net::TcpListener::bind((a.host.as_str(), p)).await.with_context(|| format!("binding the metrics port {}:{p}", a.host))?),
+        None => None,
+    };
+    tracing::info!(addr = %listener.local_addr()?, model = %state.model_name, "listening");
+    warm_up(&engine).await?;
+    state.ready.store(true, Ordering::SeqCst);
+    let runner = batches.spawn();
+    tracing::info!("ready");
+    Ok(Server {
+        addr: listener.local_addr()?,
+        metrics_addr: metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
+        state,
+        engine,
+        extra_engines,
+        extra_routes: hhh_batch::routes::routes(batches),
+        batch_runner: runner,
+        listener,
+        metrics_listener,
+        header_read_timeout: secs(a.header_read_timeout).unwrap_or(Duration::from_secs(30)),
+        shutdown_timeout: secs(a.shutdown_timeout).unwrap_or(Duration::ZERO),
+    })
+}
+
+/// Load the models and build the API state from the flags.
+pub async fn load(a: &ServeArgs) -> anyhow::Result<Loaded> {
     let isa = hhh_kernels::quant::isa::IsaLimits { no_avx512: a.no_avx512, no_vnni512: a.no_vnni512 };
     hhh_kernels::quant::isa::limit(isa).map_err(|now| anyhow::anyhow!("--no-avx512/--no-vnni512 cannot change in a running process (in force: {now:?})"))?;
     let metrics = Arc::new(Metrics::new());
-    let main = load_engine(&a, &a.model, a.reward_head.as_deref(), a.kv_cache_gb, a.num_kv_blocks, metrics.clone())?;
-    let name = served_name(&a);
+    let main = load_engine(a, &a.model, a.reward_head.as_deref(), a.kv_cache_gb, a.num_kv_blocks, metrics.clone())?;
+    let name = served_name(a);
     metrics.model_info.with_label_values(&[&name, &main.dtype, &a.device.to_string(), &a.block_size.to_string()]).set(1);
     let engine = main.engine.clone();
     let limits = Limits { max_body_bytes: a.max_body_bytes, max_n: a.max_n, strict_fields: a.strict_fields, ..Limits::default() };
@@ -302,7 +348,7 @@ pub async fn start(a: ServeArgs) -> anyhow::Result<Server> {
         anyhow::ensure!(pm_name != name, "the preference model's name `{pm_name}` is the same as the chat model's; set --preference-model-name");
         // Its own registry, series labelled engine="<name>" (see docs/metrics.md).
         let m = Arc::new(Metrics::for_engine(&pm_name));
-        let loaded = load_engine(&a, pm, a.preference_head.as_deref(), a.preference_kv_cache_gb, a.preference_num_kv_blocks, m.clone())?;
+        let loaded = load_engine(a, pm, a.preference_head.as_deref(), a.preference_kv_cache_gb, a.preference_num_kv_blocks, m.clone())?;
         m.model_info.with_label_values(&[&pm_name, &loaded.dtype, &a.device.to_string(), &a.block_size.to_string()]).set(1);
         extra_metrics.push(m);
         let Some(n) = loaded.num_labels else { anyhow::bail!("--preference-model {} has no reward head: give --preference-head, or a *ForSequenceClassification directory", pm.display()) };
@@ -317,7 +363,7 @@ pub async fn start(a: ServeArgs) -> anyhow::Result<Server> {
         anyhow::ensure!(fm_name != name && !scorers.iter().any(|s| s.name == fm_name), "the feedback model's name `{fm_name}` is taken; set --feedback-model-name");
         // Its own registry, like the preference model's (see docs/metrics.md).
         let m = Arc::new(Metrics::for_engine(&fm_name));
-        let loaded = load_engine(&a, fm, None, a.feedback_kv_cache_gb, a.feedback_num_kv_blocks, m.clone())?;
+        let loaded = load_engine(a, fm, None, a.feedback_kv_cache_gb, a.feedback_num_kv_blocks, m.clone())?;
         m.model_info.with_label_values(&[&fm_name, &loaded.dtype, &a.device.to_string(), &a.block_size.to_string()]).set(1);
         extra_metrics.push(m);
         anyhow::ensure!(!loaded.seq_cls, "--feedback-model {} is a sequence-classification model: feedback needs a generative model", fm.display());
@@ -346,26 +392,7 @@ pub async fn start(a: ServeArgs) -> anyhow::Result<Server> {
     if state.api_keys.enabled() {
         tracing::info!("API keys required on /v1/*, /tokenize, /detokenize");
     }
-    let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port)).await.with_context(|| format!("binding {}:{}", a.host, a.port))?;
-    let metrics_listener = match a.metrics_port {
-        Some(p) => Some(tokio::net::TcpListener::bind((a.host.as_str(), p)).await.with_context(|| format!("binding the metrics port {}:{p}", a.host))?),
-        None => None,
-    };
-    tracing::info!(addr = %listener.local_addr()?, model = %state.model_name, "listening");
-    warm_up(&engine).await?;
-    state.ready.store(true, Ordering::SeqCst);
-    tracing::info!("ready");
-    Ok(Server {
-        addr: listener.local_addr()?,
-        metrics_addr: metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
-        state,
-        engine,
-        extra_engines,
-        listener,
-        metrics_listener,
-        header_read_timeout: secs(a.header_read_timeout).unwrap_or(Duration::from_secs(30)),
-        shutdown_timeout: secs(a.shutdown_timeout).unwrap_or(Duration::ZERO),
-    })
+    Ok(Loaded { state, engine, extra_engines })
 }
 
 /// One tiny forward before readiness turns 200.

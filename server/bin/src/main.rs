@@ -26,17 +26,24 @@ enum Cmd {
     /// Check the GPU path on a CUDA device (kernels against their CPU twins, GPU against CPU
     /// decoding, benchmarks) and write JSON; `--dry-run` runs it on the CPU (docs/gpu.md).
     GpuCheck(hhh_server::gpu_check::GpuCheckArgs),
+    /// Run a batch input file (OpenAI batch JSONL) offline, without a listening port: the same
+    /// routes as /v1/batches, results appended as they finish, --resume after a crash.
+    RunBatch(Box<hhh_server::batch::RunBatchArgs>),
+}
+
+/// candle sizes its own CPU pools from the environment only: set it here, while this is the
+/// only thread (the model runner takes --threads from its config).
+fn set_threads(threads: Option<usize>) {
+    if let Some(t) = threads {
+        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+        std::env::set_var("CANDLE_NUM_THREADS", t.to_string());
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Serve(args) => {
-            // candle sizes its own CPU pools from the environment only: set it here, while this
-            // is the only thread (the model runner takes --threads from its config).
-            if let Some(t) = args.threads {
-                std::env::set_var("RAYON_NUM_THREADS", t.to_string());
-                std::env::set_var("CANDLE_NUM_THREADS", t.to_string());
-            }
+            set_threads(args.threads);
             serve_main(*args)
         }
         Cmd::TrainRewardHead(args) => {
@@ -44,12 +51,23 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::fmt().with_env_filter(filter).init();
             hhh_server::train::run(args)
         }
+        Cmd::RunBatch(args) => {
+            set_threads(args.serve.threads);
+            run_batch_main(*args)
+        }
         Cmd::GpuCheck(args) => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
             tracing_subscriber::fmt().with_env_filter(filter).init();
             hhh_server::gpu_check::run(args)
         }
     }
+}
+
+#[tokio::main]
+async fn run_batch_main(args: hhh_server::batch::RunBatchArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).init();
+    hhh_server::batch::run_batch(args).await
 }
 
 #[tokio::main]

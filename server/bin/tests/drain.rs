@@ -3,39 +3,9 @@
 mod support;
 
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
-
-struct Proc {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_binary(extra: &[&str]) -> Proc {
-    let port = free_port();
-    let mut args = vec!["serve".to_string(), "--model".into(), model_path().display().to_string(), "--port".into(), port.to_string(), "--max-model-len".into(), "512".into()];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let child = Command::new(env!("CARGO_BIN_EXE_hhh-server")).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn hhh-server");
-    let p = Proc { child, base: format!("http://127.0.0.1:{port}") };
-    let t0 = Instant::now();
-    loop {
-        if let Ok(r) = client().get(format!("{}/health/ready", p.base)).send().await {
-            if r.status() == 200 {
-                return p;
-            }
-        }
-        assert!(t0.elapsed() < Duration::from_secs(120), "server not ready in 120 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn sigterm(p: &Proc) {
     let ok = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status().unwrap().success();

@@ -6,7 +6,8 @@ use clap::Parser;
 use hhh_server::{start, ServeArgs};
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 struct Wrap {
@@ -38,12 +39,30 @@ pub async fn spawn(extra: &[&str]) -> TestServer {
 pub async fn spawn_model(model: &str, extra: &[&str]) -> TestServer {
     let mut args = vec!["x", "--model", model, "--port", "0", "--max-model-len", "512"];
     args.extend_from_slice(extra);
+    // Each server its own batch store unless the test names one.
+    let data_dir = temp_dir("data");
+    if !extra.contains(&"--data-dir") {
+        args.extend_from_slice(&["--data-dir", data_dir.to_str().unwrap()]);
+    }
     let s = start(Wrap::parse_from(args).a).await.expect("server starts");
     let base = format!("http://{}", s.addr);
     let metrics_base = s.metrics_addr.map(|a| format!("http://{a}")).unwrap_or_else(|| base.clone());
     let t = TestServer { base, metrics_base, engine: s.engine.clone() };
     tokio::spawn(s.run(std::future::pending()));
     t
+}
+
+/// A fresh directory under the system's temporary directory.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let d = std::env::temp_dir().join(format!("hhh-test-{tag}-{}-{n}-{:x}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 pub fn client() -> reqwest::Client {
@@ -127,6 +146,38 @@ pub fn parse_sse(text: &str) -> (String, Option<String>, Option<Value>, bool) {
         }
     }
     (content, finish, error, done)
+}
+
+/// The real binary, killed and reaped when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `hhh-server serve` with the default model and `extra` flags; ready when it returns.
+pub async fn start_binary(extra: &[&str]) -> Proc {
+    let port = free_port();
+    let mut args = vec!["serve".to_string(), "--model".into(), model_path().display().to_string(), "--port".into(), port.to_string(), "--max-model-len".into(), "512".into()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let child = Command::new(env!("CARGO_BIN_EXE_hhh-server")).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn hhh-server");
+    let p = Proc { child, base: format!("http://127.0.0.1:{port}") };
+    let t0 = Instant::now();
+    loop {
+        if let Ok(r) = client().get(format!("{}/health/ready", p.base)).send().await {
+            if r.status() == 200 {
+                return p;
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "server not ready in 120 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[allow(unused_imports)]
