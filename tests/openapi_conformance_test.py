@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -37,6 +38,34 @@ def call(base, method, path, body=None):
         return e.code, e.headers.get("content-type", ""), e.read()
 
 
+def upload(base, lines, purpose="batch"):
+    """POST /v1/files as multipart/form-data; returns (status, content-type, body)."""
+    boundary = "hhh-boundary-7d3f"
+    data = "".join(json.dumps(l) + "\n" for l in lines).encode()
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n{purpose}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\n"
+            "Content-Type: application/jsonl\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(base + "/v1/files", method="POST", data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return r.status, r.headers.get("content-type", ""), r.read()
+
+
+def batch_fixtures(base):
+    """Files and batches for the /v1/files and /v1/batches operations: a finished batch, one that
+    is still running (to cancel), and a file to delete."""
+    line = lambda i, n: {"custom_id": f"c{i}", "method": "POST", "url": "/v1/completions", "body": {"model": MODEL, "prompt": f"Item {i}:", "max_tokens": n, "ignore_eos": True}}
+    file_id = json.loads(upload(base, [line(0, 2)])[2])["id"]
+    _, _, raw = call(base, "post", "/v1/batches", {"input_file_id": file_id, "endpoint": "/v1/completions", "completion_window": "24h"})
+    batch_id = json.loads(raw)["id"]
+    big = json.loads(upload(base, [line(i, 64) for i in range(300)])[2])["id"]
+    _, _, raw = call(base, "post", "/v1/batches", {"input_file_id": big, "endpoint": "/v1/completions", "completion_window": "24h"})
+    running_id = json.loads(raw)["id"]
+    doomed = json.loads(upload(base, [line(0, 1)])[2])["id"]
+    ids = {("get", "/v1/files/{id}"): file_id, ("get", "/v1/files/{id}/content"): file_id, ("delete", "/v1/files/{id}"): doomed,
+           ("get", "/v1/batches/{id}"): batch_id, ("post", "/v1/batches/{id}/cancel"): running_id}
+    return file_id, ids
+
+
 def main():
     validate_spec(DOC)
     print("openapi.json: valid OpenAPI 3.0")
@@ -44,7 +73,8 @@ def main():
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    srv = subprocess.Popen([os.path.join(ROOT, "target/release/hhh-server"), "serve", "--port", str(port), "--num-kv-blocks", "512",
+    data_dir = tempfile.mkdtemp(prefix="hhh-openapi-")
+    srv = subprocess.Popen([os.path.join(ROOT, "target/release/hhh-server"), "serve", "--port", str(port), "--num-kv-blocks", "512", "--data-dir", data_dir,
                             "--reward-head", os.path.join(ROOT, "server/heads/smollm2-135m-instruct-hh-harmless.json")],
                            cwd=ROOT, env=dict(os.environ, RUST_LOG="warn"))
     try:
@@ -73,19 +103,28 @@ def main():
             ("post", "/tokenize"): {"prompt": "hello world"},
             ("post", "/detokenize"): {"tokens": [1, 2, 3]},
         }
+        file_id, ids = batch_fixtures(base)
+        bodies[("post", "/v1/batches")] = {"input_file_id": file_id, "endpoint": "/v1/completions", "completion_window": "24h"}
         seen = 0
         for path, item in DOC["paths"].items():
             for method, op in item.items():
                 print(f"{method.upper()} {path}")
                 body = bodies.get((method, path))
-                if "requestBody" in op:
-                    assert body is not None, f"no request body prepared for {method} {path}"
-                    check(body, op["requestBody"]["content"]["application/json"]["schema"], "request")
-                status, ctype, raw = call(base, method, path, body)
+                url = path.replace("{id}", ids[(method, path)]) if "{id}" in path else path
+                if (method, path) == ("post", "/v1/files"):
+                    assert "multipart/form-data" in op["requestBody"]["content"]
+                    status, ctype, raw = upload(base, [{"custom_id": "x", "method": "POST", "url": "/v1/completions", "body": {"prompt": "Hi"}}])
+                else:
+                    if "requestBody" in op:
+                        assert body is not None, f"no request body prepared for {method} {path}"
+                        check(body, op["requestBody"]["content"]["application/json"]["schema"], "request")
+                    status, ctype, raw = call(base, method, url, body)
                 assert status == 200, (path, status, raw[:300])
                 content = op["responses"]["200"]["content"]
                 if ctype.startswith("application/json"):
                     check(json.loads(raw), content["application/json"]["schema"], "200 response")
+                elif ctype.startswith("application/octet-stream"):
+                    assert "application/octet-stream" in content, (path, ctype)
                 else:
                     assert "text/plain" in content and ctype.startswith("text/plain"), (path, ctype)
                 seen += 1

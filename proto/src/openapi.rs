@@ -19,6 +19,10 @@ struct Op {
     media: &'static str,
     /// Also answers with `text/event-stream` when the request sets `stream`.
     streams: bool,
+    /// Media type of the request body.
+    request_media: &'static str,
+    /// Query parameters: (name, type, description).
+    query: &'static [(&'static str, &'static str, &'static str)],
 }
 
 fn body<T: JsonSchema>(g: &mut SchemaGenerator) -> Value {
@@ -30,7 +34,7 @@ fn status_body() -> Value {
 }
 
 fn operations(g: &mut SchemaGenerator) -> Vec<Op> {
-    let op = |method, path, summary, request, response, streams| Op { method, path, summary, request, response, media: "application/json", streams };
+    let op = |method, path, summary, request, response, streams| Op { method, path, summary, request, response, media: "application/json", streams, request_media: "application/json", query: &[] };
     let mut ops = vec![
         op(
             "post",
@@ -97,8 +101,36 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Op> {
         response: json!({"type": "string"}),
         media: "text/plain",
         streams: false,
+        request_media: "application/json",
+        query: &[],
     });
+    ops.extend(batch_operations(g));
     ops
+}
+
+/// `/v1/files` and `/v1/batches` (crate `hhh-batch`).
+fn batch_operations(g: &mut SchemaGenerator) -> Vec<Op> {
+    use crate::batch::*;
+    let op = |method, path, summary, request, response| Op { method, path, summary, request, response, media: "application/json", streams: false, request_media: "application/json", query: &[] };
+    let upload = json!({
+        "type": "object",
+        "properties": {"purpose": {"type": "string", "enum": ["batch", "user_data"]}, "file": {"type": "string", "format": "binary"}},
+        "required": ["purpose", "file"],
+    });
+    vec![
+        Op {
+            request_media: "multipart/form-data",
+            ..op("post", "/v1/files", "Upload a file (`purpose: batch`: a batch input file, checked on upload: UTF-8, JSONL, unique custom_id, --batch-max-lines; 413 over --max-file-bytes).", Some(upload), body::<FileObject>(g))
+        },
+        Op { query: &[("purpose", "string", "Only files of this purpose."), ("limit", "integer", "At most this many (default 10000).")], ..op("get", "/v1/files", "The caller's files, newest first.", None, body::<FileList>(g)) },
+        op("get", "/v1/files/{id}", "A file's metadata (404 for another API key's file).", None, body::<FileObject>(g)),
+        op("delete", "/v1/files/{id}", "Delete a file and its bytes.", None, body::<FileDeleted>(g)),
+        Op { media: "application/octet-stream", ..op("get", "/v1/files/{id}/content", "A file's bytes (batch output and error files are JSONL BatchOutputLine).", None, json!({"type": "string", "format": "binary"})) },
+        op("post", "/v1/batches", "Create a batch from an uploaded input file; lines run at batch priority behind interactive requests.", Some(body::<CreateBatchRequest>(g)), body::<Batch>(g)),
+        Op { query: &[("after", "string", "A batch id: list the batches created before it."), ("limit", "integer", "1 to 100 (default 20).")], ..op("get", "/v1/batches", "The caller's batches, newest first.", None, body::<BatchList>(g)) },
+        op("get", "/v1/batches/{id}", "A batch, with live request counts while it runs.", None, body::<Batch>(g)),
+        op("post", "/v1/batches/{id}/cancel", "Cancel a validating or in-progress batch (`cancelling`, then `cancelled`; finished lines stay in the output file).", None, body::<Batch>(g)),
+    ]
 }
 
 /// The OpenAPI document.
@@ -125,7 +157,17 @@ pub fn document() -> Value {
             },
         });
         if let Some(r) = o.request {
-            operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": r}}});
+            operation["requestBody"] = json!({"required": true, "content": {o.request_media: {"schema": r}}});
+        }
+        let mut params: Vec<Value> = Vec::new();
+        if o.path.contains("{id}") {
+            params.push(json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}));
+        }
+        for (name, ty, description) in o.query {
+            params.push(json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": ty}}));
+        }
+        if !params.is_empty() {
+            operation["parameters"] = Value::Array(params);
         }
         if !o.path.starts_with("/health") && o.path != "/metrics" {
             operation["security"] = json!([{"bearer": []}, {}]);
