@@ -60,6 +60,7 @@ test-python: build
 	$(PYTHON) tests/langchain_client_test.py
 	$(PYTHON) tests/lm_eval_test.py
 	$(PYTHON) tests/litellm_client_test.py
+	$(PYTHON) tests/openai_batch_test.py
 	$(PYTHON) tests/openapi_conformance_test.py
 	$(PYTHON) tests/hh_rlhf_parity_test.py
 
