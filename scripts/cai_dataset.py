@@ -98,6 +98,7 @@ def recipe(base, model, prompts, mode, max_tokens, principles, out_dir):
               "body": {"model": model, "messages": conv, "n": 2, "temperature": 1.0, "seed": i, "max_tokens": max_tokens}}
              for i, conv in enumerate(prompts)]
     samples = run(base, first)
+    t1 = time.time()
     second = []
     for i, conv in enumerate(prompts):
         body = samples.get(f"sample-{i}")
@@ -110,6 +111,7 @@ def recipe(base, model, prompts, mode, max_tokens, principles, out_dir):
             second.append({"custom_id": f"compare-{i}", "method": "POST", "url": "/v1/harmlessness/compare",
                            "body": {"model": model, "messages": conv, "responses": [a, b], "num_principles": principles, "seed": i}})
     labelled = run(base, second)
+    t2 = time.time()
     sl, rl = [], []
     for i, conv in enumerate(prompts):
         body = samples.get(f"sample-{i}")
@@ -131,7 +133,7 @@ def recipe(base, model, prompts, mode, max_tokens, principles, out_dir):
                 f.write(json.dumps(r) + "\n")
     n = len(sl) + len(rl)
     return {"mode": mode, "prompts": len(prompts), "sl_cai": len(sl), "rl_cai": len(rl), "requests": len(first) + len(second),
-            "seconds": round(secs, 1), "samples_per_hour": round(n * 3600 / secs, 1), "out": out_dir}
+            "seconds": round(secs, 1), "pass_seconds": [round(t1 - t0, 1), round(t2 - t1, 1)], "samples_per_hour": round(n * 3600 / secs, 1), "out": out_dir}
 
 
 def main():
@@ -148,8 +150,10 @@ def main():
     a = ap.parse_args()
     prompts = load_prompts(a.prompts, a.limit)
     modes = ["batch", "naive"] if a.mode == "both" else [a.mode]
-    with server(a.port or free_port(), ["--data-dir", tempfile.mkdtemp(prefix="hhh-cai-")], a.base) as base:
-        for m in modes:
+    for m in modes:
+        # A fresh server per mode (unless --base): the second mode would otherwise find every
+        # prompt of the first in the prefix cache (same prompts, same seeds).
+        with server(a.port or free_port(), ["--data-dir", tempfile.mkdtemp(prefix="hhh-cai-")], a.base) as base:
             print(json.dumps(recipe(base, a.model, prompts, m, a.max_tokens, a.principles, os.path.join(a.out, m))), flush=True)
 
 

@@ -120,14 +120,29 @@ fn batch_operations(g: &mut SchemaGenerator) -> Vec<Op> {
     vec![
         Op {
             request_media: "multipart/form-data",
-            ..op("post", "/v1/files", "Upload a file (`purpose: batch`: a batch input file, checked on upload: UTF-8, JSONL, unique custom_id, --batch-max-lines; 413 over --max-file-bytes).", Some(upload), body::<FileObject>(g))
+            ..op(
+                "post",
+                "/v1/files",
+                "Upload a file (`purpose: batch`: a batch input file, checked on upload: UTF-8, JSONL, unique custom_id, --batch-max-lines; 413 over --max-file-bytes).",
+                Some(upload),
+                body::<FileObject>(g),
+            )
         },
-        Op { query: &[("purpose", "string", "Only files of this purpose."), ("limit", "integer", "At most this many (default 10000).")], ..op("get", "/v1/files", "The caller's files, newest first.", None, body::<FileList>(g)) },
+        Op {
+            query: &[("purpose", "string", "Only files of this purpose."), ("limit", "integer", "At most this many (default 10000).")],
+            ..op("get", "/v1/files", "The caller's files, newest first.", None, body::<FileList>(g))
+        },
         op("get", "/v1/files/{id}", "A file's metadata (404 for another API key's file).", None, body::<FileObject>(g)),
         op("delete", "/v1/files/{id}", "Delete a file and its bytes.", None, body::<FileDeleted>(g)),
-        Op { media: "application/octet-stream", ..op("get", "/v1/files/{id}/content", "A file's bytes (batch output and error files are JSONL BatchOutputLine).", None, json!({"type": "string", "format": "binary"})) },
+        Op {
+            media: "application/octet-stream",
+            ..op("get", "/v1/files/{id}/content", "A file's bytes (batch output and error files are JSONL BatchOutputLine).", None, json!({"type": "string", "format": "binary"}))
+        },
         op("post", "/v1/batches", "Create a batch from an uploaded input file; lines run at batch priority behind interactive requests.", Some(body::<CreateBatchRequest>(g)), body::<Batch>(g)),
-        Op { query: &[("after", "string", "A batch id: list the batches created before it."), ("limit", "integer", "1 to 100 (default 20).")], ..op("get", "/v1/batches", "The caller's batches, newest first.", None, body::<BatchList>(g)) },
+        Op {
+            query: &[("after", "string", "A batch id: list the batches created before it."), ("limit", "integer", "1 to 100 (default 20).")],
+            ..op("get", "/v1/batches", "The caller's batches, newest first.", None, body::<BatchList>(g))
+        },
         op("get", "/v1/batches/{id}", "A batch, with live request counts while it runs.", None, body::<Batch>(g)),
         op("post", "/v1/batches/{id}/cancel", "Cancel a validating or in-progress batch (`cancelling`, then `cancelled`; finished lines stay in the output file).", None, body::<Batch>(g)),
     ]

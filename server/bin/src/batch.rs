@@ -28,6 +28,15 @@ pub struct BatchArgs {
     /// Batch lines in flight at once (each at batch priority, behind interactive requests).
     #[arg(long, env = "HHH_BATCH_MAX_IN_FLIGHT", default_value_t = 16)]
     pub batch_max_in_flight: usize,
+    /// While interactive requests run or wait, batch requests get at most this many tokens of an
+    /// engine step (their decode rows and prefill chunks), so that they barely slow interactive
+    /// steps; with no interactive request they get the whole budget.
+    #[arg(long, env = "HHH_BATCH_STEP_TOKENS", default_value_t = 4)]
+    pub batch_step_tokens: usize,
+    /// With no interactive request, batch requests get at most this many tokens of a step
+    /// (an interactive request that arrives waits for the step in flight).
+    #[arg(long, env = "HHH_BATCH_IDLE_STEP_TOKENS", default_value_t = 32)]
+    pub batch_idle_step_tokens: usize,
 }
 
 impl BatchArgs {

@@ -154,7 +154,16 @@ fn write_small_model(dir: &Path, dtype: DType) -> anyhow::Result<()> {
 
 fn engine_on(dir: &Path, device: &Device, dtype: DType) -> anyhow::Result<EngineClient> {
     let cfg = EngineConfig {
-        scheduler: SchedulerConfig { max_num_seqs: 16, max_num_batched_tokens: 64, max_model_len: 1024, block_size: 16, num_blocks: 256, enable_prefix_caching: true, eos_token_ids: vec![] },
+        scheduler: SchedulerConfig {
+            max_num_seqs: 16,
+            max_num_batched_tokens: 64,
+            max_model_len: 1024,
+            block_size: 16,
+            num_blocks: 256,
+            enable_prefix_caching: true,
+            eos_token_ids: vec![],
+            ..Default::default()
+        },
         ..Default::default()
     };
     let (dir, device) = (dir.to_path_buf(), device.clone());

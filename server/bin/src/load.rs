@@ -96,6 +96,8 @@ fn engine_config(a: &ServeArgs, c: &hhh_model::LlamaConfig, tokenizer: &Tokenize
             num_blocks,
             enable_prefix_caching: !a.no_prefix_caching,
             eos_token_ids: eos,
+            batch_step_tokens: a.batch.batch_step_tokens,
+            batch_idle_step_tokens: a.batch.batch_idle_step_tokens,
         },
     }
 }

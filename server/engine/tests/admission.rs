@@ -23,7 +23,16 @@ impl Executor for Slow {
 
 fn engine(max_waiting_requests: usize, max_waiting_tokens: usize, metrics: Arc<Metrics>) -> hhh_engine::EngineClient {
     let cfg = EngineConfig {
-        scheduler: SchedulerConfig { max_num_seqs: 1, max_num_batched_tokens: 64, max_model_len: 256, block_size: 4, num_blocks: 256, enable_prefix_caching: true, eos_token_ids: vec![] },
+        scheduler: SchedulerConfig {
+            max_num_seqs: 1,
+            max_num_batched_tokens: 64,
+            max_model_len: 256,
+            block_size: 4,
+            num_blocks: 256,
+            enable_prefix_caching: true,
+            eos_token_ids: vec![],
+            ..Default::default()
+        },
         max_waiting_requests,
         max_waiting_tokens,
         observer: metrics,

@@ -107,45 +107,78 @@ pub fn sample_masked(raw: &[f32], p: &SamplingParams, prompt: &[TokenId], output
     TokenLogprob { token: token as TokenId, logprob: lp[token], top: top_logprobs(&lp, p.logprobs.unwrap_or(0)) }
 }
 
+/// Candidates sorted by a partial sort first: most draws end within the most likely tokens.
+const FIRST_SORTED: usize = 64;
+
 fn sample_random(logits: &[f32], p: &SamplingParams, index: usize) -> usize {
-    // Candidates sorted by logit, best first.
-    let mut idx: Vec<usize> = (0..logits.len()).collect();
     let cmp = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
     if p.top_k > 0 && p.top_k < idx.len() {
         idx.select_nth_unstable_by(p.top_k - 1, cmp);
         idx.truncate(p.top_k);
     }
-    idx.sort_by(cmp);
-    let max = logits[idx[0]];
-    let mut probs: Vec<f64> = idx.iter().map(|&i| (((logits[i] - max) / p.temperature) as f64).exp()).collect();
-    let z: f64 = probs.iter().sum();
-    probs.iter_mut().for_each(|x| *x /= z);
-    let mut keep = probs.len();
-    if p.min_p > 0.0 {
-        let thr = probs[0] * p.min_p as f64;
-        keep = keep.min(probs.iter().take_while(|&&x| x >= thr).count().max(1));
-    }
-    if p.top_p < 1.0 {
-        let mut cum = 0.0;
-        let mut n = 0;
-        for &x in &probs[..keep] {
-            cum += x;
-            n += 1;
-            if cum >= p.top_p as f64 {
-                break;
+    let max = idx.iter().map(|&i| logits[i]).fold(f32::NEG_INFINITY, f32::max);
+    let weight = |i: usize| (((logits[i] - max) / p.temperature) as f64).exp();
+    // The normaliser over every candidate, summed in id order (deterministic for a given row).
+    let mut by_id = idx.clone();
+    by_id.sort_unstable();
+    let z: f64 = by_id.iter().map(|&i| weight(i)).sum();
+    let u01 = rng_for(p.seed, index).random::<f64>();
+    // Sort only the FIRST_SORTED most likely candidates; sort them all only when a truncation
+    // (min_p, top_p) or the draw reaches past them. The candidates, their order (best first, ties
+    // by lower id) and the kept mass are those of a full sort.
+    let mut sorted = FIRST_SORTED.min(idx.len());
+    loop {
+        let complete = sorted == idx.len();
+        if !complete {
+            idx.select_nth_unstable_by(sorted - 1, cmp);
+        }
+        idx[..sorted].sort_by(cmp);
+        let probs: Vec<f64> = idx[..sorted].iter().map(|&i| weight(i) / z).collect();
+        let mut keep = idx.len();
+        if p.min_p > 0.0 {
+            let thr = probs[0] * p.min_p as f64;
+            let n = probs.iter().take_while(|&&x| x >= thr).count();
+            if n == sorted && !complete {
+                sorted = idx.len();
+                continue;
+            }
+            keep = n.max(1);
+        }
+        if p.top_p < 1.0 {
+            let mut cum = 0.0;
+            let mut n = None;
+            for (j, &x) in probs[..keep.min(sorted)].iter().enumerate() {
+                cum += x;
+                if cum >= p.top_p as f64 {
+                    n = Some(j + 1);
+                    break;
+                }
+            }
+            match n {
+                Some(n) => keep = keep.min(n),
+                None if keep <= sorted => {}
+                None => {
+                    sorted = idx.len();
+                    continue;
+                }
             }
         }
-        keep = n.max(1);
-    }
-    let total: f64 = probs[..keep].iter().sum();
-    let mut u = rng_for(p.seed, index).random::<f64>() * total;
-    for (j, &x) in probs[..keep].iter().enumerate() {
-        if u < x {
-            return idx[j];
+        // The kept mass: all of it without a truncation, else the kept (sorted) candidates'.
+        let total: f64 = if keep == idx.len() { 1.0 } else { probs[..keep].iter().sum() };
+        let mut u = u01 * total;
+        for (j, &x) in probs[..keep.min(sorted)].iter().enumerate() {
+            if u < x {
+                return idx[j];
+            }
+            u -= x;
         }
-        u -= x;
+        if keep <= sorted {
+            // Rounding left a sliver of u: the last kept candidate.
+            return idx[keep - 1];
+        }
+        sorted = idx.len();
     }
-    idx[keep - 1]
 }
 
 #[cfg(test)]
@@ -186,6 +219,69 @@ mod tests {
         let mut l = vec![1.0, 1.0];
         apply_penalties(&mut l, &SamplingParams { frequency_penalty: 0.5, presence_penalty: 0.25, ..params(1.0) }, &[], &[1, 1]);
         assert_eq!(l, vec![1.0, -0.25]);
+    }
+
+    /// The sampler before the partial sort (a full sort of every candidate), kept as the
+    /// reference: the same candidates in the same order, the same kept mass.
+    fn sample_reference(logits: &[f32], p: &SamplingParams, index: usize) -> usize {
+        let mut idx: Vec<usize> = (0..logits.len()).collect();
+        let cmp = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
+        if p.top_k > 0 && p.top_k < idx.len() {
+            idx.select_nth_unstable_by(p.top_k - 1, cmp);
+            idx.truncate(p.top_k);
+        }
+        idx.sort_by(cmp);
+        let max = logits[idx[0]];
+        let mut probs: Vec<f64> = idx.iter().map(|&i| (((logits[i] - max) / p.temperature) as f64).exp()).collect();
+        let z: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|x| *x /= z);
+        let mut keep = probs.len();
+        if p.min_p > 0.0 {
+            let thr = probs[0] * p.min_p as f64;
+            keep = keep.min(probs.iter().take_while(|&&x| x >= thr).count().max(1));
+        }
+        if p.top_p < 1.0 {
+            let (mut cum, mut n) = (0.0, 0);
+            for &x in &probs[..keep] {
+                cum += x;
+                n += 1;
+                if cum >= p.top_p as f64 {
+                    break;
+                }
+            }
+            keep = n.max(1);
+        }
+        let total: f64 = probs[..keep].iter().sum();
+        let mut u = rng_for(p.seed, index).random::<f64>() * total;
+        for (j, &x) in probs[..keep].iter().enumerate() {
+            if u < x {
+                return idx[j];
+            }
+            u -= x;
+        }
+        idx[keep - 1]
+    }
+
+    #[test]
+    fn partial_sort_draws_what_a_full_sort_draws() {
+        // Random rows (flat ones put the draw past the first 64 candidates), every truncation;
+        // the two may differ only where float rounding of the normaliser moves a boundary.
+        let mut rng = StdRng::seed_from_u64(3);
+        let (mut same, mut total) = (0, 0);
+        for row in 0..24 {
+            let vocab = [50usize, 300, 5000][row % 3];
+            let scale = [0.1f32, 1.0, 4.0][row / 3 % 3];
+            let logits: Vec<f32> = (0..vocab).map(|_| rng.random::<f32>() * 10.0 * scale).collect();
+            for (k, (t, top_k, top_p, min_p)) in [(1.0, 0, 1.0, 0.0), (0.7, 0, 0.9, 0.0), (1.3, 40, 1.0, 0.0), (1.0, 0, 1.0, 0.05), (0.8, 0, 0.999, 0.0), (1.0, 0, 1.0, 1e-6)].into_iter().enumerate() {
+                let p = SamplingParams { temperature: t, top_k, top_p, min_p, seed: (row * 10 + k) as u64, ..Default::default() };
+                for i in 0..100 {
+                    total += 1;
+                    same += (sample_random(&logits, &p, i) == sample_reference(&logits, &p, i)) as usize;
+                }
+            }
+        }
+        eprintln!("{same} of {total} draws agree with the full sort");
+        assert!(same as f64 >= 0.999 * total as f64, "{same} of {total} draws agree");
     }
 
     #[test]

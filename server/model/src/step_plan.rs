@@ -7,6 +7,7 @@ use crate::constrained::{Constrained, Masks};
 use crate::reward_head::RewardHead;
 use crate::sampler;
 use hhh_engine::{Batch, PooledOutput, SeqOutput, StepOutput, TokenLogprob};
+use rayon::prelude::*;
 
 /// What the model answered for a step: logits of the `want` rows (`vocab` wide) and hidden
 /// states (`hidden` wide) of the pooled rows.
@@ -79,36 +80,47 @@ impl StepPlan {
     pub fn finish(&self, batch: &Batch, out: ModelOut<'_>, head: Option<&RewardHead>, masks: Masks, constrained: &mut Constrained) -> StepOutput {
         let ModelOut { logits, vocab, pooled_h, hidden } = out;
         let row = |i: usize| &logits[i * vocab..(i + 1) * vocab];
+        // Rows are independent (a row's draw depends only on its logits, params and index), so
+        // they are sampled in parallel; the constraint states advance afterwards, in row order.
+        let mut masks: Vec<Option<Vec<bool>>> = masks.into_iter().collect();
+        masks.resize(batch.seqs.len(), None);
+        let rows: Vec<(SeqOutput, bool)> = batch
+            .seqs
+            .par_iter()
+            .zip(self.per_seq.par_iter())
+            .zip(masks.into_par_iter())
+            .map(|((s, &(plp, samp, pool)), mut mask)| {
+                let k = s.params.prompt_logprobs.unwrap_or(0);
+                let prompt_logprobs = s
+                    .prompt_targets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &t)| {
+                        let lp = sampler::log_softmax(row(plp + i));
+                        TokenLogprob { token: t, logprob: lp[t as usize], top: sampler::top_logprobs(&lp, k) }
+                    })
+                    .collect();
+                let masked = mask.is_some();
+                let sampled = samp.map(|i| {
+                    if let Some(m) = mask.as_mut() {
+                        m.resize(vocab, false);
+                    }
+                    sampler::sample_masked(row(i), &s.params, &s.prompt_tokens, &s.output_tokens, s.num_output_tokens, mask.as_deref())
+                });
+                let pooled = pool.map(|i| {
+                    let h = &pooled_h[i * hidden..(i + 1) * hidden];
+                    let ret_hidden = s.params.pooling.is_some_and(|p| p.return_hidden);
+                    PooledOutput { scores: head.map(|hd| hd.apply(h)).unwrap_or_default(), hidden: ret_hidden.then(|| h.to_vec()) }
+                });
+                (SeqOutput { sampled, prompt_logprobs, pooled }, masked)
+            })
+            .collect();
         let mut out = StepOutput { seqs: Vec::with_capacity(batch.seqs.len()) };
-        let mut masks = masks.into_iter();
-        for (s, &(plp, samp, pool)) in batch.seqs.iter().zip(&self.per_seq) {
-            let mut mask = masks.next().flatten();
-            let k = s.params.prompt_logprobs.unwrap_or(0);
-            let prompt_logprobs = s
-                .prompt_targets
-                .iter()
-                .enumerate()
-                .map(|(i, &t)| {
-                    let lp = sampler::log_softmax(row(plp + i));
-                    TokenLogprob { token: t, logprob: lp[t as usize], top: sampler::top_logprobs(&lp, k) }
-                })
-                .collect();
-            let sampled = samp.map(|i| {
-                if let Some(m) = mask.as_mut() {
-                    m.resize(vocab, false);
-                }
-                let t = sampler::sample_masked(row(i), &s.params, &s.prompt_tokens, &s.output_tokens, s.num_output_tokens, mask.as_deref());
-                if mask.is_some() {
-                    constrained.sampled(s.request_id, t.token);
-                }
-                t
-            });
-            let pooled = pool.map(|i| {
-                let h = &pooled_h[i * hidden..(i + 1) * hidden];
-                let ret_hidden = s.params.pooling.is_some_and(|p| p.return_hidden);
-                PooledOutput { scores: head.map(|hd| hd.apply(h)).unwrap_or_default(), hidden: ret_hidden.then(|| h.to_vec()) }
-            });
-            out.seqs.push(SeqOutput { sampled, prompt_logprobs, pooled });
+        for (s, (seq, masked)) in batch.seqs.iter().zip(rows) {
+            if let (true, Some(t)) = (masked, &seq.sampled) {
+                constrained.sampled(s.request_id, t.token);
+            }
+            out.seqs.push(seq);
         }
         out
     }

@@ -20,7 +20,16 @@ pub fn engine(path: PathBuf, num_blocks: usize, block_size: usize, budget: usize
 /// candle's dense ops, exactly as the reference models do.
 pub fn engine_with(path: PathBuf, num_blocks: usize, block_size: usize, budget: usize, dense: bool) -> EngineClient {
     let cfg = EngineConfig {
-        scheduler: SchedulerConfig { max_num_seqs: 16, max_num_batched_tokens: budget, max_model_len: 1024, block_size, num_blocks, enable_prefix_caching: true, eos_token_ids: vec![] },
+        scheduler: SchedulerConfig {
+            max_num_seqs: 16,
+            max_num_batched_tokens: budget,
+            max_model_len: 1024,
+            block_size,
+            num_blocks,
+            enable_prefix_caching: true,
+            eos_token_ids: vec![],
+            ..Default::default()
+        },
         ..Default::default()
     };
     spawn_engine(cfg, move |kv| {
@@ -175,7 +184,16 @@ pub fn tiny_prompts() -> Vec<Vec<u32>> {
 /// An engine over the GPU path ([`hhh_model::gpu::GpuRunner`]) on candle's CPU backend.
 pub fn gpu_path_engine(path: PathBuf, dtype: candle_core::DType, num_blocks: usize, block_size: usize, budget: usize) -> EngineClient {
     let cfg = EngineConfig {
-        scheduler: SchedulerConfig { max_num_seqs: 16, max_num_batched_tokens: budget, max_model_len: 1024, block_size, num_blocks, enable_prefix_caching: true, eos_token_ids: vec![] },
+        scheduler: SchedulerConfig {
+            max_num_seqs: 16,
+            max_num_batched_tokens: budget,
+            max_model_len: 1024,
+            block_size,
+            num_blocks,
+            enable_prefix_caching: true,
+            eos_token_ids: vec![],
+            ..Default::default()
+        },
         ..Default::default()
     };
     spawn_engine(cfg, move |kv| {

@@ -48,7 +48,16 @@ fn reference(dir: &Path, inputs: &[Vec<u32>]) -> Vec<Vec<f32>> {
 
 fn reward_engine(dir: PathBuf, budget: usize) -> EngineClient {
     let cfg = EngineConfig {
-        scheduler: SchedulerConfig { max_num_seqs: 16, max_num_batched_tokens: budget, max_model_len: 512, block_size: 16, num_blocks: 256, enable_prefix_caching: true, eos_token_ids: vec![] },
+        scheduler: SchedulerConfig {
+            max_num_seqs: 16,
+            max_num_batched_tokens: budget,
+            max_model_len: 512,
+            block_size: 16,
+            num_blocks: 256,
+            enable_prefix_caching: true,
+            eos_token_ids: vec![],
+            ..Default::default()
+        },
         ..Default::default()
     };
     spawn_engine(cfg, move |kv| {

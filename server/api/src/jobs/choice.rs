@@ -43,7 +43,15 @@ pub fn submit_choice(
 ) -> Result<impl Stream<Item = ChoiceEvent> + Send + 'static, ApiError> {
     let prompt_len = prompt.len();
     let handle = super::submit(&st.engine, prompt, params)?;
-    let obs = Observer { metrics: st.metrics.clone(), ctx: ctx.clone(), prompt_len, deadline: st.request_timeout.map(|t| (ctx.arrival + t, t.as_secs_f64())), last_token: None, done: false };
+    let obs = Observer {
+        metrics: st.metrics.clone(),
+        ctx: ctx.clone(),
+        prompt_len,
+        deadline: st.request_timeout.map(|t| (ctx.arrival + t, t.as_secs_f64())),
+        last_token: None,
+        done: false,
+        latency: super::current_priority() == hhh_engine::Priority::Interactive,
+    };
     Ok(choice_stream(index, handle, st.tokenizer.clone(), stops, obs))
 }
 
@@ -56,6 +64,9 @@ struct Observer {
     deadline: Option<(Instant, f64)>,
     last_token: Option<Instant>,
     done: bool,
+    /// Record the latency histograms (TTFT, ITL, e2e): interactive requests only, so that batch
+    /// lines do not move the latency a client sees (and the alerts on it).
+    latency: bool,
 }
 
 impl Observer {
@@ -64,12 +75,15 @@ impl Observer {
         match self.last_token {
             None => {
                 let ttft = now.duration_since(self.ctx.arrival).as_secs_f64();
-                self.metrics.time_to_first_token.observe(ttft);
+                if self.latency {
+                    self.metrics.time_to_first_token.observe(ttft);
+                }
                 self.ctx.note(|f| {
                     f.ttft_s.get_or_insert(ttft);
                 });
             }
-            Some(t) => self.metrics.inter_token_latency.observe(now.duration_since(t).as_secs_f64()),
+            Some(t) if self.latency => self.metrics.inter_token_latency.observe(now.duration_since(t).as_secs_f64()),
+            Some(_) => {}
         }
         self.last_token = Some(now);
     }
@@ -78,7 +92,9 @@ impl Observer {
         self.done = true;
         let m = &self.metrics;
         m.finished(reason);
-        m.e2e_latency.observe(self.ctx.arrival.elapsed().as_secs_f64());
+        if self.latency {
+            m.e2e_latency.observe(self.ctx.arrival.elapsed().as_secs_f64());
+        }
         m.prompt_length.observe(self.prompt_len as f64);
         m.generation_length.observe(completion_tokens as f64);
         let (p, r) = (self.prompt_len, reason.to_string());

@@ -110,7 +110,16 @@ fn load_pairs(a: &TrainArgs, tok: &Tokenizer, tpl: &ChatTemplate) -> anyhow::Res
 fn hidden_states(model: &Path, pairs: &[Pair]) -> anyhow::Result<Vec<(Vec<f32>, Vec<f32>)>> {
     let (num_blocks, block_size) = (1024, 16);
     let cfg = EngineConfig {
-        scheduler: SchedulerConfig { max_num_seqs: 64, max_num_batched_tokens: 512, max_model_len: 2048, block_size, num_blocks, enable_prefix_caching: true, eos_token_ids: vec![] },
+        scheduler: SchedulerConfig {
+            max_num_seqs: 64,
+            max_num_batched_tokens: 512,
+            max_model_len: 2048,
+            block_size,
+            num_blocks,
+            enable_prefix_caching: true,
+            eos_token_ids: vec![],
+            ..Default::default()
+        },
         ..Default::default()
     };
     let path = model.to_path_buf();

@@ -20,6 +20,11 @@ use crate::kv_cache::{CachedPrefix, KvCacheManager};
 use crate::request::{Priority, Request, RequestId, RequestStatus, TokenId};
 use std::collections::{HashMap, VecDeque};
 
+/// Steps after the last interactive request during which batch-only steps stay short
+/// ([`SchedulerConfig::batch_idle_step_tokens`]); a server with no interactive traffic gives
+/// batch work whole steps.
+pub const INTERACTIVE_GRACE_STEPS: usize = 64;
+
 /// Scheduler limits.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -36,11 +41,28 @@ pub struct SchedulerConfig {
     pub enable_prefix_caching: bool,
     /// Tokens that end generation unless `ignore_eos`.
     pub eos_token_ids: Vec<TokenId>,
+    /// While an interactive request runs or waits, batch requests get at most this many tokens
+    /// of a step (decode rows and prefill chunks together); otherwise the whole budget.
+    pub batch_step_tokens: usize,
+    /// For [`INTERACTIVE_GRACE_STEPS`] steps after the last interactive request, batch requests
+    /// alone get at most this many tokens of a step (an interactive request that arrives waits
+    /// for the step in flight, so those steps are kept short); after that, the whole budget.
+    pub batch_idle_step_tokens: usize,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { max_num_seqs: 64, max_num_batched_tokens: 256, max_model_len: 2048, block_size: 16, num_blocks: 1024, enable_prefix_caching: true, eos_token_ids: Vec::new() }
+        Self {
+            max_num_seqs: 64,
+            max_num_batched_tokens: 256,
+            max_model_len: 2048,
+            block_size: 16,
+            num_blocks: 1024,
+            enable_prefix_caching: true,
+            eos_token_ids: Vec::new(),
+            batch_step_tokens: 4,
+            batch_idle_step_tokens: 32,
+        }
     }
 }
 
@@ -81,6 +103,8 @@ pub struct Scheduler {
     /// last one is preempted first.
     running: Vec<RequestId>,
     pub counters: SchedulerCounters,
+    /// Steps since one had an interactive request running or waiting.
+    steps_since_interactive: usize,
 }
 
 impl Scheduler {
@@ -89,7 +113,7 @@ impl Scheduler {
             return Err(EngineError::Config("block size, block count, token budget and max seqs must be > 0".into()));
         }
         let kv = KvCacheManager::new(cfg.num_blocks, cfg.block_size, cfg.enable_prefix_caching);
-        Ok(Self { cfg, kv, requests: HashMap::new(), waiting: VecDeque::new(), waiting_batch: VecDeque::new(), running: Vec::new(), counters: Default::default() })
+        Ok(Self { cfg, kv, requests: HashMap::new(), waiting: VecDeque::new(), waiting_batch: VecDeque::new(), running: Vec::new(), counters: Default::default(), steps_since_interactive: usize::MAX })
     }
 
     pub fn config(&self) -> &SchedulerConfig {
@@ -191,11 +215,21 @@ impl Scheduler {
         self.make_room_for_interactive(&mut out);
         let made_room = out.preempted.len();
         let mut budget = self.cfg.max_num_batched_tokens;
+        let interactive = !self.waiting.is_empty() || self.running.iter().any(|&r| self.priority(r) == Priority::Interactive);
+        self.steps_since_interactive = if interactive { 0 } else { self.steps_since_interactive.saturating_add(1) };
+        let mut batch_left = if interactive {
+            self.cfg.batch_step_tokens
+        } else if self.steps_since_interactive <= INTERACTIVE_GRACE_STEPS {
+            self.cfg.batch_idle_step_tokens
+        } else {
+            usize::MAX
+        };
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
             let id = self.running[i];
+            let is_batch = self.priority(id) == Priority::Batch;
             let (computed, n) = match self.requests.get(&id) {
-                Some(r) => (r.num_computed_tokens, (r.num_tokens() - r.num_computed_tokens).min(budget)),
+                Some(r) => (r.num_computed_tokens, (r.num_tokens() - r.num_computed_tokens).min(budget).min(if is_batch { batch_left } else { usize::MAX })),
                 None => (0, 0),
             };
             if n == 0 {
@@ -221,17 +255,23 @@ impl Scheduler {
             self.cache_blocks(id, computed + n);
             out.scheduled.push(ScheduledSeq { id, start_pos: computed, num_new_tokens: n });
             budget -= n;
+            if is_batch {
+                batch_left -= n;
+            }
             i += 1;
         }
         if out.preempted.len() == made_room {
-            self.admit_waiting(&mut out, budget);
+            self.admit_waiting(&mut out, budget, batch_left);
         }
         out
     }
 
-    fn admit_waiting(&mut self, out: &mut SchedulerOutput, mut budget: usize) {
+    fn admit_waiting(&mut self, out: &mut SchedulerOutput, mut budget: usize, mut batch_left: usize) {
         while budget > 0 && self.running.len() < self.cfg.max_num_seqs {
             let batch = self.waiting.is_empty();
+            if batch && batch_left == 0 {
+                break;
+            }
             let queue = if batch { &mut self.waiting_batch } else { &mut self.waiting };
             let Some(&id) = queue.front() else { break };
             let Some(req) = self.requests.get(&id) else {
@@ -250,7 +290,7 @@ impl Scheduler {
                 Some(_) => CachedPrefix::default(),
             };
             let computed = prefix.num_tokens(self.cfg.block_size);
-            let n = (toks.len() - computed).min(budget);
+            let n = (toks.len() - computed).min(budget).min(if batch { batch_left } else { usize::MAX });
             if !self.kv.allocate(id, &prefix, computed + n) {
                 break;
             }
@@ -262,6 +302,7 @@ impl Scheduler {
                 req.num_cached_prompt_tokens.get_or_insert(computed.min(req.prompt.len()));
             }
             if batch {
+                batch_left -= n;
                 self.waiting_batch.pop_front();
                 self.running.push(id);
             } else {

@@ -83,7 +83,7 @@ fn reference(prompt: &[u32], max_tokens: usize, eos: u32) -> (Vec<u32>, FinishRe
 }
 
 fn cfg(num_blocks: usize, block_size: usize, budget: usize) -> SchedulerConfig {
-    SchedulerConfig { max_num_seqs: 8, max_num_batched_tokens: budget, max_model_len: 4096, block_size, num_blocks, enable_prefix_caching: true, eos_token_ids: vec![7] }
+    SchedulerConfig { max_num_seqs: 8, max_num_batched_tokens: budget, max_model_len: 4096, block_size, num_blocks, enable_prefix_caching: true, eos_token_ids: vec![7], ..Default::default() }
 }
 
 fn params(max_tokens: usize) -> SamplingParams {
@@ -440,12 +440,70 @@ fn batch_rows_get_the_budget_interactive_rows_leave_and_are_preempted_first() {
         let o = step(&mut s, &mut ex, &mut outs, &mut fin);
         assert!(!o.preempted.contains(&3), "the interactive request is never preempted for batch work");
         if s.request(3).is_some() {
-            // Running: it is scheduled every step, batch rows only share the budget it leaves.
+            // Running: it is scheduled every step; batch rows share what it leaves, at most
+            // batch_step_tokens.
             assert!(o.scheduled.first().is_some_and(|x| x.id == 3), "{o:?}");
+            let batch: usize = o.scheduled.iter().filter(|x| x.id != 3).map(|x| x.num_new_tokens).sum();
+            assert!(batch <= s.config().batch_step_tokens, "{o:?}");
         }
     }
     assert_eq!(outs[&3], reference(&short, 6, u32::MAX).0);
     assert_eq!(outs[&1], reference(&long, 4, u32::MAX).0);
     assert_eq!(outs[&2], reference(&long2, 4, u32::MAX).0);
+    assert_eq!(s.kv().num_free_blocks(), nb);
+}
+
+#[test]
+fn batch_rows_share_at_most_batch_step_tokens_while_interactive_work_exists() {
+    let (bs, nb) = (4, 256);
+    let mut c = cfg(nb, bs, 64);
+    c.batch_step_tokens = 3;
+    c.batch_idle_step_tokens = 5;
+    let mut s = Scheduler::new(c).unwrap();
+    let mut ex = FakeExec { block_size: bs, slots: vec![None; nb * bs] };
+    let (mut outs, mut fin) = (HashMap::new(), HashMap::new());
+    let p = |k: u32| (0..10).map(|i| 10 + (i * k) % 30).collect::<Vec<u32>>();
+    for id in 1..=5 {
+        s.add_request(Request::new(id, p(id as u32), batch_params(8))).unwrap();
+    }
+    // Alone, batch requests take the whole budget: all five prompts in one step.
+    let o = step(&mut s, &mut ex, &mut outs, &mut fin);
+    assert_eq!(o.scheduled.iter().map(|x| x.num_new_tokens).sum::<usize>(), 50);
+    s.add_request(Request::new(9, p(9), long_params(6))).unwrap();
+    let (mut steps_with_interactive, mut since) = (0, None);
+    while s.has_work() {
+        let interactive = s.request(9).is_some();
+        let o = step(&mut s, &mut ex, &mut outs, &mut fin);
+        let batch: usize = o.scheduled.iter().filter(|x| x.id != 9).map(|x| x.num_new_tokens).sum();
+        if interactive {
+            steps_with_interactive += 1;
+            assert!(batch <= 3, "{batch} batch tokens beside an interactive request: {o:?}");
+        } else {
+            // Shortly after it, batch-only steps stay short.
+            let n = since.get_or_insert(0);
+            *n += 1;
+            if *n <= super::INTERACTIVE_GRACE_STEPS {
+                assert!(batch <= 5, "{batch} batch tokens {n} steps after an interactive request");
+            }
+        }
+    }
+    assert!(steps_with_interactive >= 6);
+    // Long after the last interactive request, a batch request gets whole steps again.
+    for _ in 0..super::INTERACTIVE_GRACE_STEPS {
+        s.schedule();
+    }
+    s.add_request(Request::new(20, (0..40).map(|i| 10 + i % 30).collect(), batch_params(2))).unwrap();
+    let o = step(&mut s, &mut ex, &mut outs, &mut fin);
+    // The whole prompt in one step (past any prefix-cache hit), not 5-token chunks.
+    assert_eq!(o.scheduled.len(), 1);
+    assert_eq!(o.scheduled[0].start_pos + o.scheduled[0].num_new_tokens, 40);
+    assert!(o.scheduled[0].num_new_tokens > 5);
+    while s.has_work() {
+        step(&mut s, &mut ex, &mut outs, &mut fin);
+    }
+    for id in 1..=5 {
+        assert_eq!(outs[&id], reference(&p(id as u32), 8, u32::MAX).0, "batch request {id}");
+    }
+    assert_eq!(outs[&9], reference(&p(9), 6, u32::MAX).0);
     assert_eq!(s.kv().num_free_blocks(), nb);
 }
