@@ -142,6 +142,7 @@ impl BatchService {
             b.in_progress_at = Some(now());
             let (o, bb) = (owner.clone(), b.clone());
             self.db(move |s| s.put_batch(&o, &bb)).await?;
+            self.publish_gauges().await;
         }
         let key = id.to_string();
         let done = self.db(move |s| s.done_lines(&key)).await?;
@@ -249,6 +250,7 @@ impl BatchService {
         if let Ok(mut c) = self.cancel.lock() {
             c.remove(&b.id);
         }
+        self.publish_gauges().await;
         tracing::info!(batch = %b.id, status, completed = b.request_counts.completed, failed = b.request_counts.failed, "batch ended");
         Ok(())
     }
