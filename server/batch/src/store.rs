@@ -59,6 +59,9 @@ impl Store {
         let files = dir.join("files");
         std::fs::create_dir_all(&files).map_err(|e| BatchError::io(format!("creating {}", files.display()), e))?;
         let conn = Connection::open(dir.join("hhh.sqlite3"))?;
+        // Several servers may share a data directory (tests, a second replica by mistake): wait
+        // for another writer's lock instead of failing at once.
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
         Ok(Self { conn: Mutex::new(conn), files })
     }
