@@ -28,6 +28,11 @@ pub struct BatchConfig {
     pub max_in_flight: usize,
 }
 
+/// Batch lines in flight at most while interactive requests are being served.
+const INTERACTIVE_IN_FLIGHT: usize = 4;
+/// How long after the last interactive request the runner widens to `max_in_flight` again.
+const INTERACTIVE_QUIET: Duration = Duration::from_secs(2);
+
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -149,9 +154,33 @@ impl BatchService {
         let pending: Vec<Line> = lines.into_iter().filter(|l| !done.contains(&l.number())).collect();
         let queue = &self.state.metrics.batch_queue_lines;
         queue.set(pending.len() as i64);
-        let mut results = futures::stream::iter(pending).map(|l| line_run::run(&self.state, l)).buffer_unordered(self.cfg.max_in_flight.max(1));
+        // Lines in flight: max_in_flight, or INTERACTIVE_IN_FLIGHT while interactive requests
+        // are in flight or were within the last INTERACTIVE_QUIET (each batch row makes every
+        // step longer, and an interactive request waits for the step in flight).
+        let mut pending = pending.into_iter();
+        let mut results = futures::stream::FuturesUnordered::new();
+        let mut last_interactive: Option<std::time::Instant> = None;
         let mut stopped = false;
-        while let Some(outcome) = results.next().await {
+        loop {
+            if self.state.inflight.get() > 0 {
+                last_interactive = Some(std::time::Instant::now());
+            }
+            let quiet = last_interactive.is_none_or(|t| t.elapsed() > INTERACTIVE_QUIET);
+            let limit = if quiet { self.cfg.max_in_flight.max(1) } else { self.cfg.max_in_flight.clamp(1, INTERACTIVE_IN_FLIGHT) };
+            while results.len() < limit {
+                let Some(l) = pending.next() else { break };
+                results.push(line_run::run(&self.state, l));
+            }
+            let next = if results.len() < limit || quiet {
+                results.next().await
+            } else {
+                // Also look again at interactive traffic now and then, to widen when it is gone.
+                match tokio::time::timeout(Duration::from_millis(250), results.next()).await {
+                    Ok(n) => n,
+                    Err(_) => continue,
+                }
+            };
+            let Some(outcome) = next else { break };
             let Outcome::Done(r) = outcome else {
                 stopped = true;
                 break;
