@@ -120,6 +120,7 @@ struct Done {
     status: StatusCode,
     completed: bool,
     _inflight: Option<InFlightGuard>,
+    _interactive: Option<InFlightGuard>,
 }
 
 impl Drop for Done {
@@ -157,8 +158,16 @@ pub async fn track(State(st): State<AppState>, mut req: Request, next: Next) -> 
     let api = is_api(&path);
     // Created before the handler runs: if the client goes away mid-handler, axum drops this
     // future and `done` still logs the request (status 499, as nginx does) and counts it.
-    let mut done =
-        Done { st: st.clone(), ctx: ctx.clone(), method: req.method().to_string(), path, status: StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST), completed: false, _inflight: None };
+    let mut done = Done {
+        st: st.clone(),
+        ctx: ctx.clone(),
+        method: req.method().to_string(),
+        path,
+        status: StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        completed: false,
+        _inflight: None,
+        _interactive: None,
+    };
     let mut resp = if api && !st.api_keys.allows(req.headers()) {
         ApiError::unauthorized().into_response()
     } else if api && st.draining.load(Ordering::SeqCst) {
@@ -166,6 +175,9 @@ pub async fn track(State(st): State<AppState>, mut req: Request, next: Next) -> 
     } else {
         if api {
             done._inflight = Some(InFlightGuard::new(&st.inflight));
+            if !(done.path.starts_with("/v1/files") || done.path.starts_with("/v1/batches")) {
+                done._interactive = Some(InFlightGuard::new(&st.interactive));
+            }
         }
         req.extensions_mut().insert(ctx.clone());
         let (resp, ignored) = crate::validate::IGNORED

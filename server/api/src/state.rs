@@ -86,6 +86,9 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// API requests in flight (streams count until their last byte).
     pub inflight: Arc<InFlight>,
+    /// Of those, the ones that are not Files or Batch API calls (clients polling a batch do not
+    /// count): the batch runner narrows while any is in flight.
+    pub interactive: Arc<InFlight>,
     /// Empty: authentication off.
     pub api_keys: Arc<ApiKeys>,
     /// Per-request limit from arrival to the last token (`--request-timeout`).
@@ -133,6 +136,7 @@ impl AppState {
             ready: Arc::new(AtomicBool::new(false)),
             draining: Arc::new(AtomicBool::new(false)),
             inflight: Arc::new(InFlight::default()),
+            interactive: Arc::new(InFlight::default()),
             api_keys: Arc::new(ApiKeys::default()),
             request_timeout: None,
             metrics,

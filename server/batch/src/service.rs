@@ -162,7 +162,7 @@ impl BatchService {
         let mut last_interactive: Option<std::time::Instant> = None;
         let mut stopped = false;
         loop {
-            if self.state.inflight.get() > 0 {
+            if self.state.interactive.get() > 0 {
                 last_interactive = Some(std::time::Instant::now());
             }
             let quiet = last_interactive.is_none_or(|t| t.elapsed() > INTERACTIVE_QUIET);
