@@ -84,16 +84,13 @@ impl Store {
             use std::io::Write;
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, self.path_of(&file.id))
+            f.sync_all()
         };
         if let Err(e) = write() {
             let _ = std::fs::remove_file(&tmp);
             return Err(BatchError::io(format!("writing file {}", file.id), e));
         }
-        let json = serde_json::to_string(file)?;
-        self.db().execute("INSERT OR REPLACE INTO files (id, owner, json, created_at) VALUES (?1, ?2, ?3, ?4)", params![file.id, owner, json, file.created_at as i64])?;
-        Ok(())
+        self.adopt_file(owner, file, &tmp)
     }
 
     /// A fresh temporary path in the file directory (for uploads streamed to disk).

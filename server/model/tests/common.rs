@@ -12,14 +12,9 @@ pub fn default_model() -> PathBuf {
     p
 }
 
-pub fn engine(path: PathBuf, num_blocks: usize, block_size: usize, budget: usize) -> EngineClient {
-    engine_with(path, num_blocks, block_size, budget, false)
-}
-
-/// `dense`: read the paged cache through the block tables but do the attention arithmetic with
-/// candle's dense ops, exactly as the reference models do.
-pub fn engine_with(path: PathBuf, num_blocks: usize, block_size: usize, budget: usize, dense: bool) -> EngineClient {
-    let cfg = EngineConfig {
+/// The engine settings every test engine here uses.
+fn engine_config(num_blocks: usize, block_size: usize, budget: usize) -> EngineConfig {
+    EngineConfig {
         scheduler: SchedulerConfig {
             max_num_seqs: 16,
             max_num_batched_tokens: budget,
@@ -31,7 +26,17 @@ pub fn engine_with(path: PathBuf, num_blocks: usize, block_size: usize, budget: 
             ..Default::default()
         },
         ..Default::default()
-    };
+    }
+}
+
+pub fn engine(path: PathBuf, num_blocks: usize, block_size: usize, budget: usize) -> EngineClient {
+    engine_with(path, num_blocks, block_size, budget, false)
+}
+
+/// `dense`: read the paged cache through the block tables but do the attention arithmetic with
+/// candle's dense ops, exactly as the reference models do.
+pub fn engine_with(path: PathBuf, num_blocks: usize, block_size: usize, budget: usize, dense: bool) -> EngineClient {
+    let cfg = engine_config(num_blocks, block_size, budget);
     spawn_engine(cfg, move |kv| {
         let mut m = LlamaModel::load(&path).map_err(ExecutorError::startup)?;
         m.dense_attention = dense;
@@ -183,19 +188,7 @@ pub fn tiny_prompts() -> Vec<Vec<u32>> {
 
 /// An engine over the GPU path ([`hhh_model::gpu::GpuRunner`]) on candle's CPU backend.
 pub fn gpu_path_engine(path: PathBuf, dtype: candle_core::DType, num_blocks: usize, block_size: usize, budget: usize) -> EngineClient {
-    let cfg = EngineConfig {
-        scheduler: SchedulerConfig {
-            max_num_seqs: 16,
-            max_num_batched_tokens: budget,
-            max_model_len: 1024,
-            block_size,
-            num_blocks,
-            enable_prefix_caching: true,
-            eos_token_ids: vec![],
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let cfg = engine_config(num_blocks, block_size, budget);
     spawn_engine(cfg, move |kv| {
         let m = hhh_model::gpu::GpuLlama::load(&path, &candle_core::Device::Cpu, dtype).map_err(ExecutorError::startup)?;
         hhh_model::gpu::GpuRunner::new(m, kv).map_err(ExecutorError::startup)
