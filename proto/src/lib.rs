@@ -9,9 +9,11 @@ use std::collections::BTreeMap;
 pub mod batch;
 pub mod harmlessness;
 pub mod hh_rlhf;
+pub mod honesty;
 pub mod openapi;
 pub mod scoring;
 pub use harmlessness::*;
+pub use honesty::*;
 pub use scoring::*;
 
 /// `stop`: one string or a list.

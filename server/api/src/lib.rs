@@ -34,6 +34,7 @@ pub mod auth;
 pub mod constitution;
 pub mod error;
 pub mod feedback;
+pub mod honesty;
 pub mod jobs;
 pub mod middleware;
 pub mod prompt;
@@ -48,7 +49,7 @@ pub mod validate;
 
 use axum::routing::{get, post};
 use axum::Router;
-use routes::{chat, completions, harmlessness, label, misc, revise, scoring};
+use routes::{chat, completions, harmlessness, honesty as honesty_routes, label, misc, revise, scoring};
 
 pub use auth::ApiKeys;
 pub use error::ApiError;
@@ -70,6 +71,9 @@ fn api_routes() -> Router<AppState> {
         .route("/v1/harmlessness/score", post(harmlessness::score))
         .route("/v1/harmlessness/revise", post(revise::revise))
         .route("/v1/harmlessness/label", post(label::label))
+        .route("/v1/self_evaluation", post(honesty_routes::self_evaluation))
+        .route("/v1/pik", post(honesty_routes::pik))
+        .route("/v1/evals/behavior", post(honesty_routes::behavior))
         .route("/health", get(misc::health))
         .route("/health/live", get(misc::live))
         .route("/health/ready", get(misc::ready))

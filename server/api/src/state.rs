@@ -59,6 +59,8 @@ pub struct FeedbackModel {
     pub name: String,
     pub engine: EngineClient,
     pub tokenizer: Arc<Tokenizer>,
+    /// The model's chat template, if it has one.
+    pub template: Arc<Option<ChatTemplate>>,
 }
 
 /// Everything a handler needs; cheap to clone.
@@ -106,6 +108,8 @@ pub struct AppState {
     /// The chat model's tool-call output format (`--tool-call-parser`; by default read from
     /// the chat template). `None`: the generic JSON tool mode (docs/tools.md).
     pub tool_format: Option<hhh_text::tool_parse::ToolCallFormat>,
+    /// The P(IK) head on the chat model's final hidden state (`--pik-head`).
+    pub pik: Option<Arc<crate::honesty::PikHead>>,
     /// Unix time the server started (for `/v1/models`).
     pub created: u64,
 }
@@ -144,6 +148,7 @@ impl AppState {
             generation_defaults: Arc::new(hhh_proto::GenerationDefaults::default()),
             grammars,
             tool_format,
+            pik: None,
             created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         })
     }
@@ -176,7 +181,7 @@ impl AppState {
     /// The feedback model named `model`; without a name, the chat model (or, on a scoring-only
     /// server, the first `--feedback-model`). 400 for a model that cannot generate, 404 when unknown.
     pub fn feedback_model(&self, model: Option<&str>) -> Result<FeedbackModel, ApiError> {
-        let chat = || FeedbackModel { name: self.model_name.clone(), engine: self.engine.clone(), tokenizer: self.tokenizer.clone() };
+        let chat = || FeedbackModel { name: self.model_name.clone(), engine: self.engine.clone(), tokenizer: self.tokenizer.clone(), template: self.template.clone() };
         match model {
             None if self.generates => Ok(chat()),
             None => self.feedback_models.first().cloned().ok_or_else(|| ApiError::invalid("model", "This server has no generative model to ask for feedback (start it with --feedback-model).")),

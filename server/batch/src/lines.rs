@@ -9,8 +9,19 @@ use hhh_proto::batch::BatchInputLine;
 use std::collections::HashMap;
 
 /// The routes a batch line may name.
-pub const URLS: &[&str] =
-    &["/v1/chat/completions", "/v1/completions", "/v1/rewards", "/v1/preferences", "/v1/harmlessness/compare", "/v1/harmlessness/score", "/v1/harmlessness/revise", "/v1/harmlessness/label"];
+pub const URLS: &[&str] = &[
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/rewards",
+    "/v1/preferences",
+    "/v1/harmlessness/compare",
+    "/v1/harmlessness/score",
+    "/v1/harmlessness/revise",
+    "/v1/harmlessness/label",
+    "/v1/self_evaluation",
+    "/v1/pik",
+    "/v1/evals/behavior",
+];
 
 /// Limits on an input file.
 #[derive(Debug, Clone, Copy)]

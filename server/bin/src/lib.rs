@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod generation;
 pub mod gpu_check;
+pub mod honesty;
 mod load;
 pub mod serve;
 pub mod train;
@@ -149,6 +150,10 @@ pub struct ServeArgs {
     /// also answers /v1/rewards and /v1/preferences.
     #[arg(long, env = "HHH_REWARD_HEAD")]
     pub reward_head: Option<PathBuf>,
+    /// P(IK) head file for `--model` (from `hhh-server train-pik-head`, see docs/honesty.md):
+    /// serves /v1/pik.
+    #[arg(long, env = "HHH_PIK_HEAD")]
+    pub pik_head: Option<PathBuf>,
     /// A second model, for scoring only, with its own engine and KV pool: a Hugging Face
     /// `*ForSequenceClassification` directory, or any model with `--preference-head`.
     #[arg(long, env = "HHH_PREFERENCE_MODEL")]
@@ -331,6 +336,12 @@ pub async fn load(a: &ServeArgs) -> anyhow::Result<Loaded> {
         }
     }
     tracing::info!(format = state.tool_format.map_or("generic", |f| f.name()), "tool calling");
+    if let Some(f) = &a.pik_head {
+        anyhow::ensure!(state.generates, "--pik-head needs a generative --model");
+        let head = honesty::load_pik_head(f)?;
+        tracing::info!(file = %f.display(), format = ?head.format, "P(IK) head enabled on /v1/pik");
+        state.pik = Some(Arc::new(head));
+    }
     if state.generates {
         let d = generation::load(&a.model, &a.generation_config, a.override_generation_config.as_deref())?;
         tracing::info!(defaults = ?d, source = %a.generation_config, "generation defaults");
@@ -370,7 +381,8 @@ pub async fn load(a: &ServeArgs) -> anyhow::Result<Loaded> {
         warm_up(&loaded.engine).await?;
         extra_engines.push(loaded.engine.clone());
         tracing::info!(model = %fm_name, "feedback model enabled on /v1/harmlessness/*");
-        feedback.push(hhh_api::FeedbackModel { name: fm_name, engine: loaded.engine, tokenizer: Arc::new(loaded.tokenizer) });
+        let template = Arc::new(hhh_text::ChatTemplate::of_tokenizer(&loaded.tokenizer)?);
+        feedback.push(hhh_api::FeedbackModel { name: fm_name, engine: loaded.engine, tokenizer: Arc::new(loaded.tokenizer), template });
     }
     state.feedback_models = Arc::new(feedback);
     state.extra_metrics = Arc::new(extra_metrics);

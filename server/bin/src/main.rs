@@ -29,6 +29,12 @@ enum Cmd {
     /// Run a batch input file (OpenAI batch JSONL) offline, without a listening port: the same
     /// routes as /v1/batches, results appended as they finish, --resume after a crash.
     RunBatch(Box<hhh_server::batch::RunBatchArgs>),
+    /// Fit a P(IK) head for the model from arithmetic questions whose correctness it measures
+    /// by sampling (see docs/honesty.md); serve it with --pik-head.
+    TrainPikHead(Box<hhh_server::train::pik::PikTrainArgs>),
+    /// Run model-written-evaluation files (Anthropic's `evals` JSONL) through
+    /// /v1/evals/behavior offline; writes summary.json and behavior.svg (docs/honesty.md).
+    EvalBehavior(Box<hhh_server::honesty::EvalBehaviorArgs>),
 }
 
 /// candle sizes its own CPU pools from the environment only: set it here, while this is the
@@ -55,6 +61,14 @@ fn main() -> anyhow::Result<()> {
             set_threads(args.serve.threads);
             run_batch_main(*args)
         }
+        Cmd::TrainPikHead(args) => {
+            set_threads(args.serve.threads);
+            offline_main(hhh_server::train::pik::run(*args))
+        }
+        Cmd::EvalBehavior(args) => {
+            set_threads(args.serve.threads);
+            offline_main(hhh_server::honesty::eval_behavior(*args))
+        }
         Cmd::GpuCheck(args) => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
             tracing_subscriber::fmt().with_env_filter(filter).init();
@@ -68,6 +82,14 @@ async fn run_batch_main(args: hhh_server::batch::RunBatchArgs) -> anyhow::Result
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).init();
     hhh_server::batch::run_batch(args).await
+}
+
+/// An offline command on a runtime, logging warnings to stderr.
+#[tokio::main]
+async fn offline_main(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).init();
+    f.await
 }
 
 #[tokio::main]

@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod completions;
 pub mod harmlessness;
+pub mod honesty;
 pub mod label;
 pub mod misc;
 pub mod revise;

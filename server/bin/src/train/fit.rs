@@ -14,7 +14,7 @@ pub struct Fitted {
 }
 
 /// `log(1 + exp(-z))`, stable.
-fn softplus_neg(z: f64) -> f64 {
+pub(crate) fn softplus_neg(z: f64) -> f64 {
     if z > 0.0 {
         (-z).exp().ln_1p()
     } else {
@@ -22,11 +22,11 @@ fn softplus_neg(z: f64) -> f64 {
     }
 }
 
-fn sigmoid(z: f64) -> f64 {
+pub(crate) fn sigmoid(z: f64) -> f64 {
     1.0 / (1.0 + (-z).exp())
 }
 
-fn dot(a: &[f64], b: &[f64]) -> f64 {
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
@@ -55,7 +55,7 @@ fn diffs(pairs: &[(Vec<f32>, Vec<f32>)], scale: &[f64]) -> Vec<Vec<f64>> {
 }
 
 /// Largest eigenvalue of `XᵀX / n` by power iteration (an upper bound for the step size).
-fn top_eigen(x: &[Vec<f64>]) -> f64 {
+pub(crate) fn top_eigen(x: &[Vec<f64>]) -> f64 {
     let d = x.first().map_or(0, Vec::len);
     let n = x.len().max(1) as f64;
     let mut v = vec![1.0 / (d.max(1) as f64).sqrt(); d];

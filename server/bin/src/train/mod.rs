@@ -13,6 +13,8 @@
 //!    the results in its `metadata`.
 
 pub mod fit;
+pub mod logistic;
+pub mod pik;
 
 use anyhow::Context;
 use clap::Args;
@@ -67,14 +69,14 @@ pub fn parse_transcript(t: &str) -> Option<Vec<ChatMessage>> {
 }
 
 /// splitmix64: the seeded hash that assigns pairs to the test split.
-fn mix(seed: u64, i: u64) -> u64 {
+pub(crate) fn mix(seed: u64, i: u64) -> u64 {
     let mut z = seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
 
-fn sha256_of(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn sha256_of(path: &Path) -> anyhow::Result<String> {
     use sha2::Digest;
     let mut f = std::fs::File::open(path)?;
     let mut h = sha2::Sha256::new();
