@@ -82,6 +82,23 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Op> {
         ),
         op("post", "/v1/harmlessness/revise", "Critique and revision rounds (SL-CAI); `stream: true` sends each round as an event.", Some(body::<ReviseRequest>(g)), body::<ReviseResponse>(g), true),
         op("post", "/v1/harmlessness/label", "The raw label-scoring primitive: probabilities of option strings after a prompt.", Some(body::<LabelRequest>(g)), body::<LabelResponse>(g), false),
+        op(
+            "post",
+            "/v1/self_evaluation",
+            "P(True): the probability the model gives that proposed (or its own sampled) answers to a question are true, optionally after brainstormed samples.",
+            Some(body::<SelfEvaluationRequest>(g)),
+            body::<SelfEvaluationResponse>(g),
+            false,
+        ),
+        op("post", "/v1/pik", "P(IK): the probability that the model answers a question correctly, from a head on the question's hidden state (--pik-head).", Some(body::<PikRequest>(g)), body::<PikResponse>(g), false),
+        op(
+            "post",
+            "/v1/evals/behavior",
+            "Model-written evaluations: the probability of the behaviour-matching answer per item (Anthropic evals format) and the matching rate.",
+            Some(body::<BehaviorEvalRequest>(g)),
+            body::<BehaviorEvalResponse>(g),
+            false,
+        ),
         op("post", "/tokenize", "Token ids of a prompt or of a chat rendered with the model's template.", Some(body::<TokenizeRequest>(g)), body::<TokenizeResponse>(g), false),
         op("post", "/detokenize", "Text of token ids.", Some(body::<DetokenizeRequest>(g)), body::<DetokenizeResponse>(g), false),
     ];

@@ -42,7 +42,10 @@ pub struct SchedulerConfig {
     /// Tokens that end generation unless `ignore_eos`.
     pub eos_token_ids: Vec<TokenId>,
     /// While an interactive request runs or waits, batch requests get at most this many tokens
-    /// of a step (decode rows and prefill chunks together); otherwise the whole budget.
+    /// of a step (decode rows and prefill chunks together); otherwise the whole budget. A step
+    /// that carries an interactive prefill (a request waiting for admission with a free slot, or
+    /// a running one still in its prompt) carries no batch tokens at all, so that the time to
+    /// first token does not pay for batch rows.
     pub batch_step_tokens: usize,
     /// For [`INTERACTIVE_GRACE_STEPS`] steps after the last interactive request, batch requests
     /// alone get at most this many tokens of a step (an interactive request that arrives waits
@@ -209,6 +212,13 @@ impl Scheduler {
         }
     }
 
+    /// Whether this step will carry an interactive prompt: a request waiting for admission while
+    /// a slot is free, or a running interactive request whose prompt is not computed yet.
+    fn interactive_prefill(&self) -> bool {
+        (!self.waiting.is_empty() && self.running.len() < self.cfg.max_num_seqs)
+            || self.running.iter().any(|&r| self.priority(r) == Priority::Interactive && self.requests.get(&r).is_some_and(|q| q.num_computed_tokens < q.prompt.len()))
+    }
+
     /// Decide the next step.
     pub fn schedule(&mut self) -> SchedulerOutput {
         let mut out = SchedulerOutput::default();
@@ -217,7 +227,9 @@ impl Scheduler {
         let mut budget = self.cfg.max_num_batched_tokens;
         let interactive = !self.waiting.is_empty() || self.running.iter().any(|&r| self.priority(r) == Priority::Interactive);
         self.steps_since_interactive = if interactive { 0 } else { self.steps_since_interactive.saturating_add(1) };
-        let mut batch_left = if interactive {
+        let mut batch_left = if self.interactive_prefill() {
+            0
+        } else if interactive {
             self.cfg.batch_step_tokens
         } else if self.steps_since_interactive <= INTERACTIVE_GRACE_STEPS {
             self.cfg.batch_idle_step_tokens

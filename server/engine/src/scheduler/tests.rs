@@ -391,8 +391,12 @@ fn interactive_requests_are_admitted_before_earlier_batch_requests_and_served_fi
     }
     s.add_request(Request::new(10, p(10), long_params(5))).unwrap();
     let o = step(&mut s, &mut ex, &mut outs, &mut fin);
-    // The interactive request arrived last but is admitted first; one batch request fills the
-    // second slot.
+    // The interactive request arrived last but is admitted first, alone: a step with an
+    // interactive prompt carries no batch rows.
+    assert_eq!(o.scheduled.iter().map(|x| x.id).collect::<Vec<_>>(), vec![10]);
+    assert_eq!(s.num_waiting_batch(), 3);
+    // The next step: one batch request fills the second slot.
+    let o = step(&mut s, &mut ex, &mut outs, &mut fin);
     assert_eq!(o.scheduled.iter().map(|x| x.id).collect::<Vec<_>>(), vec![10, 1]);
     assert_eq!(s.num_waiting_batch(), 2);
     // A second interactive request while both slots are busy: the running batch request is
@@ -470,7 +474,7 @@ fn batch_rows_share_at_most_batch_step_tokens_while_interactive_work_exists() {
     let o = step(&mut s, &mut ex, &mut outs, &mut fin);
     assert_eq!(o.scheduled.iter().map(|x| x.num_new_tokens).sum::<usize>(), 50);
     s.add_request(Request::new(9, p(9), long_params(6))).unwrap();
-    let (mut steps_with_interactive, mut since) = (0, None);
+    let (mut steps_with_interactive, mut since, mut prefill_steps) = (0, None, 0);
     while s.has_work() {
         let interactive = s.request(9).is_some();
         let o = step(&mut s, &mut ex, &mut outs, &mut fin);
@@ -478,6 +482,10 @@ fn batch_rows_share_at_most_batch_step_tokens_while_interactive_work_exists() {
         if interactive {
             steps_with_interactive += 1;
             assert!(batch <= 3, "{batch} batch tokens beside an interactive request: {o:?}");
+            if o.scheduled.iter().any(|x| x.id == 9 && x.start_pos < 10) {
+                assert_eq!(batch, 0, "a step with the interactive prompt carries no batch rows: {o:?}");
+                prefill_steps += 1;
+            }
         } else {
             // Shortly after it, batch-only steps stay short.
             let n = since.get_or_insert(0);
@@ -488,6 +496,7 @@ fn batch_rows_share_at_most_batch_step_tokens_while_interactive_work_exists() {
         }
     }
     assert!(steps_with_interactive >= 6);
+    assert_eq!(prefill_steps, 1, "the 10-token prompt is one step");
     // Long after the last interactive request, a batch request gets whole steps again.
     for _ in 0..super::INTERACTIVE_GRACE_STEPS {
         s.schedule();
