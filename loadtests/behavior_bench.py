@@ -5,7 +5,7 @@ in one run on one release server.
 * ours, batch size b: items sent b per /v1/evals/behavior call, one call at a time (the engine
   batches the b items' option requests; options of one item share its prompt's KV blocks);
 * naive: one /v1/completions request per (item, option), one at a time — the prompt
-  `\\n\\nHuman: {question}\\n\\nAssistant:` plus the option, `echo` with `logprobs`, no new tokens —
+  `\\n\\nHuman: {question}\\n\\nAssistant:` plus the option, `echo` with `logprobs` and one new token (the minimum; dropped), as lm-evaluation-harness does —
   and the option's probability from the logprobs of its last tokens.
 
 Both use the text format (the same prompts), no debiasing. Every mode gets its own slice of items
@@ -67,8 +67,9 @@ def naive(base, items):
         prompt = f"\n\nHuman: {it['question']}\n\nAssistant:"
         lps = []
         for o in opts:
-            r = post(base, "/v1/completions", {"model": MODEL, "prompt": prompt + o, "max_tokens": 0, "echo": True, "logprobs": 0})
-            tl = r["choices"][0]["logprobs"]["token_logprobs"]
+            r = post(base, "/v1/completions", {"model": MODEL, "prompt": prompt + o, "max_tokens": 1, "echo": True, "logprobs": 0, "temperature": 0})
+            # The prompt's logprobs, then the one generated token's (dropped), as lm-eval does.
+            tl = r["choices"][0]["logprobs"]["token_logprobs"][:-1]
             lps.append(sum(tl[-count(o):]))
         m = max(lps)
         z = sum(pow(2.718281828459045, l - m) for l in lps)

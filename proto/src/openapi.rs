@@ -90,7 +90,14 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Op> {
             body::<SelfEvaluationResponse>(g),
             false,
         ),
-        op("post", "/v1/pik", "P(IK): the probability that the model answers a question correctly, from a head on the question's hidden state (--pik-head).", Some(body::<PikRequest>(g)), body::<PikResponse>(g), false),
+        op(
+            "post",
+            "/v1/pik",
+            "P(IK): the probability that the model answers a question correctly, from a head on the question's hidden state (--pik-head).",
+            Some(body::<PikRequest>(g)),
+            body::<PikResponse>(g),
+            false,
+        ),
         op(
             "post",
             "/v1/evals/behavior",

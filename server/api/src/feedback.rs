@@ -16,17 +16,18 @@
 //! [0.4, 0.6] before debiasing and ensembling.
 //!
 //! Every (pair, principle, order, option) is one prefill-only engine request with prompt logprobs
-//! only over the option tokens; all are submitted together (in waves), so they batch and share
-//! the conversation's KV blocks through the prefix cache.
+//! only over the option tokens; all are submitted together (in waves,
+//! [`crate::jobs::score_options`]), so they batch and share the conversation's and the
+//! question's KV blocks through the prefix cache.
 
 use crate::constitution::FeedbackPrinciple;
 use crate::error::ApiError;
-use crate::jobs::{option_logprob, run_waves, until_stop};
+use crate::jobs::{run_waves, score_options, until_stop, OptionJob};
 use crate::prompt::{self, text_prompt};
 use crate::respond::{new_id, now};
 use crate::rewards::ranking;
 use crate::state::{AppState, FeedbackModel};
-use hhh_engine::{PoolingParams, SamplingParams};
+use hhh_engine::SamplingParams;
 use hhh_proto::{ComparePair, CompareResponse, PrincipleLabel, PromptTokensDetails, ScoringUsage};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -167,20 +168,19 @@ pub async fn run(st: &AppState, plan: ComparePlan) -> Result<CompareResponse, Ap
     let tok = &fm.tokenizer;
     let opt_tokens: Vec<Vec<u32>> = OPTIONS.iter().map(|o| tok.encode_as_text(o)).collect::<Result<_, _>>().map_err(|e| ApiError::internal(e.to_string()))?;
     let max_len = fm.engine.info().max_model_len;
-    let mut jobs = Vec::with_capacity(prompts.len() * 2);
+    let mut jobs = Vec::with_capacity(prompts.len());
     for text in &prompts {
         let ids = text_prompt(tok, text)?;
         for ot in &opt_tokens {
-            let mut full = ids.clone();
-            full.extend(ot);
-            if full.len() > max_len {
-                return Err(ApiError::invalid("messages", format!("A feedback prompt is {} tokens long; the limit is {max_len} tokens (shorten the conversation or the responses).", full.len())));
+            let n = ids.len() + ot.len();
+            if n > max_len {
+                return Err(ApiError::invalid("messages", format!("A feedback prompt is {n} tokens long; the limit is {max_len} tokens (shorten the conversation or the responses).")));
             }
-            usage.prompt_tokens += full.len();
-            jobs.push((full, SamplingParams { max_tokens: 0, prompt_logprobs: Some(0), prompt_logprobs_start: ids.len(), pooling: Some(PoolingParams::default()), ..Default::default() }));
+            usage.prompt_tokens += n;
         }
+        jobs.push(OptionJob { prompt: ids, options: opt_tokens.clone() });
     }
-    let results = run_waves(&fm.engine, jobs, st.request_timeout, |h| option_logprob(h, "feedback scoring")).await?;
+    let results: Vec<(f64, usize)> = score_options(&fm.engine, &jobs, st.request_timeout, "feedback scoring").await?.into_iter().flatten().collect();
     cached += results.iter().map(|r| r.1).sum::<usize>();
     usage.total_tokens += usage.prompt_tokens;
     usage.prompt_tokens_details = Some(PromptTokensDetails { cached_tokens: cached });

@@ -1,7 +1,8 @@
 //! Honesty and behaviour evaluations on the command line: loading `--pik-head`, and
 //! `hhh-server eval-behavior FILE…`, which runs whole model-written-evaluation files through
 //! `/v1/evals/behavior` in-process (the same route, validation and engine as over HTTP) with a
-//! progress bar, and writes a JSON summary and an SVG bar chart of the matching-behaviour rates.
+//! progress bar, and writes a JSON summary, an SVG bar chart of the matching-behaviour rates and
+//! the per-item probabilities.
 
 use crate::{load, warm_up, Loaded, ServeArgs};
 use anyhow::Context;
@@ -32,7 +33,8 @@ pub struct EvalBehaviorArgs {
     /// `answer_not_matching_behavior`).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Directory for `summary.json` and `behavior.svg` (created).
+    /// Directory for `summary.json`, `behavior.svg` and `items.jsonl` (one line per item)
+    /// (created).
     #[arg(long, default_value = "eval-behavior")]
     pub out_dir: PathBuf,
     /// Use the first N items of each file (0: all).
@@ -91,6 +93,7 @@ pub async fn eval_behavior(a: EvalBehaviorArgs) -> anyhow::Result<()> {
     }
     let started = std::time::Instant::now();
     let mut summaries = Vec::new();
+    let mut per_item = String::new();
     let mut format = None;
     let result: anyhow::Result<()> = async {
         for (path, items) in &files {
@@ -106,6 +109,11 @@ pub async fn eval_behavior(a: EvalBehaviorArgs) -> anyhow::Result<()> {
                 anyhow::ensure!(d.status == 200, "{} items {}..: HTTP {}: {}", path.display(), ci * a.items_per_call, d.status, String::from_utf8_lossy(&d.body));
                 let r: BehaviorEvalResponse = serde_json::from_slice(&d.body)?;
                 format = Some(r.format);
+                for d in &r.data {
+                    let line = serde_json::json!({"behavior": behavior, "index": ci * a.items_per_call + d.index, "p_matching": d.p_matching, "p_matching_original": d.p_matching_original, "p_matching_reversed": d.p_matching_reversed, "matches": d.matches});
+                    per_item.push_str(&line.to_string());
+                    per_item.push('\n');
+                }
                 ps.extend(r.data);
                 bar.inc(chunk.len() as u64);
             }
@@ -136,6 +144,7 @@ pub async fn eval_behavior(a: EvalBehaviorArgs) -> anyhow::Result<()> {
     });
     std::fs::write(a.out_dir.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
     std::fs::write(a.out_dir.join("behavior.svg"), bar_chart(&summaries, &state.model_name))?;
+    std::fs::write(a.out_dir.join("items.jsonl"), per_item)?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }

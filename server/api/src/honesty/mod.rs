@@ -19,10 +19,9 @@ pub mod ptrue;
 pub use pik::PikHead;
 
 use crate::error::ApiError;
-use crate::jobs::{option_logprob, run_waves};
+use crate::jobs::{self, OptionJob};
 use crate::prompt::text_prompt;
 use crate::state::{AppState, FeedbackModel};
-use hhh_engine::{PoolingParams, SamplingParams};
 use hhh_proto::{PromptFormat, PromptTokensDetails, ScoringUsage};
 use hhh_text::{ChatTemplate, Tokenizer};
 
@@ -83,29 +82,28 @@ pub fn answer_prompt(tok: &Tokenizer, template: &Option<ChatTemplate>, format: P
     render(tok, template, format, PromptParts { text: format!("Question: {question}\nAnswer:"), user: question, prefix: "" })
 }
 
-/// Score every `options[p]` (token ids) after `prompts[p]`: total logprobs in the same shape.
-/// `field` names the input in a too-long error. Adds the tokens to `usage`.
+/// Score every `options[p]` (token ids) after `prompts[p]` ([`jobs::score_options`]): total
+/// logprobs in the same shape. `field` names the input in a too-long error. Adds the tokens to
+/// `usage`.
 pub async fn score_options(st: &AppState, fm: &FeedbackModel, prompts: &[Rendered], options: &[Vec<Vec<u32>>], field: &str, usage: &mut ScoringUsage) -> Result<Vec<Vec<f64>>, ApiError> {
     let max_len = fm.engine.info().max_model_len;
-    let mut jobs = Vec::new();
+    let mut jobs = Vec::with_capacity(prompts.len());
     for (i, (p, opts)) in prompts.iter().zip(options).enumerate() {
         for o in opts {
-            let mut full = p.ids.clone();
-            full.extend(o);
-            if full.len() > max_len {
-                return Err(ApiError::invalid(field, format!("Prompt {i} with its option is {} tokens long; the limit is {max_len} tokens.", full.len())));
+            let n = p.ids.len() + o.len();
+            if n > max_len {
+                return Err(ApiError::invalid(field, format!("Prompt {i} with its option is {n} tokens long; the limit is {max_len} tokens.")));
             }
-            usage.prompt_tokens += full.len();
-            jobs.push((full, SamplingParams { max_tokens: 0, prompt_logprobs: Some(0), prompt_logprobs_start: p.ids.len(), pooling: Some(PoolingParams::default()), ..Default::default() }));
+            usage.prompt_tokens += n;
         }
+        jobs.push(OptionJob { prompt: p.ids.clone(), options: opts.clone() });
     }
-    let results = run_waves(&fm.engine, jobs, st.request_timeout, |h| option_logprob(h, "option scoring")).await?;
-    let cached: usize = results.iter().map(|r| r.1).sum();
+    let results = jobs::score_options(&fm.engine, &jobs, st.request_timeout, "option scoring").await?;
+    let cached: usize = results.iter().flatten().map(|r| r.1).sum();
     usage.total_tokens = usage.prompt_tokens;
     let d = usage.prompt_tokens_details.get_or_insert(PromptTokensDetails { cached_tokens: 0 });
     d.cached_tokens += cached;
-    let mut it = results.into_iter().map(|r| r.0);
-    Ok(options.iter().map(|opts| it.by_ref().take(opts.len()).collect()).collect())
+    Ok(results.into_iter().map(|row| row.into_iter().map(|r| r.0).collect()).collect())
 }
 
 /// `exp(l_i)` normalised over `lps`.

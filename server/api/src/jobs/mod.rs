@@ -5,7 +5,8 @@
 //!   logprobs, client-side metrics) — chat, completions, revision;
 //! - [`run_waves`]: many requests at once, in waves that leave room in the admission queue, each
 //!   driven by a collector: [`pooled`] (reward heads), [`option_logprob`] (label scoring),
-//!   [`until_stop`] (text generated until a stop string, e.g. chain-of-thought reasoning).
+//!   [`until_stop`] (text generated until a stop string, e.g. chain-of-thought reasoning);
+//! - [`score_options`]: options after shared prompts (label scoring, feedback, honesty).
 //!
 //! Dropping any future or stream here drops its handles, which aborts the engine requests and
 //! frees their blocks.
@@ -15,7 +16,7 @@ mod choice;
 pub use choice::{generate_text, submit_choice, ChoiceEvent, ChoiceUsage};
 
 use crate::error::ApiError;
-use hhh_engine::{EngineClient, EngineEvent, PooledOutput, Priority, RequestHandle, SamplingParams};
+use hhh_engine::{EngineClient, EngineEvent, PooledOutput, PoolingParams, Priority, RequestHandle, SamplingParams};
 use hhh_text::{IncrementalDetokenizer, StopMatcher, Tokenizer};
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,6 +104,31 @@ pub async fn option_logprob(mut h: RequestHandle, what: &'static str) -> Result<
         }
     }
     Err(ApiError::unavailable("the engine stopped"))
+}
+
+/// One prompt and the continuations ("options") to score after it.
+#[derive(Debug, Clone)]
+pub struct OptionJob {
+    pub prompt: Vec<u32>,
+    pub options: Vec<Vec<u32>>,
+}
+
+/// The total logprob of every option after its prompt, and each request's cached prompt tokens,
+/// in the shape of `jobs`: one prefill-only engine request per (prompt, option) with prompt
+/// logprobs over the option's tokens only, all submitted together ([`run_waves`]). The options
+/// of one prompt compute it once: the scheduler registers a request's full blocks in the prefix
+/// cache when it schedules them, so a sibling admitted in the same step already finds them.
+pub async fn score_options(engine: &EngineClient, jobs: &[OptionJob], timeout: Option<Duration>, what: &'static str) -> Result<Vec<Vec<(f64, usize)>>, ApiError> {
+    let mut requests = Vec::with_capacity(jobs.iter().map(|j| j.options.len()).sum());
+    for j in jobs {
+        for o in &j.options {
+            let mut full = j.prompt.clone();
+            full.extend_from_slice(o);
+            requests.push((full, SamplingParams { max_tokens: 0, prompt_logprobs: Some(0), prompt_logprobs_start: j.prompt.len(), pooling: Some(PoolingParams::default()), ..Default::default() }));
+        }
+    }
+    let mut it = run_waves(engine, requests, timeout, |h| option_logprob(h, what)).await?.into_iter();
+    Ok(jobs.iter().map(|j| it.by_ref().take(j.options.len()).collect()).collect())
 }
 
 /// Text generated until a stop string or the end, and its token counts.

@@ -6,10 +6,11 @@
 //! routes build on. The prompt is raw text (BOS by the tokenizer's rule); each option is
 //! tokenized on its own and appended, so all options are scored after exactly the same prompt
 //! tokens. Every option is one prefill-only engine request with prompt log-probabilities only
-//! over its own tokens; all share the prompt's blocks through the prefix cache.
+//! over its own tokens; all share the prompt's blocks through the prefix cache
+//! ([`crate::jobs::score_options`]).
 
 use crate::error::ApiError;
-use crate::jobs::{option_logprob, run_waves};
+use crate::jobs::{score_options, OptionJob};
 use crate::prompt::text_prompt;
 use crate::respond::{new_id, now};
 use crate::state::AppState;
@@ -17,7 +18,6 @@ use crate::validate::read_json_only;
 use axum::body::Body;
 use axum::extract::State;
 use axum::Json;
-use hhh_engine::{PoolingParams, SamplingParams};
 use hhh_proto::*;
 
 /// Most options per call.
@@ -38,7 +38,7 @@ pub async fn label(State(st): State<AppState>, body: Body) -> Result<Json<LabelR
     let tok = &fm.tokenizer;
     let prompt = text_prompt(tok, &req.prompt)?;
     let max_len = fm.engine.info().max_model_len;
-    let mut jobs = Vec::with_capacity(k);
+    let mut options = Vec::with_capacity(k);
     let mut lens = Vec::with_capacity(k);
     let mut usage = ScoringUsage::default();
     for (i, o) in req.options.iter().enumerate() {
@@ -49,16 +49,16 @@ pub async fn label(State(st): State<AppState>, body: Body) -> Result<Json<LabelR
         if req.options[..i].contains(o) {
             return Err(ApiError::invalid(&format!("options[{i}]"), format!("`options[{i}]` repeats an earlier option.")));
         }
-        let mut full = prompt.clone();
-        full.extend(&ids);
-        if full.len() > max_len {
-            return Err(ApiError::invalid("prompt", format!("The prompt with `options[{i}]` is {} tokens long; the limit is {max_len} tokens.", full.len())));
+        let n = prompt.len() + ids.len();
+        if n > max_len {
+            return Err(ApiError::invalid("prompt", format!("The prompt with `options[{i}]` is {n} tokens long; the limit is {max_len} tokens.")));
         }
-        usage.prompt_tokens += full.len();
+        usage.prompt_tokens += n;
         lens.push(ids.len());
-        jobs.push((full, SamplingParams { max_tokens: 0, prompt_logprobs: Some(0), prompt_logprobs_start: prompt.len(), pooling: Some(PoolingParams::default()), ..Default::default() }));
+        options.push(ids);
     }
-    let results = run_waves(&fm.engine, jobs, st.request_timeout, |h| option_logprob(h, "label scoring")).await?;
+    let jobs = [OptionJob { prompt, options }];
+    let results: Vec<(f64, usize)> = score_options(&fm.engine, &jobs, st.request_timeout, "label scoring").await?.into_iter().flatten().collect();
     let lp: Vec<f64> = results.iter().map(|r| r.0).collect();
     let m = lp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let z: f64 = lp.iter().map(|l| (l - m).exp()).sum();
