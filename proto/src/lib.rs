@@ -11,9 +11,11 @@ pub mod harmlessness;
 pub mod hh_rlhf;
 pub mod honesty;
 pub mod openapi;
+pub mod rl;
 pub mod scoring;
 pub use harmlessness::*;
 pub use honesty::*;
+pub use rl::*;
 pub use scoring::*;
 
 /// `stop`: one string or a list.
@@ -436,6 +438,10 @@ pub struct ModelCard {
     /// `generation_config.json`, `--override-generation-config`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation_defaults: Option<GenerationDefaults>,
+    /// Weight updates applied to this model since the server started (`/update_weights_from_disk`;
+    /// the chat model only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_version: Option<u64>,
 }
 
 /// Sampling defaults of a model: each applies when a request leaves the field out (vLLM's

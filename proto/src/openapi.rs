@@ -106,9 +106,27 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Op> {
             body::<BehaviorEvalResponse>(g),
             false,
         ),
+        op(
+            "post",
+            "/update_weights_from_disk",
+            "Online RL (SGLang's shape): load new weights for the chat model and swap them between two engine steps; running requests finish first (drain) or end with abort.",
+            Some(body::<UpdateWeightsRequest>(g)),
+            body::<UpdateWeightsResponse>(g),
+            false,
+        ),
+        op(
+            "post",
+            "/pause_generation",
+            "Stop admitting requests (they wait); `mode: abort` ends running ones, `wait` lets them finish.",
+            Some(body::<PauseRequest>(g)),
+            body::<SuccessResponse>(g),
+            false,
+        ),
         op("post", "/tokenize", "Token ids of a prompt or of a chat rendered with the model's template.", Some(body::<TokenizeRequest>(g)), body::<TokenizeResponse>(g), false),
         op("post", "/detokenize", "Text of token ids.", Some(body::<DetokenizeRequest>(g)), body::<DetokenizeResponse>(g), false),
     ];
+    ops.push(op("get", "/get_weight_version", "Weight updates applied to the chat model since start.", None, body::<WeightVersionResponse>(g), false));
+    ops.push(op("post", "/continue_generation", "Admit requests again after /pause_generation.", None, body::<SuccessResponse>(g), false));
     ops.push(op("get", "/tokenizer_info", "The tokenizer's special tokens, chat template and limits (vLLM's shape).", None, body::<TokenizerInfo>(g), false));
     for (path, summary) in [
         ("/health", "200 once the model is loaded and warmed up, 503 before and when the engine stopped."),

@@ -13,6 +13,7 @@ impl From<hhh_engine::EngineError> for ApiError {
             E::Overloaded { .. } => ApiError::overloaded(e.to_string(), 1),
             E::TooLarge { .. } => ApiError::bad_request(e.to_string()),
             E::Stopped => ApiError::unavailable(e.to_string()),
+            E::WeightUpdate(_) => ApiError::invalid("model_path", e.to_string()),
             E::Executor(_) | E::Config(_) => ApiError::internal(e.to_string()),
         }
     }

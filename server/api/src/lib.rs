@@ -49,12 +49,12 @@ pub mod validate;
 
 use axum::routing::{get, post};
 use axum::Router;
-use routes::{chat, completions, harmlessness, honesty as honesty_routes, label, misc, revise, scoring};
+use routes::{chat, completions, harmlessness, honesty as honesty_routes, label, misc, revise, scoring, weights};
 
 pub use auth::ApiKeys;
 pub use error::ApiError;
 pub use middleware::{InFlight, RequestCtx};
-pub use state::{AppState, FeedbackModel, Limits, Scorer};
+pub use state::{AppState, FeedbackModel, Limits, Scorer, WeightLoader};
 
 /// The routes that take requests (no middleware, no `/metrics`), for [`router`] and
 /// [`dispatch`].
@@ -74,6 +74,10 @@ fn api_routes() -> Router<AppState> {
         .route("/v1/self_evaluation", post(honesty_routes::self_evaluation))
         .route("/v1/pik", post(honesty_routes::pik))
         .route("/v1/evals/behavior", post(honesty_routes::behavior))
+        .route("/update_weights_from_disk", post(weights::update_weights_from_disk))
+        .route("/get_weight_version", get(weights::get_weight_version))
+        .route("/pause_generation", post(weights::pause_generation))
+        .route("/continue_generation", post(weights::continue_generation))
         .route("/health", get(misc::health))
         .route("/health/live", get(misc::live))
         .route("/health/ready", get(misc::ready))

@@ -63,6 +63,25 @@ pub struct FeedbackModel {
     pub template: Arc<Option<ChatTemplate>>,
 }
 
+/// A loaded P(IK) head: `P(IK) = σ(w · h + b)`.
+#[derive(Debug, Clone)]
+pub struct PikHead {
+    pub weight: Vec<f32>,
+    pub bias: f32,
+    /// The prompt format of the questions it was trained on.
+    pub format: hhh_proto::PromptFormat,
+}
+
+impl PikHead {
+    /// `w · h + b` (f64 accumulation).
+    pub fn logit(&self, hidden: &[f32]) -> f64 {
+        self.weight.iter().zip(hidden).map(|(w, h)| *w as f64 * *h as f64).sum::<f64>() + self.bias as f64
+    }
+}
+
+/// See [`AppState::weight_loader`]; errors are messages for a 400 naming `model_path`.
+pub type WeightLoader = Arc<dyn Fn(&std::path::Path) -> Result<hhh_engine::WeightPayload, String> + Send + Sync>;
+
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -108,8 +127,12 @@ pub struct AppState {
     /// The chat model's tool-call output format (`--tool-call-parser`; by default read from
     /// the chat template). `None`: the generic JSON tool mode (docs/tools.md).
     pub tool_format: Option<hhh_text::tool_parse::ToolCallFormat>,
+    /// Loads new weights for the chat model from a path (`/update_weights_from_disk`; set by the
+    /// binary, which knows the model types): checks the tokenizer and the file, returns the
+    /// engine's payload. `None`: weight updates are not supported.
+    pub weight_loader: Option<WeightLoader>,
     /// The P(IK) head on the chat model's final hidden state (`--pik-head`).
-    pub pik: Option<Arc<crate::honesty::PikHead>>,
+    pub pik: Option<Arc<PikHead>>,
     /// Unix time the server started (for `/v1/models`).
     pub created: u64,
 }
@@ -149,6 +172,7 @@ impl AppState {
             grammars,
             tool_format,
             pik: None,
+            weight_loader: None,
             created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         })
     }

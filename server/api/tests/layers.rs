@@ -11,7 +11,7 @@ fn layers() -> BTreeMap<&'static str, u8> {
     for base in ["auth", "constitution", "error", "middleware", "state", "structured", "validate"] {
         m.insert(base, 0);
     }
-    for (name, layer) in [("prompt", 1), ("jobs", 1), ("respond", 2), ("tools", 2), ("rewards", 3), ("feedback", 4), ("select", 5), ("routes", 6)] {
+    for (name, layer) in [("prompt", 1), ("jobs", 1), ("respond", 2), ("tools", 2), ("rewards", 3), ("honesty", 3), ("feedback", 4), ("select", 5), ("routes", 6)] {
         m.insert(name, layer);
     }
     m

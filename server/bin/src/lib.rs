@@ -311,6 +311,33 @@ pub async fn start(a: ServeArgs) -> anyhow::Result<Server> {
     })
 }
 
+/// The chat model's weight loader for `/update_weights_from_disk`: the new path's tokenizer must
+/// equal the served one (vocabulary size and EOS ids), and its weights must load; the engine's
+/// runner then checks the architecture against the serving model.
+fn weight_loader(a: &ServeArgs, served: Arc<hhh_text::Tokenizer>) -> hhh_api::WeightLoader {
+    let (dense, prompt_f32) = (a.dense_attention, !a.prompt_int8);
+    Arc::new(move |path: &std::path::Path| {
+        if !path.exists() {
+            return Err(format!("{} does not exist", path.display()));
+        }
+        let tok = hhh_text::Tokenizer::load(path).map_err(|e| format!("loading the tokenizer of {}: {e}", path.display()))?;
+        if tok.vocab_size() != served.vocab_size() || tok.eos_token_ids() != served.eos_token_ids() {
+            return Err(format!(
+                "tokenizer mismatch: {} has a vocabulary of {} and EOS ids {:?}, the served model {} and {:?}",
+                path.display(),
+                tok.vocab_size(),
+                tok.eos_token_ids(),
+                served.vocab_size(),
+                served.eos_token_ids()
+            ));
+        }
+        let mut m = hhh_model::LlamaModel::load(path).map_err(|e| format!("loading {}: {e}", path.display()))?;
+        m.dense_attention = dense;
+        m.prompt_f32 = prompt_f32;
+        Ok(Box::new(m) as hhh_engine::WeightPayload)
+    })
+}
+
 /// Load the models and build the API state from the flags.
 pub async fn load(a: &ServeArgs) -> anyhow::Result<Loaded> {
     let isa = hhh_kernels::quant::isa::IsaLimits { no_avx512: a.no_avx512, no_vnni512: a.no_vnni512 };
@@ -336,6 +363,9 @@ pub async fn load(a: &ServeArgs) -> anyhow::Result<Loaded> {
         }
     }
     tracing::info!(format = state.tool_format.map_or("generic", |f| f.name()), "tool calling");
+    if state.generates && !a.device.is_gpu_path() {
+        state.weight_loader = Some(weight_loader(a, state.tokenizer.clone()));
+    }
     if let Some(f) = &a.pik_head {
         anyhow::ensure!(state.generates, "--pik-head needs a generative --model");
         let head = honesty::load_pik_head(f)?;

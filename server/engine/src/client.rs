@@ -82,6 +82,35 @@ impl EngineClient {
         &self.info
     }
 
+    /// Swap the model's weights between two steps (see `engine_loop::control`): with `drain`,
+    /// running requests finish on the old weights first; without, they end with `abort`.
+    /// Returns the new weight version; on error the old weights keep serving.
+    pub async fn update_weights(&self, weights: crate::executor::WeightPayload, drain: bool) -> Result<u64, EngineError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx.send(Command::UpdateWeights { weights, drain, reply }).map_err(|_| EngineError::Stopped)?;
+        match rx.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(EngineError::WeightUpdate(e)),
+            Err(_) => Err(EngineError::Stopped),
+        }
+    }
+
+    /// Stop admitting waiting requests (they stay queued); with `abort`, end the running ones
+    /// with `abort`, else let them finish.
+    pub fn pause(&self, abort: bool) -> Result<(), EngineError> {
+        self.tx.send(Command::Pause { abort }).map_err(|_| EngineError::Stopped)
+    }
+
+    /// Admit waiting requests again after [`Self::pause`].
+    pub fn resume(&self) -> Result<(), EngineError> {
+        self.tx.send(Command::Resume).map_err(|_| EngineError::Stopped)
+    }
+
+    /// Weight updates applied so far (0: the weights the engine started with).
+    pub fn weight_version(&self) -> u64 {
+        self.stats.weight_version.load(Ordering::SeqCst)
+    }
+
     /// Ask the engine thread to stop after the current step.
     pub fn shutdown(&self) {
         let _ = self.tx.send(Command::Shutdown);

@@ -5,7 +5,7 @@
 
 use crate::client::{EngineClient, EngineInfo};
 use crate::error::EngineError;
-use crate::executor::{Executor, ExecutorError, KvGeometry};
+use crate::executor::{Executor, ExecutorError, KvGeometry, WeightPayload};
 use crate::observe::{EngineObserver, NoObserver, StatsSnapshot, StepStats};
 use crate::request::{EngineEvent, FinishReason, Request, RequestId, SamplingParams, TokenId};
 use crate::scheduler::{Scheduler, SchedulerConfig};
@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, TryRecvError};
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
+
+mod control;
 
 /// Engine configuration.
 #[derive(Clone)]
@@ -36,8 +38,25 @@ impl Default for EngineConfig {
 }
 
 pub(crate) enum Command {
-    Add { id: RequestId, prompt: Vec<TokenId>, params: SamplingParams, events: UnboundedSender<EngineEvent> },
+    Add {
+        id: RequestId,
+        prompt: Vec<TokenId>,
+        params: SamplingParams,
+        events: UnboundedSender<EngineEvent>,
+    },
     Abort(RequestId),
+    /// Swap the executor's weights between two steps (see [`control`]).
+    UpdateWeights {
+        weights: WeightPayload,
+        drain: bool,
+        reply: tokio::sync::oneshot::Sender<Result<u64, String>>,
+    },
+    /// Stop admitting waiting requests; with `abort`, end the running ones.
+    Pause {
+        abort: bool,
+    },
+    /// Admit again.
+    Resume,
     Shutdown,
 }
 
@@ -60,6 +79,10 @@ pub struct EngineStats {
     pub admission_tokens: AtomicU64,
     /// The engine thread has exited.
     pub stopped: AtomicBool,
+    /// Weight updates applied so far (0: the weights the engine started with).
+    pub weight_version: AtomicU64,
+    /// Admission is paused (`pause_generation`).
+    pub paused: AtomicBool,
 }
 
 /// Start the engine thread. `make_executor` runs on that thread (the executor need not be
@@ -108,7 +131,7 @@ where
             }
             let _guard = StoppedGuard(thread_stats.clone());
             let tracker = Tracker::new(thread_stats.clone(), observer.clone());
-            let mut lp = EngineLoop { scheduler, exec, rx, senders: HashMap::new(), stats: thread_stats, observer, tracker, steps: 0 };
+            let mut lp = EngineLoop { scheduler, exec, rx, senders: HashMap::new(), stats: thread_stats, observer, tracker, steps: 0, paused: false, pending: None };
             lp.run();
         })
         .map_err(|e| EngineError::Config(e.to_string()))?;
@@ -131,11 +154,16 @@ struct EngineLoop<E: Executor> {
     tracker: Tracker,
     /// Steps run so far.
     steps: u64,
+    /// Paused by [`Command::Pause`] (admission stays paused until [`Command::Resume`]).
+    paused: bool,
+    /// A weight update waiting for the running requests to finish.
+    pending: Option<control::PendingUpdate>,
 }
 
 impl<E: Executor> EngineLoop<E> {
     fn run(&mut self) {
         loop {
+            self.apply_pending_update();
             if !self.scheduler.has_work() {
                 self.publish();
                 match self.rx.recv() {
@@ -180,6 +208,9 @@ impl<E: Executor> EngineLoop<E> {
                 }
             }
             Command::Abort(id) => self.abort(id),
+            Command::UpdateWeights { weights, drain, reply } => self.update_weights(weights, drain, reply),
+            Command::Pause { abort } => self.pause(abort),
+            Command::Resume => self.resume(),
             Command::Shutdown => {
                 let ids: Vec<_> = self.senders.keys().copied().collect();
                 for id in ids {

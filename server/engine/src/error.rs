@@ -15,6 +15,9 @@ pub enum EngineError {
     /// The admission queue is full (`--max-waiting-requests` / `--max-waiting-tokens`).
     #[error("the server is overloaded: {what} would exceed the limit of {limit}")]
     Overloaded { what: &'static str, limit: usize },
+    /// The executor refused new weights (the old ones keep serving).
+    #[error("weight update failed: {0}")]
+    WeightUpdate(String),
     /// Invalid configuration.
     #[error("invalid engine configuration: {0}")]
     Config(String),

@@ -84,7 +84,16 @@ pub trait Executor: Send {
     fn execute(&mut self, batch: &Batch) -> Result<StepOutput, ExecutorError>;
     /// Forget any per-request state (called when a request ends).
     fn release(&mut self, _request_id: RequestId) {}
+    /// Replace the model's weights with `weights` (a type only the executor knows; the engine
+    /// holds no tensors). Called between steps with no request running. On error the old
+    /// weights must keep serving.
+    fn update_weights(&mut self, _weights: WeightPayload) -> Result<(), ExecutorError> {
+        Err(ExecutorError::step("this executor cannot update its weights"))
+    }
 }
+
+/// New weights for [`Executor::update_weights`], type-erased.
+pub type WeightPayload = Box<dyn std::any::Any + Send>;
 
 /// The paged KV pool's shape, defined once (by [`crate::SchedulerConfig`]) and handed to the
 /// executor when the engine builds it, so the scheduler's block ids and the runner's cache agree.

@@ -28,7 +28,7 @@ pub use client::{Collected, EngineClient, RequestHandle};
 pub use constraint::{Constraint, ConstraintState, TokenConstraint};
 pub use engine_loop::{spawn_engine, EngineConfig, EngineStats};
 pub use error::EngineError;
-pub use executor::{Batch, BatchSeq, Executor, ExecutorError, KvGeometry, SampledToken, SeqOutput, StepOutput, TokenLogprob};
+pub use executor::{Batch, BatchSeq, Executor, ExecutorError, KvGeometry, SampledToken, SeqOutput, StepOutput, TokenLogprob, WeightPayload};
 pub use observe::{EngineObserver, NoObserver, RequestMilestone, StatsSnapshot, StepStats};
 pub use request::{EngineEvent, FinishReason, PooledOutput, PoolingParams, Priority, RequestId, SamplingParams, TokenId};
 pub use scheduler::{Scheduler, SchedulerConfig};

@@ -69,6 +69,11 @@ pub struct Metrics {
     pub batch_tokens: IntCounterVec,
     pub batches: IntGaugeVec,
     pub batch_queue_lines: IntGauge,
+    // --- online RL: weight updates and pauses ---
+    pub weight_updates: IntCounterVec,
+    pub weight_update_time: Histogram,
+    pub weight_version: IntGauge,
+    pub generation_paused: IntGauge,
 }
 
 fn hist(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -168,6 +173,10 @@ impl Metrics {
             batch_tokens: counter_vec(&r, "batch_tokens_total", "Tokens of finished batch lines (from their usage), by kind.", "kind", &["prompt", "completion"]),
             batches,
             batch_queue_lines: gauge(&r, "batch_queue_lines", "Lines of the running batch not yet finished."),
+            weight_updates: counter_vec(&r, "weight_updates_total", "Policy weight updates (/update_weights_from_disk), by status.", "status", &["ok", "error"]),
+            weight_update_time: hist(&r, "weight_update_seconds", "Time of a weight update: loading, waiting for running requests (drain), swapping.", LATENCY_S),
+            weight_version: gauge(&r, "weight_version", "Weight updates applied to the served policy since start (0: the weights it started with)."),
+            generation_paused: gauge(&r, "generation_paused", "1 while admission is paused (/pause_generation)."),
             registry: r,
         }
     }

@@ -87,4 +87,42 @@ impl Executor for ModelRunner {
     fn release(&mut self, request_id: hhh_engine::RequestId) {
         self.constrained.release(request_id);
     }
+
+    /// Swap in a [`LlamaModel`] of the same architecture (layers, heads, sizes, vocabulary and
+    /// weight type: the KV cache and the tokenizer stay); it keeps the serving model's
+    /// arithmetic flags. Anything else is refused and the old model keeps serving.
+    fn update_weights(&mut self, weights: hhh_engine::WeightPayload) -> std::result::Result<(), ExecutorError> {
+        let mut new = weights.downcast::<LlamaModel>().map_err(|_| ExecutorError::step("the new weights are not a Llama model"))?;
+        if let Some(why) = incompatible(&self.model, &new) {
+            return Err(ExecutorError::step(why));
+        }
+        new.dense_attention = self.model.dense_attention;
+        new.prompt_f32 = self.model.prompt_f32;
+        self.model = *new;
+        Ok(())
+    }
+}
+
+/// Why `new` cannot replace `old` in a running engine, if it cannot.
+pub fn incompatible(old: &LlamaModel, new: &LlamaModel) -> Option<String> {
+    let (a, b) = (&old.cfg, &new.cfg);
+    let fields = [
+        ("vocab_size", a.vocab_size, b.vocab_size),
+        ("hidden_size", a.hidden_size, b.hidden_size),
+        ("intermediate_size", a.intermediate_size, b.intermediate_size),
+        ("num_layers", a.num_layers, b.num_layers),
+        ("num_heads", a.num_heads, b.num_heads),
+        ("num_kv_heads", a.num_kv_heads, b.num_kv_heads),
+        ("head_dim", a.head_dim, b.head_dim),
+    ];
+    if let Some((name, x, y)) = fields.iter().find(|(_, x, y)| x != y) {
+        return Some(format!("architecture mismatch: {name} is {y} in the new weights, {x} in the served model"));
+    }
+    if old.dtype_name != new.dtype_name {
+        return Some(format!("weight type mismatch: the new weights are {}, the served model is {}", new.dtype_name, old.dtype_name));
+    }
+    if a.rope_interleaved != b.rope_interleaved || a.tie_word_embeddings != b.tie_word_embeddings {
+        return Some("architecture mismatch: RoPE layout or tied embeddings differ".into());
+    }
+    None
 }

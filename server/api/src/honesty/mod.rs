@@ -16,7 +16,7 @@ pub mod behavior;
 pub mod pik;
 pub mod ptrue;
 
-pub use pik::PikHead;
+pub use crate::state::PikHead;
 
 use crate::error::ApiError;
 use crate::jobs::{self, OptionJob};

@@ -8,28 +8,12 @@ use super::answer_prompt;
 use crate::error::ApiError;
 use crate::jobs::{pooled, run_waves};
 use crate::respond::{new_id, now};
-use crate::state::{AppState, FeedbackModel};
+use crate::state::{AppState, FeedbackModel, PikHead};
 use hhh_engine::{PoolingParams, SamplingParams};
-use hhh_proto::{PikData, PikResponse, PromptFormat, PromptTokensDetails, ScoringUsage};
+use hhh_proto::{PikData, PikResponse, PromptTokensDetails, ScoringUsage};
 
 /// Most questions per call.
 pub const MAX_QUESTIONS: usize = 256;
-
-/// A loaded P(IK) head: `P(IK) = σ(w · h + b)`.
-#[derive(Debug, Clone)]
-pub struct PikHead {
-    pub weight: Vec<f32>,
-    pub bias: f32,
-    /// The prompt format of the questions it was trained on.
-    pub format: PromptFormat,
-}
-
-impl PikHead {
-    /// `w · h + b` (f64 accumulation).
-    pub fn logit(&self, hidden: &[f32]) -> f64 {
-        self.weight.iter().zip(hidden).map(|(w, h)| *w as f64 * *h as f64).sum::<f64>() + self.bias as f64
-    }
-}
 
 /// The logistic function.
 pub fn sigmoid(z: f64) -> f64 {

@@ -22,6 +22,7 @@ pub async fn models(State(st): State<AppState>) -> Json<ModelList> {
         kind: Some(kind.to_string()),
         capabilities: caps.into_iter().map(String::from).collect(),
         generation_defaults: None,
+        weight_version: None,
     };
     let primary_scores = st.scorers.iter().any(|s| s.name == st.model_name);
     let mut data = Vec::new();
@@ -29,6 +30,7 @@ pub async fn models(State(st): State<AppState>) -> Json<ModelList> {
         let caps = if primary_scores { vec!["generate", "score"] } else { vec!["generate"] };
         let mut c = card(&st.model_name, "policy", caps, st.engine.info().max_model_len);
         c.generation_defaults = (!st.generation_defaults.is_empty()).then(|| st.generation_defaults.as_ref().clone());
+        c.weight_version = Some(st.engine.weight_version());
         data.push(c);
     }
     for s in st.scorers.iter().filter(|s| !(st.generates && s.name == st.model_name)) {

@@ -10,3 +10,4 @@ pub mod label;
 pub mod misc;
 pub mod revise;
 pub mod scoring;
+pub mod weights;

@@ -108,6 +108,9 @@ pub struct Scheduler {
     pub counters: SchedulerCounters,
     /// Steps since one had an interactive request running or waiting.
     steps_since_interactive: usize,
+    /// No waiting request is admitted (pause, or a weight update waiting for running requests
+    /// to finish); running ones go on.
+    admission_paused: bool,
 }
 
 impl Scheduler {
@@ -116,7 +119,17 @@ impl Scheduler {
             return Err(EngineError::Config("block size, block count, token budget and max seqs must be > 0".into()));
         }
         let kv = KvCacheManager::new(cfg.num_blocks, cfg.block_size, cfg.enable_prefix_caching);
-        Ok(Self { cfg, kv, requests: HashMap::new(), waiting: VecDeque::new(), waiting_batch: VecDeque::new(), running: Vec::new(), counters: Default::default(), steps_since_interactive: usize::MAX })
+        Ok(Self {
+            cfg,
+            kv,
+            requests: HashMap::new(),
+            waiting: VecDeque::new(),
+            waiting_batch: VecDeque::new(),
+            running: Vec::new(),
+            counters: Default::default(),
+            steps_since_interactive: usize::MAX,
+            admission_paused: false,
+        })
     }
 
     pub fn config(&self) -> &SchedulerConfig {
@@ -135,8 +148,25 @@ impl Scheduler {
     pub fn num_running(&self) -> usize {
         self.running.len()
     }
+    /// Something can run: a running request, or a waiting one while admission is open.
     pub fn has_work(&self) -> bool {
-        !self.waiting.is_empty() || !self.waiting_batch.is_empty() || !self.running.is_empty()
+        !self.running.is_empty() || (!self.admission_paused && (!self.waiting.is_empty() || !self.waiting_batch.is_empty()))
+    }
+    /// Stop (or resume) admitting waiting requests; running ones go on.
+    pub fn set_admission_paused(&mut self, paused: bool) {
+        self.admission_paused = paused;
+    }
+    pub fn admission_paused(&self) -> bool {
+        self.admission_paused
+    }
+    /// Ids of the running requests.
+    pub fn running_ids(&self) -> Vec<RequestId> {
+        self.running.clone()
+    }
+    /// Forget every cached block (after a weight update, cached KV was computed by the old
+    /// weights).
+    pub fn reset_prefix_cache(&mut self) {
+        self.kv.reset_prefix_cache();
     }
     pub fn request(&self, id: RequestId) -> Option<&Request> {
         self.requests.get(&id)
@@ -215,14 +245,16 @@ impl Scheduler {
     /// Whether this step will carry an interactive prompt: a request waiting for admission while
     /// a slot is free, or a running interactive request whose prompt is not computed yet.
     fn interactive_prefill(&self) -> bool {
-        (!self.waiting.is_empty() && self.running.len() < self.cfg.max_num_seqs)
+        (!self.admission_paused && !self.waiting.is_empty() && self.running.len() < self.cfg.max_num_seqs)
             || self.running.iter().any(|&r| self.priority(r) == Priority::Interactive && self.requests.get(&r).is_some_and(|q| q.num_computed_tokens < q.prompt.len()))
     }
 
     /// Decide the next step.
     pub fn schedule(&mut self) -> SchedulerOutput {
         let mut out = SchedulerOutput::default();
-        self.make_room_for_interactive(&mut out);
+        if !self.admission_paused {
+            self.make_room_for_interactive(&mut out);
+        }
         let made_room = out.preempted.len();
         let mut budget = self.cfg.max_num_batched_tokens;
         let interactive = !self.waiting.is_empty() || self.running.iter().any(|&r| self.priority(r) == Priority::Interactive);
@@ -272,7 +304,7 @@ impl Scheduler {
             }
             i += 1;
         }
-        if out.preempted.len() == made_room {
+        if out.preempted.len() == made_room && !self.admission_paused {
             self.admit_waiting(&mut out, budget, batch_left);
         }
         out

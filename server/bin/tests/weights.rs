@@ -1,0 +1,133 @@
+//! Online RL control (`/update_weights_from_disk`, `/get_weight_version`, `/pause_generation`,
+//! `/continue_generation`) with two tiny random models of the same shape written here: after an
+//! update, greedy output equals a fresh server on the new weights; a stream in flight finishes
+//! whole on the old weights with `drain` and ends with `abort` without; bad paths and another
+//! architecture are 400s and the old weights keep serving; versions count; no block leaks;
+//! pausing holds new requests until `continue_generation`.
+
+mod support;
+
+use candle_core::DType;
+use hhh_model::testing::{make_random_llama, write_word_tokenizer, RandomLlama};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use support::*;
+
+fn model(root: &Path, name: &str, spec: RandomLlama) -> PathBuf {
+    let dir = root.join(name);
+    make_random_llama(&dir, DType::F32, &spec, None).unwrap();
+    write_word_tokenizer(&dir);
+    dir
+}
+
+async fn complete(base: &str, model: &str, prompt: &str, max_tokens: usize) -> Value {
+    let body = json!({"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": true});
+    client().post(format!("{base}/v1/completions")).json(&body).send().await.unwrap().json().await.unwrap()
+}
+
+async fn update(base: &str, path: &Path, drain: bool) -> (u16, Value) {
+    let r = client().post(format!("{base}/update_weights_from_disk")).json(&json!({"model_path": path, "drain": drain})).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// Start a streamed completion, wait for its first token, and return a task that collects the
+/// rest: (text, finish_reason).
+async fn start_stream(base: &str, model: &str, prompt: &str, max_tokens: usize) -> tokio::task::JoinHandle<(String, String)> {
+    let body = json!({"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": true, "stream": true});
+    let mut resp = client().post(format!("{base}/v1/completions")).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut buf = String::new();
+    while !buf.contains("\"text\"") {
+        let c = resp.chunk().await.unwrap().expect("stream ended early");
+        buf.push_str(&String::from_utf8_lossy(&c));
+    }
+    tokio::spawn(async move {
+        while let Some(c) = resp.chunk().await.unwrap() {
+            buf.push_str(&String::from_utf8_lossy(&c));
+        }
+        let (mut text, mut reason) = (String::new(), String::new());
+        for line in buf.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|l| *l != "[DONE]") {
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert!(v.get("error").is_none(), "error event: {v}");
+            if let Some(ch) = v["choices"].as_array().and_then(|c| c.first()) {
+                text.push_str(ch["text"].as_str().unwrap_or_default());
+                if let Some(r) = ch["finish_reason"].as_str() {
+                    reason = r.to_string();
+                }
+            }
+        }
+        (text, reason)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_swap_between_steps_and_generation_pauses() {
+    let root = temp_dir("weights");
+    let a = model(&root, "a", RandomLlama { seed: 11, ..RandomLlama::TINY });
+    let b = model(&root, "b", RandomLlama { seed: 22, ..RandomLlama::TINY });
+    let other = model(&root, "c", RandomLlama { hidden: 32, intermediate: 64, seed: 33, ..RandomLlama::TINY });
+    let fresh_b = spawn_model(b.to_str().unwrap(), &[]).await;
+    let s = spawn_model(a.to_str().unwrap(), &[]).await;
+    let name = |p: &Path| p.file_name().unwrap().to_str().unwrap().to_string();
+    let prompt = "hello w9 w12 world";
+    let on_a = complete(&s.base, &name(&a), prompt, 24).await;
+    let on_b = complete(&fresh_b.base, &name(&b), prompt, 24).await;
+    let text = |v: &Value| v["choices"][0]["text"].as_str().unwrap_or_else(|| panic!("{v}")).to_string();
+    assert_ne!(text(&on_a), text(&on_b), "the two random models must differ for this test to mean anything");
+    let long_on_a = text(&complete(&s.base, &name(&a), "w3 w4", 400).await);
+
+    // A stream in flight during a draining update finishes whole, on A.
+    let stream = start_stream(&s.base, &name(&a), "w3 w4", 400).await;
+    let (st, v) = update(&s.base, &b, true).await;
+    assert_eq!((st, v["weight_version"].as_u64()), (200, Some(1)), "{v}");
+    let (streamed, reason) = stream.await.unwrap();
+    assert_eq!(reason, "length");
+    assert_eq!(streamed, long_on_a, "the in-flight stream finished on the old weights");
+    // Now B answers, exactly as a fresh server on B.
+    assert_eq!(text(&complete(&s.base, &name(&a), prompt, 24).await), text(&on_b));
+    let wv: Value = client().get(format!("{}/get_weight_version", s.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(wv["weight_version"], 1);
+    let models: Value = client().get(format!("{}/v1/models", s.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(models["data"][0]["weight_version"], 1, "{models}");
+
+    // Without drain, the stream in flight ends with `abort` (what it had so far), then A serves.
+    let stream = start_stream(&s.base, &name(&a), "w3 w4", 400).await;
+    let (st, v) = update(&s.base, &a, false).await;
+    assert_eq!((st, v["weight_version"].as_u64()), (200, Some(2)), "{v}");
+    let (partial, reason) = stream.await.unwrap();
+    assert_eq!(reason, "abort");
+    assert!(partial.len() < long_on_a.len(), "aborted before the end");
+    assert_eq!(text(&complete(&s.base, &name(&a), prompt, 24).await), text(&on_a));
+
+    // Refused updates leave the weights serving and the version as it was.
+    let (st, v) = update(&s.base, &root.join("missing"), true).await;
+    assert_eq!((st, v["error"]["param"].as_str()), (400, Some("model_path")), "{v}");
+    let (st, v) = update(&s.base, &other, true).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("architecture mismatch: hidden_size"), "{v}");
+    let r = client().post(format!("{}/update_weights_from_disk", s.base)).json(&json!({"model_path": b, "flush_cache": false})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(text(&complete(&s.base, &name(&a), prompt, 24).await), text(&on_a));
+    let wv: Value = client().get(format!("{}/get_weight_version", s.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(wv["weight_version"], 2);
+
+    // Pause: a new request waits until continue_generation.
+    let r = client().post(format!("{}/pause_generation", s.base)).json(&json!({"mode": "wait"})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let base = s.base.clone();
+    let model_name = name(&a);
+    let held = tokio::spawn(async move { complete(&base, &model_name, prompt, 24).await });
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(!held.is_finished(), "a request completed while generation was paused");
+    let r = client().post(format!("{}/continue_generation", s.base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(text(&held.await.unwrap()), text(&on_a));
+    let r = client().post(format!("{}/pause_generation", s.base)).json(&json!({"mode": "in_place"})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    wait_idle(&s).await;
+    assert_eq!(metric(&s.metrics_base, "hhh_weight_version").await, 2.0);
+    assert_eq!(metric(&s.metrics_base, "hhh_weight_updates_total{status=\"ok\"}").await, 2.0);
+    // The missing path and the other architecture (the flush_cache one never reached loading).
+    assert_eq!(metric(&s.metrics_base, "hhh_weight_updates_total{status=\"error\"}").await, 2.0);
+    let _ = std::fs::remove_dir_all(&root);
+}
