@@ -28,11 +28,14 @@ pub struct Limits {
     pub max_stop_chars: usize,
     /// Reject unknown fields on the OpenAI routes (`--strict-fields`) instead of ignoring them.
     pub strict_fields: bool,
+    /// `/get_reward` truncates each query to this many tokens, as OpenRLHF's `serve_rm.py`
+    /// (`--max_len`, default 2048) does, instead of refusing it (`--reward-max-len`).
+    pub reward_max_len: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 4 << 20, max_n: 16, max_logprobs: 20, max_score_inputs: 256, max_stop: 16, max_stop_chars: 1000, strict_fields: false }
+        Self { max_body_bytes: 4 << 20, max_n: 16, max_logprobs: 20, max_score_inputs: 256, max_stop: 16, max_stop_chars: 1000, strict_fields: false, reward_max_len: 2048 }
     }
 }
 

@@ -150,6 +150,9 @@ pub struct ServeArgs {
     /// also answers /v1/rewards and /v1/preferences.
     #[arg(long, env = "HHH_REWARD_HEAD")]
     pub reward_head: Option<PathBuf>,
+    /// `/get_reward` truncates each query to this many tokens (OpenRLHF `serve_rm.py --max_len`).
+    #[arg(long, env = "HHH_REWARD_MAX_LEN", default_value_t = 2048)]
+    pub reward_max_len: usize,
     /// P(IK) head file for `--model` (from `hhh-server train-pik-head`, see docs/honesty.md):
     /// serves /v1/pik.
     #[arg(long, env = "HHH_PIK_HEAD")]
@@ -347,7 +350,7 @@ pub async fn load(a: &ServeArgs) -> anyhow::Result<Loaded> {
     let name = served_name(a);
     metrics.model_info.with_label_values(&[&name, &main.dtype, &a.device.to_string(), &a.block_size.to_string()]).set(1);
     let engine = main.engine.clone();
-    let limits = Limits { max_body_bytes: a.max_body_bytes, max_n: a.max_n, strict_fields: a.strict_fields, ..Limits::default() };
+    let limits = Limits { max_body_bytes: a.max_body_bytes, max_n: a.max_n, strict_fields: a.strict_fields, reward_max_len: a.reward_max_len.max(1), ..Limits::default() };
     let mut state = AppState::new(engine.clone(), main.tokenizer, name.clone(), limits, metrics).map_err(|e| anyhow::anyhow!("{e}"))?;
     state.generates = !main.seq_cls;
     if let Some(f) = &a.chat_template {

@@ -52,9 +52,10 @@ async fn post(base: &str, path: &str, body: &Value) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
+/// Line `i` of an evals file, from the items copied into tests/fixtures/evals_sample.jsonl.
 fn item(path: &str, i: usize) -> Value {
-    let text = std::fs::read_to_string(format!("{}/../../../shared/data/evals/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let v: Value = serde_json::from_str(text.lines().nth(i).unwrap()).unwrap();
+    let text = std::fs::read_to_string(format!("{}/tests/fixtures/evals_sample.jsonl", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let v: Value = text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|v| v["file"] == path && v["line"] == i).unwrap_or_else(|| panic!("{path}:{i} is not in the fixture"));
     json!({"question": v["question"], "answer_matching_behavior": v["answer_matching_behavior"], "answer_not_matching_behavior": v["answer_not_matching_behavior"]})
 }
 

@@ -116,7 +116,8 @@ async fn rewards_are_batch_invariant_and_preferences_consistent() {
         assert!(pr[w[0]] >= pr[w[1]]);
     }
 
-    // OpenRLHF /get_reward on pre-rendered text equals /v1/rewards on the same text.
+    // OpenRLHF /get_reward on pre-rendered text: the text with one EOS appended (see
+    // get_reward_follows_openrlhf_serve_rm) equals /pooling on the same tokens plus EOS.
     let tok: Value = client()
         .post(format!("{base}/tokenize"))
         .json(&json!({"messages": [conversation()[0], {"role": "assistant", "content": RESPONSES[0]}], "add_generation_prompt": false}))
@@ -130,7 +131,10 @@ async fn rewards_are_batch_invariant_and_preferences_consistent() {
     let text: Value = client().post(format!("{base}/detokenize")).json(&json!({"tokens": ids})).send().await.unwrap().json().await.unwrap();
     let (st, g) = post(&base, "/get_reward", json!({"query": [text["prompt"]]})).await;
     assert_eq!(st, 200, "{g}");
-    assert!((g["rewards"][0].as_f64().unwrap() - batch[0]).abs() < 1e-3 * batch[0].abs().max(1.0), "{g} vs {}", batch[0]);
+    let eos = eos_id(&base).await;
+    let (_, pe) = post(&base, "/pooling", json!({"model": PM, "input": [ids.iter().copied().chain([eos]).collect::<Vec<u32>>()]})).await;
+    let want = pe["data"][0]["data"][0].as_f64().unwrap();
+    assert!((g["rewards"][0].as_f64().unwrap() - want).abs() < 1e-3 * want.abs().max(1.0), "{g} vs {want}");
     assert_eq!(g["rewards"], g["scores"]);
     // vLLM /pooling with messages gives the same score.
     let (st, pl) = post(&base, "/pooling", json!({"model": PM, "messages": [conversation()[0], {"role": "assistant", "content": RESPONSES[0]}]})).await;
@@ -140,6 +144,59 @@ async fn rewards_are_batch_invariant_and_preferences_consistent() {
     let (st, h) = post(&base, "/v1/rewards", json!({"model": PM, "input": [pair(RESPONSES[0])], "return_hidden": true})).await;
     assert_eq!(st, 200);
     assert_eq!(h["data"][0]["hidden"].as_array().unwrap().len(), 576);
+    wait_idle(&s).await;
+}
+
+async fn eos_id(base: &str) -> u32 {
+    let info: Value = client().get(format!("{base}/tokenizer_info")).send().await.unwrap().json().await.unwrap();
+    let eos = info["eos_token"].as_str().unwrap().to_string();
+    let (_, t) = post(base, "/tokenize", json!({"prompt": eos, "add_special_tokens": false})).await;
+    assert_eq!(t["tokens"].as_array().map(Vec::len), Some(1), "{t}");
+    t["tokens"][0].as_u64().unwrap() as u32
+}
+
+/// OpenRLHF's reward server (`openrlhf/cli/serve_rm.py`, `RewardModelProxy.get_reward`), re-
+/// implemented here as the reference: each query is stripped of padding and EOS at both ends
+/// (pad = EOS when the tokenizer has none, as its `get_tokenizer` sets), one EOS is appended, the
+/// text is tokenized with the tokenizer's special tokens, and truncated (right) to `max_len`; the
+/// reward is the head's output at the last kept token. Over-length queries are truncated, not
+/// refused (its client, `remote_rm_fn`, retries a failing call and then fails the training step).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_reward_follows_openrlhf_serve_rm() {
+    let head = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../heads/smollm2-135m-instruct-hh-harmless.json");
+    let s = spawn(&["--reward-head", head.to_str().unwrap(), "--reward-max-len", "24"]).await;
+    let base = s.base.clone();
+    let info: Value = client().get(format!("{base}/tokenizer_info")).send().await.unwrap().json().await.unwrap();
+    let eos = info["eos_token"].as_str().unwrap().to_string();
+    let reference = |q: &str| {
+        let mut t = q;
+        while let Some(x) = t.strip_suffix(eos.as_str()) {
+            t = x;
+        }
+        while let Some(x) = t.strip_prefix(eos.as_str()) {
+            t = x;
+        }
+        format!("{t}{eos}")
+    };
+    let clean = "Human: How do I bake bread?\n\nAssistant: Mix flour, water, yeast and salt.";
+    let long = "Human: Tell me a long story.\n\nAssistant: Once upon a time there was a village by a river, and every morning the baker opened his shop before dawn.";
+    let queries = [format!("{eos}{eos}{clean}{eos}{eos}{eos}"), clean.to_string(), format!("{clean}{eos}"), long.to_string()];
+    let (st, g) = post(&base, "/get_reward", json!({"query": queries})).await;
+    assert_eq!(st, 200, "{g}");
+    let got: Vec<f64> = g["rewards"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    for (i, q) in queries.iter().enumerate() {
+        let (_, t) = post(&base, "/tokenize", json!({"prompt": reference(q), "add_special_tokens": true})).await;
+        let mut ids: Vec<u32> = t["tokens"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        if i == 3 {
+            assert!(ids.len() > 24, "the long query must be over --reward-max-len: {} tokens", ids.len());
+        }
+        ids.truncate(24);
+        let (_, p) = post(&base, "/pooling", json!({"input": [ids]})).await;
+        let want = p["data"][0]["data"][0].as_f64().unwrap_or_else(|| panic!("{p}"));
+        assert!((got[i] - want).abs() < 1e-4 * want.abs().max(1.0), "query {i}: /get_reward {} vs reference {want}", got[i]);
+    }
+    // The three spellings of one query are one query to OpenRLHF.
+    assert!((got[0] - got[1]).abs() < 1e-6 && (got[1] - got[2]).abs() < 1e-6, "{got:?}");
     wait_idle(&s).await;
 }
 

@@ -131,3 +131,60 @@ async fn weights_swap_between_steps_and_generation_pauses() {
     assert_eq!(metric(&s.metrics_base, "hhh_weight_updates_total{status=\"error\"}").await, 2.0);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+}
+
+/// 20 updates of the default model (to its own file: 100 MB of weights loaded each time) under 8
+/// concurrent clients: no request fails, every update succeeds, and the process's RSS after the
+/// last update is within 10 % of its size after the tenth. (RSS first grows by about one model:
+/// old and new weights coexist while the new load, and the allocator keeps the freed pages; a
+/// 40-update run measured 1.43 GB after the first update, 1.78–1.86 GB from the sixth on, flat
+/// — a leak would add ~100 MB per update.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_updates_under_load_fail_nothing_and_leak_nothing() {
+    let s = spawn(&[]).await;
+    let path = model_path();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let (base, stop) = (s.base.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let body = json!({"model": MODEL, "prompt": format!("Client {c} counts:"), "max_tokens": 8, "temperature": 0, "ignore_eos": true});
+                let r = client().post(format!("{base}/v1/completions")).json(&body).send().await.unwrap();
+                let st = r.status().as_u16();
+                let v: Value = r.json().await.unwrap();
+                if st == 200 && v["choices"][0]["finish_reason"] == "length" {
+                    ok += 1;
+                } else {
+                    failed.push((st, v));
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let mut rss_after_10 = 0;
+    for i in 1..=20u64 {
+        let (st, v) = update(&s.base, &path, true).await;
+        assert_eq!((st, v["weight_version"].as_u64()), (200, Some(i)), "{v}");
+        if i == 10 {
+            rss_after_10 = rss_kib();
+        }
+    }
+    let rss_after_20 = rss_kib();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut total = 0;
+    for c in clients {
+        let (ok, failed) = c.await.unwrap();
+        assert!(failed.is_empty(), "failed requests: {failed:?}");
+        total += ok;
+    }
+    eprintln!("{total} requests during 20 updates; RSS after update 10: {rss_after_10} KiB, after 20: {rss_after_20} KiB");
+    assert!(total >= 8, "the clients ran");
+    assert!((rss_after_20 as f64) < 1.10 * rss_after_10 as f64, "RSS grew: {rss_after_10} → {rss_after_20} KiB");
+    wait_idle(&s).await;
+}

@@ -102,21 +102,45 @@ pub async fn preferences(State(st): State<AppState>, body: Body) -> Result<Json<
 }
 
 /// `POST /get_reward` (OpenRLHF `--remote_rm_url`): `{"query": [full texts]}` →
-/// `{"rewards": [...], "scores": [...]}`. Texts are tokenized as they are (special-token text such
-/// as `<|im_start|>` is parsed; no BOS is added), on the default scoring model.
+/// `{"rewards": [...], "scores": [...]}` on the default scoring model, as OpenRLHF's
+/// `openrlhf/cli/serve_rm.py` computes them: EOS (and padding) stripped from both ends and one
+/// EOS appended ([`openrlhf_query`]); tokenized as HF does by default (special-token text parsed,
+/// the tokenizer's BOS rule applied); truncated to the first `--reward-max-len` tokens (its
+/// `--max_len`, right truncation) instead of refused, so the reward is read at the last kept
+/// token.
 pub async fn get_reward(State(st): State<AppState>, body: Body) -> Result<Json<GetRewardResponse>, ApiError> {
     let req: GetRewardRequest = read_json_only(body, &st.limits, &["query", "prompts", "labels"]).await?;
     let sc = st.default_scorer()?.clone();
     check_count("query", req.query.len(), 1, &st)?;
     let mut prepared = Vec::with_capacity(req.query.len());
+    let eos = sc.tokenizer.eos_token().unwrap_or_default().to_string();
+    let max_len = st.limits.reward_max_len.min(sc.engine.info().max_model_len);
     for (i, q) in req.query.into_iter().enumerate() {
         let field = format!("query[{i}]");
         nonempty(&field, &q)?;
-        prepared.push((field, encode_text(&sc.tokenizer, q, false).await?));
+        let mut ids = encode_text(&sc.tokenizer, openrlhf_query(&q, &eos), true).await?;
+        ids.truncate(max_len);
+        prepared.push((field, ids));
     }
     let scored = run(ScoringPlan::new(&sc, prepared, false)?, st.request_timeout).await?;
     let rewards = scored.rewards()?;
     Ok(Json(GetRewardResponse { scores: rewards.clone(), rewards }))
+}
+
+/// A query as OpenRLHF's `serve_rm.py` prepares it: padding and EOS runs stripped from both ends,
+/// one EOS appended. Its tokenizer's pad token is the EOS when the model has none (OpenRLHF's
+/// `get_tokenizer`), as for every model we serve, so stripping EOS covers both.
+pub fn openrlhf_query(text: &str, eos: &str) -> String {
+    let mut t = text;
+    if !eos.is_empty() {
+        while let Some(x) = t.strip_suffix(eos) {
+            t = x;
+        }
+        while let Some(x) = t.strip_prefix(eos) {
+            t = x;
+        }
+    }
+    format!("{t}{eos}")
 }
 
 /// `POST /pooling` (vLLM shape, for reward and classification models): `input` (a string, a
