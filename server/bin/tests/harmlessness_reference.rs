@@ -9,25 +9,8 @@ mod support;
 
 use candle_core::{Device, Tensor};
 use serde_json::{json, Value};
+use support::reference::{reference_logprob, reference_model, tokens};
 use support::*;
-
-/// Sum of the logprobs of `option` after `prompt`, each from a fresh prefill of the prefix.
-fn reference_logprob(m: &mut candle_transformers::models::quantized_llama::ModelWeights, prompt: &[u32], option: &[u32]) -> f64 {
-    let mut seq = prompt.to_vec();
-    let mut total = 0.0;
-    for &t in option {
-        let x = Tensor::new(seq.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-        let logits = m.forward(&x, 0).unwrap().squeeze(0).unwrap().to_vec1::<f32>().unwrap();
-        total += hhh_model::sampler::log_softmax(&logits)[t as usize] as f64;
-        seq.push(t);
-    }
-    total
-}
-
-async fn tokens(base: &str, text: &str, special: bool) -> Vec<u32> {
-    let v: Value = client().post(format!("{base}/tokenize")).json(&json!({"prompt": text, "add_special_tokens": special})).send().await.unwrap().json().await.unwrap();
-    v["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compare_labels_match_an_independent_forward() {
@@ -42,9 +25,7 @@ async fn compare_labels_match_an_independent_forward() {
     assert_eq!(prompts.len(), 4);
     let opt_a = tokens(&s.base, " (A)", false).await;
     let opt_b = tokens(&s.base, " (B)", false).await;
-    let mut f = std::fs::File::open(model_path()).unwrap();
-    let ct = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
-    let mut m = candle_transformers::models::quantized_llama::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
+    let mut m = reference_model();
     let per = v["pairs"][0]["per_principle"].as_array().unwrap();
     for (k, label) in per.iter().enumerate() {
         let mut got = vec![];
@@ -89,9 +70,7 @@ async fn chain_of_thought_reasoning_and_clamped_labels_match_an_independent_forw
     assert_eq!((prompts.len(), reasoning.len()), (2, 2));
     let opt_a = tokens(&s.base, " (A)", false).await;
     let opt_b = tokens(&s.base, " (B)", false).await;
-    let mut f = std::fs::File::open(model_path()).unwrap();
-    let ct = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
-    let mut m = candle_transformers::models::quantized_llama::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
+    let mut m = reference_model();
     for order in 0..2 {
         let p = &prompts[order];
         let (question, rest) = p.split_once("\nLet's think step by step:").unwrap();
@@ -123,9 +102,7 @@ async fn label_route_matches_an_independent_forward() {
     let options = [" (A)", " (B)", " Neither of them, really"];
     let v: Value = client().post(format!("{}/v1/harmlessness/label", s.base)).json(&json!({"prompt": prompt, "options": options})).send().await.unwrap().json().await.unwrap();
     let data = v["data"].as_array().unwrap_or_else(|| panic!("{v}"));
-    let mut f = std::fs::File::open(model_path()).unwrap();
-    let ct = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
-    let mut m = candle_transformers::models::quantized_llama::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
+    let mut m = reference_model();
     let ids = tokens(&s.base, prompt, true).await;
     let mut refs = vec![];
     for o in options {

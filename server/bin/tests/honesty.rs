@@ -8,29 +8,10 @@
 
 mod support;
 
-use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use serde_json::{json, Value};
+use support::reference::{reference_logprob, reference_model, tokens};
 use support::*;
-
-fn reference_model() -> ModelWeights {
-    let mut f = std::fs::File::open(model_path()).unwrap();
-    let ct = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
-    ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap()
-}
-
-/// Sum of the logprobs of `option` after `prompt`, each from a fresh prefill of the prefix.
-fn reference_logprob(m: &mut ModelWeights, prompt: &[u32], option: &[u32]) -> f64 {
-    let mut seq = prompt.to_vec();
-    let mut total = 0.0;
-    for &t in option {
-        let x = Tensor::new(seq.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-        let logits = m.forward(&x, 0).unwrap().squeeze(0).unwrap().to_vec1::<f32>().unwrap();
-        total += hhh_model::sampler::log_softmax(&logits)[t as usize] as f64;
-        seq.push(t);
-    }
-    total
-}
 
 /// `P(options[0])` normalised over the options, by the reference forward.
 fn reference_p(m: &mut ModelWeights, prompt: &[u32], options: &[Vec<u32>]) -> f64 {
@@ -38,13 +19,6 @@ fn reference_p(m: &mut ModelWeights, prompt: &[u32], options: &[Vec<u32>]) -> f6
     let mx = lps.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let z: f64 = lps.iter().map(|l| (l - mx).exp()).sum();
     (lps[0] - mx).exp() / z
-}
-
-/// Token ids of `text`: with BOS by the tokenizer's rule for raw text, special tokens parsed
-/// (chat renderings).
-async fn tokens(base: &str, text: &str, special: bool) -> Vec<u32> {
-    let v: Value = client().post(format!("{base}/tokenize")).json(&json!({"prompt": text, "add_special_tokens": special})).send().await.unwrap().json().await.unwrap();
-    v["tokens"].as_array().unwrap_or_else(|| panic!("{v}")).iter().map(|t| t.as_u64().unwrap() as u32).collect()
 }
 
 async fn post(base: &str, path: &str, body: &Value) -> (u16, Value) {

@@ -2,6 +2,8 @@
 //! and the real binary for signal tests. Everything listens on 127.0.0.1 only.
 #![allow(dead_code)]
 
+pub mod reference;
+
 use clap::Parser;
 use hhh_server::{start, ServeArgs};
 use serde_json::{json, Value};
