@@ -344,6 +344,12 @@ pub struct ChatChoice {
     pub harmlessness: Option<crate::harmlessness::ChoiceHarmlessness>,
 }
 
+/// The `system_fingerprint` of a response generated with weight version `weight_version`
+/// (`/get_weight_version`): it changes with every `/update_weights_from_disk`.
+pub fn fingerprint(weight_version: u64) -> String {
+    format!("fp_hhh_w{weight_version}")
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct ChatCompletionResponse {
     pub id: String,
@@ -352,6 +358,10 @@ pub struct ChatCompletionResponse {
     pub model: String,
     pub choices: Vec<ChatChoice>,
     pub usage: Usage,
+    /// `fp_hhh_w<N>`: the weight version the response was generated with (see
+    /// [`fingerprint`]). Streams carry it from the first chunk that ends a choice on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_fingerprint: Option<String>,
     /// With the `harmlessness` extension: every candidate's score and the selection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub harmlessness: Option<crate::harmlessness::HarmlessnessSummary>,
@@ -387,6 +397,10 @@ pub struct ChatCompletionChunk {
     pub choices: Vec<ChatChunkChoice>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// `fp_hhh_w<N>`: the weight version the response was generated with (see
+    /// [`fingerprint`]). Streams carry it from the first chunk that ends a choice on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_fingerprint: Option<String>,
     /// Extension: the selection summary (streams with `harmlessness`, on the last chunk before
     /// `[DONE]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -419,6 +433,10 @@ pub struct CompletionResponse {
     pub choices: Vec<CompletionChoice>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// `fp_hhh_w<N>`: the weight version the response was generated with (see
+    /// [`fingerprint`]). Streams carry it from the first chunk that ends a choice on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]

@@ -54,7 +54,7 @@ use routes::{chat, completions, harmlessness, honesty as honesty_routes, label, 
 pub use auth::ApiKeys;
 pub use error::ApiError;
 pub use middleware::{InFlight, RequestCtx};
-pub use state::{AppState, FeedbackModel, Limits, Scorer, WeightLoader};
+pub use state::{AppState, FeedbackModel, Limits, Scorer, WeightLoader, WeightSource, WeightTarget};
 
 /// The routes that take requests (no middleware, no `/metrics`), for [`router`] and
 /// [`dispatch`].

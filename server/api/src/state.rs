@@ -82,8 +82,28 @@ impl PikHead {
     }
 }
 
-/// See [`AppState::weight_loader`]; errors are messages for a 400 naming `model_path`.
-pub type WeightLoader = Arc<dyn Fn(&std::path::Path) -> Result<hhh_engine::WeightPayload, String> + Send + Sync>;
+/// What one weight update loads: new model weights and/or a reward-head file.
+#[derive(Debug, Clone, Default)]
+pub struct WeightSource {
+    pub model_path: Option<std::path::PathBuf>,
+    pub reward_head_path: Option<std::path::PathBuf>,
+}
+
+/// Loads a [`WeightSource`] into the engine's update payload (set by the binary, which knows the
+/// model types): checks the tokenizer, the files and the head's shape. Errors name the request
+/// field they are about (a 400).
+pub type WeightLoader = Arc<dyn Fn(&WeightSource) -> Result<hhh_engine::WeightPayload, (&'static str, String)> + Send + Sync>;
+
+/// A served model whose weights `/update_weights_from_disk` can replace.
+#[derive(Clone)]
+pub struct WeightTarget {
+    /// Its id in `/v1/models`.
+    pub name: String,
+    pub engine: EngineClient,
+    pub loader: WeightLoader,
+    /// The registry its update metrics go to (the chat model's, or the preference model's own).
+    pub metrics: Arc<Metrics>,
+}
 
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
@@ -130,10 +150,9 @@ pub struct AppState {
     /// The chat model's tool-call output format (`--tool-call-parser`; by default read from
     /// the chat template). `None`: the generic JSON tool mode (docs/tools.md).
     pub tool_format: Option<hhh_text::tool_parse::ToolCallFormat>,
-    /// Loads new weights for the chat model from a path (`/update_weights_from_disk`; set by the
-    /// binary, which knows the model types): checks the tokenizer and the file, returns the
-    /// engine's payload. `None`: weight updates are not supported.
-    pub weight_loader: Option<WeightLoader>,
+    /// The models `/update_weights_from_disk` can update, the default (chat) model first; empty:
+    /// weight updates are not supported (the GPU engine, for now).
+    pub weight_targets: Arc<Vec<WeightTarget>>,
     /// The P(IK) head on the chat model's final hidden state (`--pik-head`).
     pub pik: Option<Arc<PikHead>>,
     /// Unix time the server started (for `/v1/models`).
@@ -175,7 +194,7 @@ impl AppState {
             grammars,
             tool_format,
             pik: None,
-            weight_loader: None,
+            weight_targets: Arc::new(Vec::new()),
             created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         })
     }

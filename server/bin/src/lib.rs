@@ -8,6 +8,7 @@ pub mod honesty;
 mod load;
 pub mod serve;
 pub mod train;
+mod weights;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -314,33 +315,6 @@ pub async fn start(a: ServeArgs) -> anyhow::Result<Server> {
     })
 }
 
-/// The chat model's weight loader for `/update_weights_from_disk`: the new path's tokenizer must
-/// equal the served one (vocabulary size and EOS ids), and its weights must load; the engine's
-/// runner then checks the architecture against the serving model.
-fn weight_loader(a: &ServeArgs, served: Arc<hhh_text::Tokenizer>) -> hhh_api::WeightLoader {
-    let (dense, prompt_f32) = (a.dense_attention, !a.prompt_int8);
-    Arc::new(move |path: &std::path::Path| {
-        if !path.exists() {
-            return Err(format!("{} does not exist", path.display()));
-        }
-        let tok = hhh_text::Tokenizer::load(path).map_err(|e| format!("loading the tokenizer of {}: {e}", path.display()))?;
-        if tok.vocab_size() != served.vocab_size() || tok.eos_token_ids() != served.eos_token_ids() {
-            return Err(format!(
-                "tokenizer mismatch: {} has a vocabulary of {} and EOS ids {:?}, the served model {} and {:?}",
-                path.display(),
-                tok.vocab_size(),
-                tok.eos_token_ids(),
-                served.vocab_size(),
-                served.eos_token_ids()
-            ));
-        }
-        let mut m = hhh_model::LlamaModel::load(path).map_err(|e| format!("loading {}: {e}", path.display()))?;
-        m.dense_attention = dense;
-        m.prompt_f32 = prompt_f32;
-        Ok(Box::new(m) as hhh_engine::WeightPayload)
-    })
-}
-
 /// Load the models and build the API state from the flags.
 pub async fn load(a: &ServeArgs) -> anyhow::Result<Loaded> {
     let isa = hhh_kernels::quant::isa::IsaLimits { no_avx512: a.no_avx512, no_vnni512: a.no_vnni512 };
@@ -366,8 +340,10 @@ pub async fn load(a: &ServeArgs) -> anyhow::Result<Loaded> {
         }
     }
     tracing::info!(format = state.tool_format.map_or("generic", |f| f.name()), "tool calling");
-    if state.generates && !a.device.is_gpu_path() {
-        state.weight_loader = Some(weight_loader(a, state.tokenizer.clone()));
+    let mut weight_targets = Vec::new();
+    if !a.device.is_gpu_path() {
+        let loader = weights::loader(a, state.tokenizer.clone(), main.seq_cls, main.num_labels);
+        weight_targets.push(hhh_api::WeightTarget { name: name.clone(), engine: engine.clone(), loader, metrics: state.metrics.clone() });
     }
     if let Some(f) = &a.pik_head {
         anyhow::ensure!(state.generates, "--pik-head needs a generative --model");
@@ -394,12 +370,17 @@ pub async fn load(a: &ServeArgs) -> anyhow::Result<Loaded> {
         let m = Arc::new(Metrics::for_engine(&pm_name));
         let loaded = load_engine(a, pm, a.preference_head.as_deref(), a.preference_kv_cache_gb, a.preference_num_kv_blocks, m.clone())?;
         m.model_info.with_label_values(&[&pm_name, &loaded.dtype, &a.device.to_string(), &a.block_size.to_string()]).set(1);
-        extra_metrics.push(m);
+        extra_metrics.push(m.clone());
         let Some(n) = loaded.num_labels else { anyhow::bail!("--preference-model {} has no reward head: give --preference-head, or a *ForSequenceClassification directory", pm.display()) };
         let template = hhh_text::ChatTemplate::of_tokenizer(&loaded.tokenizer)?;
         warm_up(&loaded.engine).await?;
         extra_engines.push(loaded.engine.clone());
-        scorers.push(Scorer { name: pm_name, kind: "preference", engine: loaded.engine, tokenizer: Arc::new(loaded.tokenizer), template: Arc::new(template), num_labels: n });
+        let tokenizer = Arc::new(loaded.tokenizer);
+        if !a.device.is_gpu_path() {
+            let loader = weights::loader(a, tokenizer.clone(), loaded.seq_cls, Some(n));
+            weight_targets.push(hhh_api::WeightTarget { name: pm_name.clone(), engine: loaded.engine.clone(), loader, metrics: m.clone() });
+        }
+        scorers.push(Scorer { name: pm_name, kind: "preference", engine: loaded.engine, tokenizer, template: Arc::new(template), num_labels: n });
     }
     let mut feedback = Vec::new();
     if let Some(fm) = &a.feedback_model {
@@ -418,6 +399,7 @@ pub async fn load(a: &ServeArgs) -> anyhow::Result<Loaded> {
         feedback.push(hhh_api::FeedbackModel { name: fm_name, engine: loaded.engine, tokenizer: Arc::new(loaded.tokenizer), template });
     }
     state.feedback_models = Arc::new(feedback);
+    state.weight_targets = Arc::new(weight_targets);
     state.extra_metrics = Arc::new(extra_metrics);
     if !scorers.is_empty() {
         tracing::info!(models = ?scorers.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), "scoring enabled on /v1/rewards, /v1/preferences, /get_reward, /pooling");

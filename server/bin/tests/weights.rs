@@ -31,8 +31,8 @@ async fn update(base: &str, path: &Path, drain: bool) -> (u16, Value) {
 }
 
 /// Start a streamed completion, wait for its first token, and return a task that collects the
-/// rest: (text, finish_reason).
-async fn start_stream(base: &str, model: &str, prompt: &str, max_tokens: usize) -> tokio::task::JoinHandle<(String, String)> {
+/// rest: (text, finish_reason, the last system_fingerprint).
+async fn start_stream(base: &str, model: &str, prompt: &str, max_tokens: usize) -> tokio::task::JoinHandle<(String, String, Value)> {
     let body = json!({"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": true, "stream": true});
     let mut resp = client().post(format!("{base}/v1/completions")).json(&body).send().await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -45,10 +45,13 @@ async fn start_stream(base: &str, model: &str, prompt: &str, max_tokens: usize) 
         while let Some(c) = resp.chunk().await.unwrap() {
             buf.push_str(&String::from_utf8_lossy(&c));
         }
-        let (mut text, mut reason) = (String::new(), String::new());
+        let (mut text, mut reason, mut fp) = (String::new(), String::new(), Value::Null);
         for line in buf.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|l| *l != "[DONE]") {
             let v: Value = serde_json::from_str(line).unwrap();
             assert!(v.get("error").is_none(), "error event: {v}");
+            if !v["system_fingerprint"].is_null() {
+                fp = v["system_fingerprint"].clone();
+            }
             if let Some(ch) = v["choices"].as_array().and_then(|c| c.first()) {
                 text.push_str(ch["text"].as_str().unwrap_or_default());
                 if let Some(r) = ch["finish_reason"].as_str() {
@@ -56,7 +59,7 @@ async fn start_stream(base: &str, model: &str, prompt: &str, max_tokens: usize) 
                 }
             }
         }
-        (text, reason)
+        (text, reason, fp)
     })
 }
 
@@ -74,17 +77,21 @@ async fn weights_swap_between_steps_and_generation_pauses() {
     let on_b = complete(&fresh_b.base, &name(&b), prompt, 24).await;
     let text = |v: &Value| v["choices"][0]["text"].as_str().unwrap_or_else(|| panic!("{v}")).to_string();
     assert_ne!(text(&on_a), text(&on_b), "the two random models must differ for this test to mean anything");
+    assert_eq!(on_a["system_fingerprint"], "fp_hhh_w0", "{on_a}");
     let long_on_a = text(&complete(&s.base, &name(&a), "w3 w4", 400).await);
 
     // A stream in flight during a draining update finishes whole, on A.
     let stream = start_stream(&s.base, &name(&a), "w3 w4", 400).await;
     let (st, v) = update(&s.base, &b, true).await;
     assert_eq!((st, v["weight_version"].as_u64()), (200, Some(1)), "{v}");
-    let (streamed, reason) = stream.await.unwrap();
+    let (streamed, reason, fp) = stream.await.unwrap();
     assert_eq!(reason, "length");
     assert_eq!(streamed, long_on_a, "the in-flight stream finished on the old weights");
+    assert_eq!(fp, "fp_hhh_w0", "the stream's fingerprint names the weights it ran on");
     // Now B answers, exactly as a fresh server on B.
-    assert_eq!(text(&complete(&s.base, &name(&a), prompt, 24).await), text(&on_b));
+    let after = complete(&s.base, &name(&a), prompt, 24).await;
+    assert_eq!(text(&after), text(&on_b));
+    assert_eq!(after["system_fingerprint"], "fp_hhh_w1", "{after}");
     let wv: Value = client().get(format!("{}/get_weight_version", s.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(wv["weight_version"], 1);
     let models: Value = client().get(format!("{}/v1/models", s.base)).send().await.unwrap().json().await.unwrap();
@@ -94,7 +101,7 @@ async fn weights_swap_between_steps_and_generation_pauses() {
     let stream = start_stream(&s.base, &name(&a), "w3 w4", 400).await;
     let (st, v) = update(&s.base, &a, false).await;
     assert_eq!((st, v["weight_version"].as_u64()), (200, Some(2)), "{v}");
-    let (partial, reason) = stream.await.unwrap();
+    let (partial, reason, _) = stream.await.unwrap();
     assert_eq!(reason, "abort");
     assert!(partial.len() < long_on_a.len(), "aborted before the end");
     assert_eq!(text(&complete(&s.base, &name(&a), prompt, 24).await), text(&on_a));
@@ -119,9 +126,11 @@ async fn weights_swap_between_steps_and_generation_pauses() {
     let held = tokio::spawn(async move { complete(&base, &model_name, prompt, 24).await });
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert!(!held.is_finished(), "a request completed while generation was paused");
+    assert_eq!(metric(&s.metrics_base, "hhh_generation_paused").await, 1.0, "the gauge reads the engine's flag");
     let r = client().post(format!("{}/continue_generation", s.base)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(text(&held.await.unwrap()), text(&on_a));
+    assert_eq!(metric(&s.metrics_base, "hhh_generation_paused").await, 0.0);
     let r = client().post(format!("{}/pause_generation", s.base)).json(&json!({"mode": "in_place"})).send().await.unwrap();
     assert_eq!(r.status(), 400);
     wait_idle(&s).await;

@@ -198,6 +198,8 @@ pub struct Collected {
     pub cached_tokens: usize,
     /// The engine's message when the request failed.
     pub error: Option<String>,
+    /// The weight version the request ran on.
+    pub weight_version: u64,
 }
 
 impl Collected {
@@ -207,8 +209,8 @@ impl Collected {
             EngineEvent::Token(t) => self.tokens.push(t),
             EngineEvent::PromptLogprobs { logprobs, .. } => self.prompt_logprobs.extend(logprobs),
             EngineEvent::Pooled(p) => self.pooled = Some(p),
-            EngineEvent::Finished { reason, prompt_tokens, cached_tokens, error, .. } => {
-                (self.finish, self.prompt_tokens, self.cached_tokens, self.error) = (Some(reason), prompt_tokens, cached_tokens, error);
+            EngineEvent::Finished { reason, prompt_tokens, cached_tokens, error, weight_version, .. } => {
+                (self.finish, self.prompt_tokens, self.cached_tokens, self.error, self.weight_version) = (Some(reason), prompt_tokens, cached_tokens, error, weight_version);
                 return true;
             }
         }

@@ -203,7 +203,8 @@ impl<E: Executor> EngineLoop<E> {
                     }
                     Err(e) => {
                         self.tracker.ended(id, false);
-                        let _ = events.send(EngineEvent::Finished { reason: FinishReason::Error, prompt_tokens: 0, completion_tokens: 0, cached_tokens: 0, error: Some(e.to_string()) });
+                        let _ =
+                            events.send(EngineEvent::Finished { reason: FinishReason::Error, prompt_tokens: 0, completion_tokens: 0, cached_tokens: 0, error: Some(e.to_string()), weight_version: 0 });
                     }
                 }
             }
@@ -240,7 +241,10 @@ impl<E: Executor> EngineLoop<E> {
         }
     }
 
-    fn send(&mut self, id: RequestId, ev: EngineEvent) {
+    fn send(&mut self, id: RequestId, mut ev: EngineEvent) {
+        if let EngineEvent::Finished { weight_version, .. } = &mut ev {
+            *weight_version = self.stats.weight_version.load(std::sync::atomic::Ordering::SeqCst);
+        }
         let done = matches!(ev, EngineEvent::Finished { .. });
         match &ev {
             EngineEvent::Token(_) => self.tracker.token(id, std::time::Instant::now()),

@@ -215,5 +215,9 @@ pub enum EngineEvent {
         cached_tokens: usize,
         /// Set when `reason` is `Error`.
         error: Option<String>,
+        /// The weight version the request ran on (see `EngineClient::weight_version`; the engine
+        /// stamps it when it sends the event: weights change only between requests' lifetimes
+        /// in the engine, never under a running request).
+        weight_version: u64,
     },
 }

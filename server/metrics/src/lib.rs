@@ -175,7 +175,7 @@ impl Metrics {
             batch_queue_lines: gauge(&r, "batch_queue_lines", "Lines of the running batch not yet finished."),
             weight_updates: counter_vec(&r, "weight_updates_total", "Policy weight updates (/update_weights_from_disk), by status.", "status", &["ok", "error"]),
             weight_update_time: hist(&r, "weight_update_seconds", "Time of a weight update: loading, waiting for running requests (drain), swapping.", LATENCY_S),
-            weight_version: gauge(&r, "weight_version", "Weight updates applied to the served policy since start (0: the weights it started with)."),
+            weight_version: gauge(&r, "weight_version", "Weight updates applied to the served model since start (0: the weights it started with)."),
             generation_paused: gauge(&r, "generation_paused", "1 while admission is paused (/pause_generation)."),
             registry: r,
         }

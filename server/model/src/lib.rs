@@ -27,4 +27,4 @@ pub use config::LlamaConfig;
 pub use error::ModelError;
 pub use llama::LlamaModel;
 pub use reward_head::RewardHead;
-pub use runner::{ModelRunner, RunnerConfig};
+pub use runner::{ModelRunner, RunnerConfig, WeightUpdate};

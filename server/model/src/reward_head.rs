@@ -4,6 +4,11 @@
 //! Two sources:
 //! - a Hugging Face `*ForSequenceClassification` checkpoint: `score.weight` `[num_labels, hidden]`
 //!   (and `score.bias` if present) in its safetensors files;
+//! - an OpenRLHF reward checkpoint (`get_llm_for_sequence_regression`): the base model's
+//!   weights and `value_head.weight` `[1, hidden]` (or `score.weight` with a newer
+//!   `value_head_prefix`), no bias; when its `config.json` has `"normalize_reward": true`, the
+//!   reward is `(r - mean) / std` with `mean` and `std` from the same file, folded into the head
+//!   here (OpenRLHF's `serve_rm.py` takes `normalize_reward` from its command line instead);
 //! - a head file on top of any causal LM (the default preference model), JSON:
 //!
 //! ```json
@@ -101,23 +106,52 @@ impl RewardHead {
         // SAFETY: memory-mapping read-only model files, as candle does for every safetensors load;
         // the files are not modified while the server runs.
         let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files)? };
-        let w = match st.load("score.weight", &Device::Cpu) {
-            Ok(w) => w.to_dtype(DType::F32)?,
-            Err(_) => return Ok(None),
+        let Some((prefix, w)) = ["score", "value_head"].into_iter().find_map(|p| st.load(&format!("{p}.weight"), &Device::Cpu).ok().map(|w| (p, w))) else {
+            return Ok(None);
         };
+        let w = w.to_dtype(DType::F32)?;
         let (labels, hidden) = w.dims2()?;
-        let bias = match st.load("score.bias", &Device::Cpu) {
+        let bias = match st.load(&format!("{prefix}.bias"), &Device::Cpu) {
             Ok(b) => b.to_dtype(DType::F32)?.to_vec1::<f32>()?,
             Err(_) => vec![0.0; labels],
         };
-        let meta = serde_json::json!({"source": format!("score.weight of {}", dir.display())});
-        Self::new(hidden, w.flatten_all()?.to_vec1::<f32>()?, bias, meta).map(Some)
+        let mut meta = serde_json::json!({"source": format!("{prefix}.weight of {}", dir.display())});
+        let mut head = Self::new(hidden, w.flatten_all()?.to_vec1::<f32>()?, bias, serde_json::Value::Null)?;
+        if let Some((mean, std)) = normalization(dir)? {
+            head = head.normalized(mean, std)?;
+            meta["normalize_reward"] = serde_json::json!({"mean": mean, "std": std});
+        }
+        head.metadata = meta;
+        Ok(Some(head))
+    }
+
+    /// The head whose outputs are `(r - mean) / std` of this one's (accumulated in f64).
+    pub fn normalized(self, mean: f64, std: f64) -> Result<Self> {
+        if !(std.is_finite() && std > 0.0 && mean.is_finite()) {
+            return Err(ModelError::Invalid(format!("reward normalization: std must be positive and finite, mean finite (got mean {mean}, std {std})")));
+        }
+        let weight = self.weight.iter().map(|&w| (w as f64 / std) as f32).collect();
+        let bias = self.bias.iter().map(|&b| ((b as f64 - mean) / std) as f32).collect();
+        Self::new(self.hidden_size, weight, bias, self.metadata)
     }
 
     /// `weight · h + bias` (accumulated in f64).
     pub fn apply(&self, h: &[f32]) -> Vec<f32> {
         self.weight.chunks(self.hidden_size).zip(&self.bias).map(|(row, &b)| (row.iter().zip(h).map(|(&w, &x)| w as f64 * x as f64).sum::<f64>() + b as f64) as f32).collect()
     }
+}
+
+/// OpenRLHF's reward normalization from a checkpoint's `config.json`: `(mean, std)` when
+/// `normalize_reward` is true (`mean` defaults to 0 and `std` to 1, as OpenRLHF's buffers do).
+fn normalization(dir: &Path) -> Result<Option<(f64, f64)>> {
+    let path = dir.join("config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+    let c: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))?;
+    if c.get("normalize_reward").and_then(|v| v.as_bool()) != Some(true) {
+        return Ok(None);
+    }
+    let num = |k: &str, d: f64| c.get(k).and_then(|v| v.as_f64()).unwrap_or(d);
+    Ok(Some((num("mean", 0.0), num("std", 1.0))))
 }
 
 #[cfg(test)]
@@ -137,5 +171,16 @@ mod tests {
         assert!(RewardHead::new(3, vec![f32::NAN; 3], vec![0.0], serde_json::Value::Null).is_err());
         std::fs::write(&p, r#"{"format":"other","version":1,"hidden_size":1,"num_labels":1,"weight":[[1]],"bias":[0]}"#).unwrap();
         assert!(RewardHead::from_file(&p).is_err());
+    }
+
+    #[test]
+    fn normalization_folds_into_the_head() {
+        let h = RewardHead::new(2, vec![1.0, -2.0], vec![0.5], serde_json::Value::Null).unwrap();
+        let x = [0.3f32, 0.7];
+        let r = h.apply(&x)[0] as f64;
+        let n = h.clone().normalized(0.25, 2.0).unwrap();
+        assert!((n.apply(&x)[0] as f64 - (r - 0.25) / 2.0).abs() < 1e-6);
+        assert!(h.clone().normalized(0.0, 0.0).is_err());
+        assert!(h.normalized(f64::NAN, 1.0).is_err());
     }
 }

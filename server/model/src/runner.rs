@@ -88,19 +88,61 @@ impl Executor for ModelRunner {
         self.constrained.release(request_id);
     }
 
-    /// Swap in a [`LlamaModel`] of the same architecture (layers, heads, sizes, vocabulary and
-    /// weight type: the KV cache and the tokenizer stay); it keeps the serving model's
-    /// arithmetic flags. Anything else is refused and the old model keeps serving.
+    /// Apply a [`WeightUpdate`]: a [`LlamaModel`] of the same architecture (layers, heads,
+    /// sizes, vocabulary and weight type: the KV cache and the tokenizer stay; it keeps the
+    /// serving model's arithmetic flags) and/or a reward head of the same shape as the served
+    /// one. Both are checked before either is applied: anything else is refused and the old
+    /// weights keep serving.
     fn update_weights(&mut self, weights: hhh_engine::WeightPayload) -> std::result::Result<(), ExecutorError> {
-        let mut new = weights.downcast::<LlamaModel>().map_err(|_| ExecutorError::step("the new weights are not a Llama model"))?;
-        if let Some(why) = incompatible(&self.model, &new) {
-            return Err(ExecutorError::step(why));
+        let update = weights.downcast::<WeightUpdate>().map_err(|_| ExecutorError::step("the update is not a WeightUpdate"))?;
+        let WeightUpdate { model, head } = *update;
+        if model.is_none() && head.is_none() {
+            return Err(ExecutorError::step("the update carries neither weights nor a reward head"));
         }
-        new.dense_attention = self.model.dense_attention;
-        new.prompt_f32 = self.model.prompt_f32;
-        self.model = *new;
+        if let Some(new) = &model {
+            if let Some(why) = incompatible(&self.model, new) {
+                return Err(ExecutorError::step(why));
+            }
+        }
+        if let Some(h) = &head {
+            match &self.head {
+                None => return Err(ExecutorError::step("this model serves no reward head to replace")),
+                Some(old) if old.num_labels != h.num_labels || old.hidden_size != h.hidden_size => {
+                    return Err(ExecutorError::step(format!("reward head mismatch: the new head is {} x {}, the served one {} x {}", h.num_labels, h.hidden_size, old.num_labels, old.hidden_size)))
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(mut new) = model {
+            new.dense_attention = self.model.dense_attention;
+            new.prompt_f32 = self.model.prompt_f32;
+            self.model = new;
+        }
+        if let Some(h) = head {
+            self.head = Some(h);
+        }
+        release_freed_memory();
         Ok(())
     }
+}
+
+/// Hand the pages of freed allocations (the old weights) back to the OS. glibc raises its mmap
+/// threshold after large frees, so a model loaded after another may sit in the heap, where freed
+/// weights otherwise stay resident: repeated updates would look like a leak.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the OS; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// What `/update_weights_from_disk` hands the engine: new model weights, a new reward head, or
+/// both (a sequence-classification checkpoint brings its own head).
+#[derive(Debug, Default)]
+pub struct WeightUpdate {
+    pub model: Option<LlamaModel>,
+    pub head: Option<RewardHead>,
 }
 
 /// Why `new` cannot replace `old` in a running engine, if it cannot.

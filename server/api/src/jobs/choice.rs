@@ -29,6 +29,8 @@ pub struct ChoiceUsage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub cached_tokens: usize,
+    /// The weight version the choice was generated with (`system_fingerprint`).
+    pub weight_version: u64,
 }
 
 /// Submit one choice to the engine (429 when the admission queue is full) and return its
@@ -52,7 +54,7 @@ pub fn submit_choice(
         done: false,
         latency: super::current_priority() == hhh_engine::Priority::Interactive,
     };
-    Ok(choice_stream(index, handle, st.tokenizer.clone(), stops, obs))
+    Ok(choice_stream(index, handle, st.tokenizer.clone(), stops, obs, st.engine.clone()))
 }
 
 /// Client-side timings of one choice. Dropped before the end (client gone) it counts an abort.
@@ -124,7 +126,7 @@ fn engine_error(reason: FinishReason, msg: String) -> ApiError {
 }
 
 /// Drive one engine request to completion as a stream of [`ChoiceEvent`]s.
-fn choice_stream(index: usize, mut handle: RequestHandle, tok: Arc<Tokenizer>, stops: Vec<String>, mut obs: Observer) -> impl Stream<Item = ChoiceEvent> + Send {
+fn choice_stream(index: usize, mut handle: RequestHandle, tok: Arc<Tokenizer>, stops: Vec<String>, mut obs: Observer, engine: hhh_engine::EngineClient) -> impl Stream<Item = ChoiceEvent> + Send {
     async_stream::stream! {
         let mut detok = IncrementalDetokenizer::new(true);
         let mut stop = StopMatcher::new(stops);
@@ -136,7 +138,8 @@ fn choice_stream(index: usize, mut handle: RequestHandle, tok: Arc<Tokenizer>, s
                     Err(_) => {
                         // Dropping the handle (below, with the stream) aborts the request.
                         obs.finish("abort", completion_tokens);
-                        yield ChoiceEvent::Done { index, finish_reason: "abort".into(), usage: ChoiceUsage { prompt_tokens: 0, completion_tokens, cached_tokens: 0 }, error: Some(ApiError::timeout(secs)) };
+                        let usage = ChoiceUsage { completion_tokens, weight_version: engine.weight_version(), ..Default::default() };
+                        yield ChoiceEvent::Done { index, finish_reason: "abort".into(), usage, error: Some(ApiError::timeout(secs)) };
                         break;
                     }
                 },
@@ -162,11 +165,14 @@ fn choice_stream(index: usize, mut handle: RequestHandle, tok: Arc<Tokenizer>, s
                         // handle, which aborts the request and frees its blocks.
                         // Handlers take prompt_tokens from their own prompt length.
                         obs.finish("stop", completion_tokens);
-                        yield ChoiceEvent::Done { index, finish_reason: "stop".into(), usage: ChoiceUsage { prompt_tokens: 0, completion_tokens, cached_tokens: 0 }, error: None };
+                        // The request is still in the engine here, so no update has swapped
+                        // the weights under it: the current version is the one it ran on.
+                        let usage = ChoiceUsage { completion_tokens, weight_version: engine.weight_version(), ..Default::default() };
+                        yield ChoiceEvent::Done { index, finish_reason: "stop".into(), usage, error: None };
                         break;
                     }
                 }
-                EngineEvent::Finished { reason, prompt_tokens, completion_tokens, cached_tokens, error } => {
+                EngineEvent::Finished { reason, prompt_tokens, completion_tokens, cached_tokens, error, weight_version } => {
                     let rest = detok.flush(&tok);
                     let (mut text, _) = stop.push(&rest);
                     if !stop.is_stopped() {
@@ -176,7 +182,7 @@ fn choice_stream(index: usize, mut handle: RequestHandle, tok: Arc<Tokenizer>, s
                         yield ChoiceEvent::Delta { index, text, token: None };
                     }
                     obs.finish(reason.as_str(), completion_tokens);
-                    let usage = ChoiceUsage { prompt_tokens, completion_tokens, cached_tokens };
+                    let usage = ChoiceUsage { prompt_tokens, completion_tokens, cached_tokens, weight_version };
                     yield ChoiceEvent::Done { index, finish_reason: reason.as_str().into(), usage, error: error.map(|e| engine_error(reason, e)) };
                     break;
                 }

@@ -40,7 +40,7 @@ fn delta(index: usize, text: &str) -> ChoiceEvent {
 }
 
 fn done(index: usize, completion: usize, cached: usize, error: Option<ApiError>) -> ChoiceEvent {
-    let usage = ChoiceUsage { prompt_tokens: 0, completion_tokens: completion, cached_tokens: cached };
+    let usage = ChoiceUsage { completion_tokens: completion, cached_tokens: cached, ..Default::default() };
     ChoiceEvent::Done { index, finish_reason: if error.is_some() { "error".into() } else { "stop".into() }, usage, error }
 }
 

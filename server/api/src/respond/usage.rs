@@ -48,7 +48,7 @@ mod tests {
     use super::*;
 
     fn done(completion: usize, cached: usize) -> ChoiceUsage {
-        ChoiceUsage { prompt_tokens: 0, completion_tokens: completion, cached_tokens: cached }
+        ChoiceUsage { completion_tokens: completion, cached_tokens: cached, ..Default::default() }
     }
 
     #[test]

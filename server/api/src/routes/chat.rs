@@ -106,8 +106,18 @@ pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<R
         Some(_) => (0..plan.n).map(|_| ToolStream::default()).collect(),
         None => Vec::new(),
     };
-    let framer =
-        ChatFramer { tok: st.tokenizer.clone(), id: new_id("chatcmpl"), created: now(), model: plan.model.clone(), n: plan.n, top: plan.top, choices: Vec::new(), tools: plan.tools.clone(), streams };
+    let framer = ChatFramer {
+        tok: st.tokenizer.clone(),
+        id: new_id("chatcmpl"),
+        created: now(),
+        model: plan.model.clone(),
+        n: plan.n,
+        top: plan.top,
+        choices: Vec::new(),
+        tools: plan.tools.clone(),
+        streams,
+        weight_version: None,
+    };
     if plan.stream && plan.selection.is_none() {
         return Ok(sse(choices, framer, plan.include_usage));
     }
@@ -119,7 +129,8 @@ pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<R
         }
         None => (framer.choices, None),
     };
-    let resp = ChatCompletionResponse { id: framer.id, object: "chat.completion".into(), created: framer.created, model: plan.model, choices, usage, harmlessness };
+    let system_fingerprint = framer.weight_version.map(hhh_proto::fingerprint);
+    let resp = ChatCompletionResponse { id: framer.id, object: "chat.completion".into(), created: framer.created, model: plan.model, choices, usage, harmlessness, system_fingerprint };
     if plan.stream {
         return Ok(sse_response(futures::stream::iter(selected_payloads(resp, plan.include_usage))));
     }
@@ -140,6 +151,8 @@ struct ChatFramer {
     tools: Option<Arc<ToolPlan>>,
     /// Streaming with tools: each choice's state (empty without tools).
     streams: Vec<ToolStream>,
+    /// The newest weight version of the choices finished so far (`system_fingerprint`).
+    weight_version: Option<u64>,
 }
 
 impl ChatFramer {
@@ -158,7 +171,8 @@ impl ChatFramer {
     }
 
     fn chunk_of(&self, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> ChatCompletionChunk {
-        ChatCompletionChunk { id: self.id.clone(), object: "chat.completion.chunk".into(), created: self.created, model: self.model.clone(), choices, usage, harmlessness: None }
+        let system_fingerprint = self.weight_version.map(hhh_proto::fingerprint);
+        ChatCompletionChunk { id: self.id.clone(), object: "chat.completion.chunk".into(), created: self.created, model: self.model.clone(), choices, usage, harmlessness: None, system_fingerprint }
     }
 }
 
@@ -193,7 +207,8 @@ impl Framer for ChatFramer {
                 }
                 Some(self.chunk_of(vec![ChatChunkChoice { index: *index, delta: d, logprobs: lp, finish_reason: None, harmlessness: None }], None))
             }
-            ChoiceEvent::Done { index, finish_reason, .. } => {
+            ChoiceEvent::Done { index, finish_reason, usage, .. } => {
+                self.weight_version = self.weight_version.max(Some(usage.weight_version));
                 let (delta, reason) = match &self.tools {
                     Some(plan) => {
                         let (piece, has_calls) = self.streams[*index].finish(plan);
@@ -221,7 +236,8 @@ impl Framer for ChatFramer {
                     lp.content.push(chat_logprob(&tok, &t));
                 }
             }
-            ChoiceEvent::Done { index, finish_reason, .. } => {
+            ChoiceEvent::Done { index, finish_reason, usage, .. } => {
+                self.weight_version = self.weight_version.max(Some(usage.weight_version));
                 let c = &mut self.choices[index];
                 let reason = match &self.tools {
                     Some(plan) => {
@@ -249,7 +265,16 @@ impl Framer for ChatFramer {
 /// usage and the summary.
 fn selected_payloads(resp: ChatCompletionResponse, include_usage: bool) -> Vec<String> {
     let chunk = |choices: Vec<ChatChunkChoice>, usage: Option<Usage>, h: Option<HarmlessnessSummary>| {
-        json_data(&ChatCompletionChunk { id: resp.id.clone(), object: "chat.completion.chunk".into(), created: resp.created, model: resp.model.clone(), choices, usage, harmlessness: h })
+        json_data(&ChatCompletionChunk {
+            id: resp.id.clone(),
+            object: "chat.completion.chunk".into(),
+            created: resp.created,
+            model: resp.model.clone(),
+            choices,
+            usage,
+            harmlessness: h,
+            system_fingerprint: resp.system_fingerprint.clone(),
+        })
     };
     let mut out = Vec::new();
     for c in &resp.choices {

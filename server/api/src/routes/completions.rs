@@ -141,13 +141,15 @@ pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<R
         lps: (0..total).map(|_| LogprobBuilder::new(0)).collect(),
         finish: vec![None; total],
         prompts,
+        weight_version: None,
     };
     if plan.stream {
         return Ok(sse(choices, framer, plan.include_usage));
     }
     let (mut f, usage) = collect(choices, framer).await?;
     let choices = (0..total).map(|i| CompletionChoice { index: i, text: std::mem::take(&mut f.text[i]), logprobs: f.logprobs.map(|_| f.lps[i].take()), finish_reason: f.finish[i].take() }).collect();
-    Ok(Json(CompletionResponse { id: f.id, object: "text_completion".into(), created: f.created, model: f.model, choices, usage: Some(usage) }).into_response())
+    let system_fingerprint = f.weight_version.map(hhh_proto::fingerprint);
+    Ok(Json(CompletionResponse { id: f.id, object: "text_completion".into(), created: f.created, model: f.model, choices, usage: Some(usage), system_fingerprint }).into_response())
 }
 
 /// Completion chunks and the aggregated completion body (choice `i` is prompt `i / n`'s).
@@ -164,11 +166,14 @@ struct CompletionFramer {
     text: Vec<String>,
     lps: Vec<LogprobBuilder>,
     finish: Vec<Option<String>>,
+    /// The newest weight version of the choices finished so far (`system_fingerprint`).
+    weight_version: Option<u64>,
 }
 
 impl CompletionFramer {
     fn chunk_of(&self, choice: Option<CompletionChoice>, usage: Option<Usage>) -> CompletionResponse {
-        CompletionResponse { id: self.id.clone(), object: "text_completion".into(), created: self.created, model: self.model.clone(), choices: choice.into_iter().collect(), usage }
+        let system_fingerprint = self.weight_version.map(hhh_proto::fingerprint);
+        CompletionResponse { id: self.id.clone(), object: "text_completion".into(), created: self.created, model: self.model.clone(), choices: choice.into_iter().collect(), usage, system_fingerprint }
     }
 
     /// Prompt logprobs of choice `index` from prompt position `start` into `b` (position 0 has
@@ -214,7 +219,10 @@ impl Framer for CompletionFramer {
                 }
                 CompletionChoice { index: *index, text: text.clone(), logprobs: lp, finish_reason: None }
             }
-            ChoiceEvent::Done { index, finish_reason, .. } => CompletionChoice { index: *index, text: String::new(), logprobs: None, finish_reason: Some(finish_reason.clone()) },
+            ChoiceEvent::Done { index, finish_reason, usage, .. } => {
+                self.weight_version = self.weight_version.max(Some(usage.weight_version));
+                CompletionChoice { index: *index, text: String::new(), logprobs: None, finish_reason: Some(finish_reason.clone()) }
+            }
         };
         Some(self.chunk_of(Some(choice), None))
     }
@@ -236,7 +244,10 @@ impl Framer for CompletionFramer {
                     self.lps[index].push_lp(&self.tok, &t);
                 }
             }
-            ChoiceEvent::Done { index, finish_reason, .. } => self.finish[index] = Some(finish_reason),
+            ChoiceEvent::Done { index, finish_reason, usage, .. } => {
+                self.weight_version = self.weight_version.max(Some(usage.weight_version));
+                self.finish[index] = Some(finish_reason);
+            }
         }
     }
 }

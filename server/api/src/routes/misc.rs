@@ -34,7 +34,9 @@ pub async fn models(State(st): State<AppState>) -> Json<ModelList> {
         data.push(c);
     }
     for s in st.scorers.iter().filter(|s| !(st.generates && s.name == st.model_name)) {
-        data.push(card(&s.name, s.kind, vec!["score"], s.engine.info().max_model_len));
+        let mut c = card(&s.name, s.kind, vec!["score"], s.engine.info().max_model_len);
+        c.weight_version = Some(s.engine.weight_version());
+        data.push(c);
     }
     for f in st.feedback_models.iter() {
         data.push(card(&f.name, "feedback", vec!["harmlessness"], f.engine.info().max_model_len));
@@ -75,6 +77,12 @@ pub async fn ready(State(st): State<AppState>) -> Response {
 /// Prometheus text exposition: the primary engine's metrics, and every additional engine's
 /// labelled `engine="<name>"`.
 pub async fn metrics(State(st): State<AppState>) -> Response {
+    // Gauges of engine state, read from the engines themselves (one source of truth: a weight
+    // update also holds admission, and only the engine knows when it ends).
+    st.metrics.generation_paused.set(st.engine.stats().paused.load(Ordering::SeqCst) as i64);
+    for t in st.weight_targets.iter() {
+        t.metrics.weight_version.set(t.engine.weight_version() as i64);
+    }
     let mut parts: Vec<&hhh_metrics::Metrics> = vec![&st.metrics];
     parts.extend(st.extra_metrics.iter().map(|m| m.as_ref()));
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], hhh_metrics::render_all(&parts)).into_response()

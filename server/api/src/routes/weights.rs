@@ -4,41 +4,62 @@
 //! what happens to requests in flight.
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, WeightSource, WeightTarget};
 use crate::validate::read_json_only;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::Json;
-use hhh_proto::{PauseRequest, SuccessResponse, UpdateWeightsRequest, UpdateWeightsResponse, WeightVersionResponse};
+use hhh_proto::{PauseRequest, SuccessResponse, UpdateWeightsRequest, UpdateWeightsResponse, WeightVersionQuery, WeightVersionResponse};
+
+/// The weight target a request names (`None`: the default, first one).
+fn target<'a>(st: &'a AppState, model: Option<&str>) -> Result<&'a WeightTarget, ApiError> {
+    let first = st.weight_targets.first().ok_or_else(|| ApiError::bad_request("This server cannot update its weights (the GPU engine does not support updates yet)."))?;
+    match model {
+        None => Ok(first),
+        Some(m) => st.weight_targets.iter().find(|t| t.name == m).ok_or_else(|| {
+            let names: Vec<&str> = st.weight_targets.iter().map(|t| t.name.as_str()).collect();
+            ApiError::invalid("model", format!("`model` must name a model whose weights can be updated ({}), got `{m}`.", names.join(", ")))
+        }),
+    }
+}
 
 /// `POST /update_weights_from_disk`.
 pub async fn update_weights_from_disk(State(st): State<AppState>, body: Body) -> Result<Json<UpdateWeightsResponse>, ApiError> {
-    let req: UpdateWeightsRequest = read_json_only(body, &st.limits, &["model_path", "load_format", "flush_cache", "drain"]).await?;
+    let req: UpdateWeightsRequest = read_json_only(body, &st.limits, &["model_path", "reward_head_path", "model", "load_format", "flush_cache", "drain"]).await?;
     if !matches!(req.load_format.as_deref(), None | Some("auto")) {
         return Err(ApiError::invalid("load_format", "`load_format` must be `auto` (the format is read from the path: a GGUF file or a Hugging Face directory)."));
     }
     if req.flush_cache == Some(false) {
         return Err(ApiError::invalid("flush_cache", "`flush_cache` must be true: cached KV blocks were computed by the old weights."));
     }
-    if req.model_path.trim().is_empty() {
-        return Err(ApiError::invalid("model_path", "`model_path` must not be empty."));
-    }
-    let loader = st.weight_loader.clone().ok_or_else(|| ApiError::bad_request("This server cannot update its weights (no generative model on the CPU engine)."))?;
-    let started = std::time::Instant::now();
-    let m = &st.metrics;
-    let path = std::path::PathBuf::from(&req.model_path);
-    let loaded = tokio::task::spawn_blocking(move || loader(&path)).await.map_err(|e| ApiError::internal(e.to_string()))?;
-    let result = match loaded {
-        Ok(weights) => st.engine.update_weights(weights, req.drain.unwrap_or(true)).await.map_err(ApiError::from),
-        Err(e) => Err(ApiError::invalid("model_path", e)),
+    let path = |field: &'static str, p: &Option<String>| match p.as_deref().map(str::trim) {
+        Some("") => Err(ApiError::invalid(field, format!("`{field}` must not be empty."))),
+        other => Ok(other.map(std::path::PathBuf::from)),
     };
+    let source = WeightSource { model_path: path("model_path", &req.model_path)?, reward_head_path: path("reward_head_path", &req.reward_head_path)? };
+    if source.model_path.is_none() && source.reward_head_path.is_none() {
+        return Err(ApiError::invalid("model_path", "Give `model_path` (new weights) or `reward_head_path` (a new reward head), or both."));
+    }
+    let t = target(&st, req.model.as_deref())?.clone();
+    let started = std::time::Instant::now();
+    let loader = t.loader.clone();
+    let what = [req.model_path.as_deref(), req.reward_head_path.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" and ");
+    let loaded = tokio::task::spawn_blocking(move || loader(&source)).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let result = match loaded {
+        Ok(weights) => t.engine.update_weights(weights, req.drain.unwrap_or(true)).await.map_err(|e| match e {
+            // The runner refused: name the field of what it refused (a head alone, or weights).
+            hhh_engine::EngineError::WeightUpdate(m) if req.model_path.is_none() => ApiError::invalid("reward_head_path", m),
+            e => ApiError::from(e),
+        }),
+        Err((field, e)) => Err(ApiError::invalid(field, e)),
+    };
+    let m = &t.metrics;
     m.weight_update_time.observe(started.elapsed().as_secs_f64());
     match result {
         Ok(v) => {
             m.weight_updates.with_label_values(&["ok"]).inc();
-            m.weight_version.set(v as i64);
-            tracing::info!(path = %req.model_path, weight_version = v, seconds = started.elapsed().as_secs_f64(), "weights updated");
-            Ok(Json(UpdateWeightsResponse { success: true, message: format!("Weights updated from {}.", req.model_path), weight_version: v }))
+            tracing::info!(model = %t.name, from = %what, weight_version = v, seconds = started.elapsed().as_secs_f64(), "weights updated");
+            Ok(Json(UpdateWeightsResponse { success: true, message: format!("Weights of {} updated from {what}.", t.name), weight_version: v }))
         }
         Err(e) => {
             m.weight_updates.with_label_values(&["error"]).inc();
@@ -47,9 +68,13 @@ pub async fn update_weights_from_disk(State(st): State<AppState>, body: Body) ->
     }
 }
 
-/// `GET /get_weight_version`.
-pub async fn get_weight_version(State(st): State<AppState>) -> Json<WeightVersionResponse> {
-    Json(WeightVersionResponse { weight_version: st.engine.weight_version() })
+/// `GET /get_weight_version` (`?model=` a served model's id; default: the chat model).
+pub async fn get_weight_version(State(st): State<AppState>, Query(q): Query<WeightVersionQuery>) -> Result<Json<WeightVersionResponse>, ApiError> {
+    let engine = match q.model.as_deref() {
+        None => &st.engine,
+        Some(_) => &target(&st, q.model.as_deref())?.engine,
+    };
+    Ok(Json(WeightVersionResponse { weight_version: engine.weight_version() }))
 }
 
 /// `POST /pause_generation`: stop admitting requests (they wait); `mode: "abort"` (default, as
@@ -63,13 +88,11 @@ pub async fn pause_generation(State(st): State<AppState>, body: Body) -> Result<
         Some(other) => return Err(ApiError::invalid("mode", format!("`mode` must be `abort` (end running requests) or `wait` (let them finish), got `{other}`."))),
     };
     st.engine.pause(abort)?;
-    st.metrics.generation_paused.set(1);
     Ok(Json(SuccessResponse { success: true }))
 }
 
 /// `POST /continue_generation`.
 pub async fn continue_generation(State(st): State<AppState>) -> Result<Json<SuccessResponse>, ApiError> {
     st.engine.resume()?;
-    st.metrics.generation_paused.set(0);
     Ok(Json(SuccessResponse { success: true }))
 }

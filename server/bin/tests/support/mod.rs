@@ -39,7 +39,10 @@ pub async fn spawn(extra: &[&str]) -> TestServer {
 
 /// Start a server with `model` and `extra` flags.
 pub async fn spawn_model(model: &str, extra: &[&str]) -> TestServer {
-    let mut args = vec!["x", "--model", model, "--port", "0", "--max-model-len", "512"];
+    let mut args = vec!["x", "--model", model, "--port", "0"];
+    if !extra.contains(&"--max-model-len") {
+        args.extend_from_slice(&["--max-model-len", "512"]);
+    }
     args.extend_from_slice(extra);
     // Each server its own batch store unless the test names one.
     let data_dir = temp_dir("data");

@@ -60,7 +60,7 @@ impl Scheduler {
     pub fn finish(&mut self, id: RequestId, reason: FinishReason, error: Option<String>) -> Option<EngineEvent> {
         let mut req: Request = self.abort(id)?;
         req.status = RequestStatus::Finished(reason);
-        Some(EngineEvent::Finished { reason, prompt_tokens: req.prompt.len(), completion_tokens: req.output.len(), cached_tokens: req.num_cached_prompt_tokens.unwrap_or(0), error })
+        Some(EngineEvent::Finished { reason, prompt_tokens: req.prompt.len(), completion_tokens: req.output.len(), cached_tokens: req.num_cached_prompt_tokens.unwrap_or(0), error, weight_version: 0 })
     }
 
     /// The executor failed: every request of the step ends with an error, and the prefix cache
