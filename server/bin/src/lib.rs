@@ -340,11 +340,8 @@ pub async fn load(a: &ServeArgs) -> anyhow::Result<Loaded> {
         }
     }
     tracing::info!(format = state.tool_format.map_or("generic", |f| f.name()), "tool calling");
-    let mut weight_targets = Vec::new();
-    if !a.device.is_gpu_path() {
-        let loader = weights::loader(a, state.tokenizer.clone(), main.seq_cls, main.num_labels);
-        weight_targets.push(hhh_api::WeightTarget { name: name.clone(), engine: engine.clone(), loader, metrics: state.metrics.clone() });
-    }
+    let loader = weights::loader(main.backend.clone(), state.tokenizer.clone(), main.seq_cls, main.num_labels);
+    let mut weight_targets = vec![hhh_api::WeightTarget { name: name.clone(), engine: engine.clone(), loader, metrics: state.metrics.clone() }];
     if let Some(f) = &a.pik_head {
         anyhow::ensure!(state.generates, "--pik-head needs a generative --model");
         let head = honesty::load_pik_head(f)?;
@@ -376,10 +373,8 @@ pub async fn load(a: &ServeArgs) -> anyhow::Result<Loaded> {
         warm_up(&loaded.engine).await?;
         extra_engines.push(loaded.engine.clone());
         let tokenizer = Arc::new(loaded.tokenizer);
-        if !a.device.is_gpu_path() {
-            let loader = weights::loader(a, tokenizer.clone(), loaded.seq_cls, Some(n));
-            weight_targets.push(hhh_api::WeightTarget { name: pm_name.clone(), engine: loaded.engine.clone(), loader, metrics: m.clone() });
-        }
+        let loader = weights::loader(loaded.backend.clone(), tokenizer.clone(), loaded.seq_cls, Some(n));
+        weight_targets.push(hhh_api::WeightTarget { name: pm_name.clone(), engine: loaded.engine.clone(), loader, metrics: m.clone() });
         scorers.push(Scorer { name: pm_name, kind: "preference", engine: loaded.engine, tokenizer, template: Arc::new(template), num_labels: n });
     }
     let mut feedback = Vec::new();

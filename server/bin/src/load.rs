@@ -23,6 +23,8 @@ pub(crate) struct LoadedEngine {
     pub num_labels: Option<usize>,
     /// A sequence-classification checkpoint (scores only).
     pub seq_cls: bool,
+    /// What new weights for it are loaded as (`/update_weights_from_disk`).
+    pub backend: crate::weights::Backend,
 }
 
 /// Load a model (and its reward head: `head_file`, or the `score` weight of a
@@ -52,6 +54,7 @@ pub(crate) fn load_engine(a: &ServeArgs, path: &std::path::Path, head_file: Opti
     let cfg = engine_config(a, &c, &tokenizer, max_model_len, num_blocks, metrics);
     let threads = a.threads.unwrap_or(0);
     let dtype = model.dtype_name.clone();
+    let backend = crate::weights::Backend::Cpu { dense_attention: model.dense_attention, prompt_f32: model.prompt_f32 };
     let engine = spawn_engine(cfg, move |kv| {
         let r = ModelRunner::new(model, RunnerConfig { kv, kv_dtype: Some(kv_dtype), threads });
         match head {
@@ -59,7 +62,7 @@ pub(crate) fn load_engine(a: &ServeArgs, path: &std::path::Path, head_file: Opti
             None => Ok(r),
         }
     })?;
-    Ok(LoadedEngine { engine, tokenizer, dtype, num_labels, seq_cls })
+    Ok(LoadedEngine { engine, tokenizer, dtype, num_labels, seq_cls, backend })
 }
 
 /// The reward head of a model: a sequence-classification checkpoint's own, or a head file.
@@ -141,6 +144,7 @@ fn load_gpu_engine(
     tracing::info!(model = %path.display(), device = %a.device, dtype = %dtype_name, layers = c.num_layers, load_s = t0.elapsed().as_secs_f32(),
         num_blocks, block_size = a.block_size, kv_tokens = num_blocks * a.block_size, kv_mib = (num_blocks * per_block) >> 20, reward_head = ?num_labels, "model loaded");
     let cfg = engine_config(a, &c, &tokenizer, max_model_len, num_blocks, metrics);
+    let backend = crate::weights::Backend::Gpu { device: device.clone(), dtype };
     let engine = spawn_engine(cfg, move |kv| {
         let r = GpuRunner::new(model, kv).map_err(ExecutorError::startup)?;
         match head {
@@ -148,7 +152,7 @@ fn load_gpu_engine(
             None => Ok(r),
         }
     })?;
-    Ok(LoadedEngine { engine, tokenizer, dtype: dtype_name, num_labels, seq_cls })
+    Ok(LoadedEngine { engine, tokenizer, dtype: dtype_name, num_labels, seq_cls, backend })
 }
 
 /// The checkpoint's `torch_dtype` from config.json, when it names one we compute in.

@@ -1,28 +1,57 @@
-//! Weight loaders for `/update_weights_from_disk` (CPU engine): new model weights and/or a new
+//! Weight loaders for `/update_weights_from_disk` (CPU and GPU engines): new model weights and/or a new
 //! reward head for one served model, checked here against what it serves (tokenizer, whether it
 //! is a sequence-classification checkpoint, the head's label count); the engine's runner then
 //! checks the architecture and the head's width before it swaps.
 
-use crate::ServeArgs;
+use candle_core::{DType, Device};
 use hhh_api::{WeightLoader, WeightSource};
+use hhh_model::gpu::GpuLlama;
 use hhh_model::{LlamaModel, RewardHead, WeightUpdate};
 use hhh_text::Tokenizer;
 use std::path::Path;
 use std::sync::Arc;
 
+/// How a served model's weights are held: what a new copy is loaded as.
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    /// The CPU engine's [`LlamaModel`] (GGUF or safetensors) and its arithmetic flags.
+    Cpu { dense_attention: bool, prompt_f32: bool },
+    /// The GPU engine's [`GpuLlama`] on `device` in `dtype`.
+    Gpu { device: Device, dtype: DType },
+}
+
 /// The loader of a model served with tokenizer `served`; `seq_cls`: it is a
 /// sequence-classification (or OpenRLHF reward) checkpoint whose new weights must bring their own
 /// head; `num_labels`: its head's outputs, if it has a head.
-pub(crate) fn loader(a: &ServeArgs, served: Arc<Tokenizer>, seq_cls: bool, num_labels: Option<usize>) -> WeightLoader {
-    let (dense, prompt_f32) = (a.dense_attention, !a.prompt_int8);
-    Arc::new(move |src: &WeightSource| {
-        let mut update = WeightUpdate::default();
+pub(crate) fn loader(backend: Backend, served: Arc<Tokenizer>, seq_cls: bool, num_labels: Option<usize>) -> WeightLoader {
+    Arc::new(move |src: &WeightSource| match &backend {
+        Backend::Cpu { dense_attention, prompt_f32 } => {
+            let load = |path: &Path| {
+                let mut m = load_model(path, &served)?;
+                m.dense_attention = *dense_attention;
+                m.prompt_f32 = *prompt_f32;
+                Ok(m)
+            };
+            prepare(src, load, seq_cls, num_labels)
+        }
+        Backend::Gpu { device, dtype } => {
+            let load = |path: &Path| {
+                check_tokenizer(path, &served)?;
+                GpuLlama::load(path, device, *dtype).map_err(|e| format!("loading {} onto the device: {e}", path.display()))
+            };
+            prepare(src, load, seq_cls, num_labels)
+        }
+    })
+}
+
+/// The engine payload of `src`: the model loaded by `load`, and the head (the checkpoint's own
+/// for a sequence-classification model, or a head file).
+fn prepare<M: Send + 'static>(src: &WeightSource, load: impl Fn(&Path) -> Result<M, String>, seq_cls: bool, num_labels: Option<usize>) -> Result<hhh_engine::WeightPayload, (&'static str, String)> {
+    {
+        let mut update = WeightUpdate::<M>::default();
         if let Some(path) = &src.model_path {
             let field = "model_path";
-            let mut m = load_model(path, &served).map_err(|e| (field, e))?;
-            m.dense_attention = dense;
-            m.prompt_f32 = prompt_f32;
-            update.model = Some(m);
+            update.model = Some(load(path).map_err(|e| (field, e))?);
             let builtin = if path.is_dir() { RewardHead::from_hf_dir(path).map_err(|e| (field, e.to_string()))? } else { None };
             match (seq_cls, builtin) {
                 (true, None) => return Err((field, format!("{} has no `score.weight` or `value_head.weight`: the served model is a reward model and needs its head", path.display()))),
@@ -49,11 +78,17 @@ pub(crate) fn loader(a: &ServeArgs, served: Arc<Tokenizer>, seq_cls: bool, num_l
             }
         }
         Ok(Box::new(update) as hhh_engine::WeightPayload)
-    })
+    }
 }
 
-/// New weights at `path`: its tokenizer must equal the served one (vocabulary size and EOS ids).
+/// New CPU weights at `path` (its tokenizer checked first).
 fn load_model(path: &Path, served: &Tokenizer) -> Result<LlamaModel, String> {
+    check_tokenizer(path, served)?;
+    LlamaModel::load(path).map_err(|e| format!("loading {}: {e}", path.display()))
+}
+
+/// The tokenizer at `path` must equal the served one (vocabulary size and EOS ids).
+fn check_tokenizer(path: &Path, served: &Tokenizer) -> Result<(), String> {
     if !path.exists() {
         return Err(format!("{} does not exist", path.display()));
     }
@@ -68,5 +103,5 @@ fn load_model(path: &Path, served: &Tokenizer) -> Result<LlamaModel, String> {
             served.eos_token_ids()
         ));
     }
-    LlamaModel::load(path).map_err(|e| format!("loading {}: {e}", path.display()))
+    Ok(())
 }

@@ -13,6 +13,9 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use support::*;
 
+/// The RSS test measures the whole process: the tests of this file run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn model(root: &Path, name: &str, spec: RandomLlama) -> PathBuf {
     let dir = root.join(name);
     make_random_llama(&dir, DType::F32, &spec, None).unwrap();
@@ -65,6 +68,7 @@ async fn start_stream(base: &str, model: &str, prompt: &str, max_tokens: usize) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_swap_between_steps_and_generation_pauses() {
+    let _serial = SERIAL.lock().await;
     let root = temp_dir("weights");
     let a = model(&root, "a", RandomLlama { seed: 11, ..RandomLlama::TINY });
     let b = model(&root, "b", RandomLlama { seed: 22, ..RandomLlama::TINY });
@@ -154,6 +158,7 @@ fn rss_kib() -> u64 {
 /// — a leak would add ~100 MB per update.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_updates_under_load_fail_nothing_and_leak_nothing() {
+    let _serial = SERIAL.lock().await;
     let s = spawn(&[]).await;
     let path = model_path();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -196,4 +201,35 @@ async fn twenty_updates_under_load_fail_nothing_and_leak_nothing() {
     assert!(total >= 8, "the clients ran");
     assert!((rss_after_20 as f64) < 1.10 * rss_after_10 as f64, "RSS grew: {rss_after_10} → {rss_after_20} KiB");
     wait_idle(&s).await;
+}
+
+/// The GPU engine's runner (`--device candle-cpu`: the same code as on CUDA, on the CPU) takes
+/// updates too: after A → B greedy output equals a fresh GPU-path server on B; another
+/// architecture is refused and B keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_engine_updates_weights() {
+    let _serial = SERIAL.lock().await;
+    let root = temp_dir("gpu-weights");
+    let a = model(&root, "a", RandomLlama { seed: 11, ..RandomLlama::TINY });
+    let b = model(&root, "b", RandomLlama { seed: 22, ..RandomLlama::TINY });
+    let other = model(&root, "c", RandomLlama { hidden: 32, intermediate: 64, seed: 33, ..RandomLlama::TINY });
+    let flags = ["--device", "candle-cpu", "--num-kv-blocks", "64"];
+    let fresh_b = spawn_model(b.to_str().unwrap(), &flags).await;
+    let s = spawn_model(a.to_str().unwrap(), &flags).await;
+    let text = |v: &Value| v["choices"][0]["text"].as_str().unwrap_or_else(|| panic!("{v}")).to_string();
+    let prompt = "hello w9 w12 world";
+    let on_a = text(&complete(&s.base, "a", prompt, 24).await);
+    let on_b = text(&complete(&fresh_b.base, "b", prompt, 24).await);
+    assert_ne!(on_a, on_b);
+    let (st, v) = update(&s.base, &b, true).await;
+    assert_eq!((st, v["weight_version"].as_u64()), (200, Some(1)), "{v}");
+    let after = complete(&s.base, "a", prompt, 24).await;
+    assert_eq!(text(&after), on_b, "after the update the GPU-path server answers as one started on B");
+    assert_eq!(after["system_fingerprint"], "fp_hhh_w1");
+    let (st, v) = update(&s.base, &other, true).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("architecture mismatch: hidden_size"), "{v}");
+    assert_eq!(text(&complete(&s.base, "a", prompt, 24).await), on_b);
+    wait_idle(&s).await;
+    let _ = std::fs::remove_dir_all(&root);
 }

@@ -94,24 +94,9 @@ impl Executor for ModelRunner {
     /// one. Both are checked before either is applied: anything else is refused and the old
     /// weights keep serving.
     fn update_weights(&mut self, weights: hhh_engine::WeightPayload) -> std::result::Result<(), ExecutorError> {
-        let update = weights.downcast::<WeightUpdate>().map_err(|_| ExecutorError::step("the update is not a WeightUpdate"))?;
-        let WeightUpdate { model, head } = *update;
-        if model.is_none() && head.is_none() {
-            return Err(ExecutorError::step("the update carries neither weights nor a reward head"));
-        }
-        if let Some(new) = &model {
-            if let Some(why) = incompatible(&self.model, new) {
-                return Err(ExecutorError::step(why));
-            }
-        }
-        if let Some(h) = &head {
-            match &self.head {
-                None => return Err(ExecutorError::step("this model serves no reward head to replace")),
-                Some(old) if old.num_labels != h.num_labels || old.hidden_size != h.hidden_size => {
-                    return Err(ExecutorError::step(format!("reward head mismatch: the new head is {} x {}, the served one {} x {}", h.num_labels, h.hidden_size, old.num_labels, old.hidden_size)))
-                }
-                Some(_) => {}
-            }
+        let WeightUpdate { model, head } = WeightUpdate::<LlamaModel>::take(weights)?;
+        if let Some(why) = model.as_ref().and_then(|new| incompatible(&self.model, new)).or_else(|| head_mismatch(self.head.as_ref(), head.as_ref())) {
+            return Err(ExecutorError::step(why));
         }
         if let Some(mut new) = model {
             new.dense_attention = self.model.dense_attention;
@@ -126,10 +111,48 @@ impl Executor for ModelRunner {
     }
 }
 
+/// What `/update_weights_from_disk` hands the engine: new model weights (`M`: [`LlamaModel`] for
+/// the CPU engine, [`crate::gpu::GpuLlama`] for the GPU one), a new reward head, or both (a
+/// sequence-classification checkpoint brings its own head).
+#[derive(Debug)]
+pub struct WeightUpdate<M = LlamaModel> {
+    pub model: Option<M>,
+    pub head: Option<RewardHead>,
+}
+
+impl<M> Default for WeightUpdate<M> {
+    fn default() -> Self {
+        Self { model: None, head: None }
+    }
+}
+
+impl<M: 'static> WeightUpdate<M> {
+    /// The update inside an engine payload; refused when it is another kind or carries nothing.
+    pub fn take(payload: hhh_engine::WeightPayload) -> std::result::Result<Self, ExecutorError> {
+        let u = payload.downcast::<Self>().map_err(|_| ExecutorError::step("the update does not fit this engine's model type"))?;
+        if u.model.is_none() && u.head.is_none() {
+            return Err(ExecutorError::step("the update carries neither weights nor a reward head"));
+        }
+        Ok(*u)
+    }
+}
+
+/// Why a reward head `new` cannot replace the served `old`, if it cannot.
+pub fn head_mismatch(old: Option<&RewardHead>, new: Option<&RewardHead>) -> Option<String> {
+    let new = new?;
+    match old {
+        None => Some("this model serves no reward head to replace".into()),
+        Some(old) if old.num_labels != new.num_labels || old.hidden_size != new.hidden_size => {
+            Some(format!("reward head mismatch: the new head is {} x {}, the served one {} x {}", new.num_labels, new.hidden_size, old.num_labels, old.hidden_size))
+        }
+        Some(_) => None,
+    }
+}
+
 /// Hand the pages of freed allocations (the old weights) back to the OS. glibc raises its mmap
 /// threshold after large frees, so a model loaded after another may sit in the heap, where freed
 /// weights otherwise stay resident: repeated updates would look like a leak.
-fn release_freed_memory() {
+pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap memory to the OS; it touches no live allocation.
     unsafe {
@@ -137,17 +160,20 @@ fn release_freed_memory() {
     }
 }
 
-/// What `/update_weights_from_disk` hands the engine: new model weights, a new reward head, or
-/// both (a sequence-classification checkpoint brings its own head).
-#[derive(Debug, Default)]
-pub struct WeightUpdate {
-    pub model: Option<LlamaModel>,
-    pub head: Option<RewardHead>,
-}
-
 /// Why `new` cannot replace `old` in a running engine, if it cannot.
 pub fn incompatible(old: &LlamaModel, new: &LlamaModel) -> Option<String> {
-    let (a, b) = (&old.cfg, &new.cfg);
+    if let Some(why) = config_mismatch(&old.cfg, &new.cfg) {
+        return Some(why);
+    }
+    if old.dtype_name != new.dtype_name {
+        return Some(format!("weight type mismatch: the new weights are {}, the served model is {}", new.dtype_name, old.dtype_name));
+    }
+    None
+}
+
+/// Why a model of config `b` cannot replace one of config `a` under the same KV cache and
+/// tokenizer, if it cannot.
+pub fn config_mismatch(a: &crate::LlamaConfig, b: &crate::LlamaConfig) -> Option<String> {
     let fields = [
         ("vocab_size", a.vocab_size, b.vocab_size),
         ("hidden_size", a.hidden_size, b.hidden_size),
@@ -159,9 +185,6 @@ pub fn incompatible(old: &LlamaModel, new: &LlamaModel) -> Option<String> {
     ];
     if let Some((name, x, y)) = fields.iter().find(|(_, x, y)| x != y) {
         return Some(format!("architecture mismatch: {name} is {y} in the new weights, {x} in the served model"));
-    }
-    if old.dtype_name != new.dtype_name {
-        return Some(format!("weight type mismatch: the new weights are {}, the served model is {}", new.dtype_name, old.dtype_name));
     }
     if a.rope_interleaved != b.rope_interleaved || a.tie_word_embeddings != b.tie_word_embeddings {
         return Some("architecture mismatch: RoPE layout or tied embeddings differ".into());

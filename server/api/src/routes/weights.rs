@@ -13,7 +13,7 @@ use hhh_proto::{PauseRequest, SuccessResponse, UpdateWeightsRequest, UpdateWeigh
 
 /// The weight target a request names (`None`: the default, first one).
 fn target<'a>(st: &'a AppState, model: Option<&str>) -> Result<&'a WeightTarget, ApiError> {
-    let first = st.weight_targets.first().ok_or_else(|| ApiError::bad_request("This server cannot update its weights (the GPU engine does not support updates yet)."))?;
+    let first = st.weight_targets.first().ok_or_else(|| ApiError::bad_request("This server has no model whose weights can be updated."))?;
     match model {
         None => Ok(first),
         Some(m) => st.weight_targets.iter().find(|t| t.name == m).ok_or_else(|| {

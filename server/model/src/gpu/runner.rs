@@ -7,6 +7,7 @@
 use super::model::GpuLlama;
 use crate::error::{ModelError, Result};
 use crate::reward_head::RewardHead;
+use crate::runner::{config_mismatch, head_mismatch, WeightUpdate};
 use crate::step_plan::{ModelOut, StepPlan};
 use candle_core::{DType, Tensor};
 use hhh_engine::{Batch, Executor, ExecutorError, KvGeometry, StepOutput};
@@ -73,5 +74,29 @@ impl Executor for GpuRunner {
 
     fn release(&mut self, request_id: hhh_engine::RequestId) {
         self.constrained.release(request_id);
+    }
+
+    /// Apply a [`WeightUpdate`] of a [`GpuLlama`] (same architecture, dtype and device: the KV
+    /// pool stays) and/or a reward head of the served shape, both checked before either applies.
+    /// The new weights were loaded next to the old ones, so the device briefly holds both.
+    fn update_weights(&mut self, weights: hhh_engine::WeightPayload) -> std::result::Result<(), ExecutorError> {
+        let WeightUpdate { model, head } = WeightUpdate::<GpuLlama>::take(weights)?;
+        let model_why = model.as_ref().and_then(|new| {
+            let old = &self.model;
+            config_mismatch(&old.cfg, &new.cfg)
+                .or_else(|| (old.dtype != new.dtype).then(|| format!("dtype mismatch: the new weights are {:?}, the served model {:?}", new.dtype, old.dtype)))
+                .or_else(|| (!old.device.same_device(&new.device)).then(|| "the new weights are on another device".to_string()))
+        });
+        if let Some(why) = model_why.or_else(|| head_mismatch(self.head.as_ref(), head.as_ref())) {
+            return Err(ExecutorError::step(why));
+        }
+        if let Some(new) = model {
+            self.model = new;
+        }
+        if let Some(h) = head {
+            self.head = Some(h);
+        }
+        crate::runner::release_freed_memory();
+        Ok(())
     }
 }
