@@ -14,7 +14,7 @@ impl From<hhh_engine::EngineError> for ApiError {
             E::TooLarge { .. } => ApiError::bad_request(e.to_string()),
             E::Stopped => ApiError::unavailable(e.to_string()),
             E::WeightUpdate(_) => ApiError::invalid("model_path", e.to_string()),
-            E::Executor(_) | E::Config(_) => ApiError::internal(e.to_string()),
+            E::Executor(_) | E::Config(_) | E::Inspect(_) => ApiError::internal(e.to_string()),
         }
     }
 }

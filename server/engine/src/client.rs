@@ -95,6 +95,18 @@ impl EngineClient {
         }
     }
 
+    /// Run `req` through the executor's reference path between two steps (see
+    /// [`crate::inspect`]); the executor's refusal is `EngineError::Inspect`.
+    pub async fn inspect(&self, req: crate::inspect::InspectRequest) -> Result<crate::inspect::InspectOutput, EngineError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx.send(Command::Inspect { req, reply }).map_err(|_| EngineError::Stopped)?;
+        match rx.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(EngineError::Inspect(e)),
+            Err(_) => Err(EngineError::Stopped),
+        }
+    }
+
     /// Stop admitting waiting requests (they stay queued); with `abort`, end the running ones
     /// with `abort`, else let them finish.
     pub fn pause(&self, abort: bool) -> Result<(), EngineError> {

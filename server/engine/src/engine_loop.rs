@@ -51,6 +51,11 @@ pub(crate) enum Command {
         drain: bool,
         reply: tokio::sync::oneshot::Sender<Result<u64, String>>,
     },
+    /// Run one sequence through the executor's reference path between two steps.
+    Inspect {
+        req: crate::inspect::InspectRequest,
+        reply: tokio::sync::oneshot::Sender<Result<crate::inspect::InspectOutput, String>>,
+    },
     /// Stop admitting waiting requests; with `abort`, end the running ones.
     Pause {
         abort: bool,
@@ -210,6 +215,9 @@ impl<E: Executor> EngineLoop<E> {
             }
             Command::Abort(id) => self.abort(id),
             Command::UpdateWeights { weights, drain, reply } => self.update_weights(weights, drain, reply),
+            Command::Inspect { req, reply } => {
+                let _ = reply.send(self.exec.inspect(&req).map_err(|e| e.to_string()));
+            }
             Command::Pause { abort } => self.pause(abort),
             Command::Resume => self.resume(),
             Command::Shutdown => {

@@ -18,6 +18,9 @@ pub enum EngineError {
     /// The executor refused new weights (the old ones keep serving).
     #[error("weight update failed: {0}")]
     WeightUpdate(String),
+    /// The executor could not capture activations for an inspection request.
+    #[error("inspection failed: {0}")]
+    Inspect(String),
     /// Invalid configuration.
     #[error("invalid engine configuration: {0}")]
     Config(String),

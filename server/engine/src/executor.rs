@@ -90,6 +90,11 @@ pub trait Executor: Send {
     fn update_weights(&mut self, _weights: WeightPayload) -> Result<(), ExecutorError> {
         Err(ExecutorError::step("this executor cannot update its weights"))
     }
+    /// Run one sequence through the reference path and capture what `req` asks for (called
+    /// between steps; leaves the KV cache and every request alone).
+    fn inspect(&mut self, _req: &crate::inspect::InspectRequest) -> Result<crate::inspect::InspectOutput, ExecutorError> {
+        Err(ExecutorError::step("this executor cannot capture activations"))
+    }
 }
 
 /// New weights for [`Executor::update_weights`], type-erased.

@@ -95,6 +95,45 @@ impl LmHead {
     }
 }
 
+impl LmHead {
+    /// The unembedding rows of `ids` (`[ids.len(), hidden]`, flat) and the mean row over the
+    /// whole vocabulary (`hidden`), dequantized to f32 (mean accumulated in f64).
+    pub(crate) fn rows_and_mean(&self, ids: &[u32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        match self {
+            Self::Q8_0(m) => {
+                let mut rows = Vec::with_capacity(ids.len() * m.k);
+                for &id in ids {
+                    if id as usize >= m.n {
+                        return Err(ModelError::Invalid(format!("token id {id} is outside the vocabulary ({})", m.n)));
+                    }
+                    m.dequantize_row(id as usize, &mut rows);
+                }
+                let mut sum = vec![0f64; m.k];
+                let mut row = Vec::with_capacity(m.k);
+                for r in 0..m.n {
+                    row.clear();
+                    m.dequantize_row(r, &mut row);
+                    sum.iter_mut().zip(&row).for_each(|(s, &x)| *s += x as f64);
+                }
+                Ok((rows, sum.iter().map(|s| (s / m.n as f64) as f32).collect()))
+            }
+            Self::Candle(w) => {
+                let t = match w {
+                    QMatMul::QTensor(q) => q.dequantize(&Device::Cpu)?,
+                    QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.to_dtype(candle_core::DType::F32)?,
+                };
+                let (n, _) = t.dims2()?;
+                if let Some(&bad) = ids.iter().find(|&&id| id as usize >= n) {
+                    return Err(ModelError::Invalid(format!("token id {bad} is outside the vocabulary ({n})")));
+                }
+                let rows = t.index_select(&Tensor::from_slice(ids, ids.len(), &Device::Cpu)?, 0)?.flatten_all()?.to_vec1::<f32>()?;
+                let mean = t.to_dtype(candle_core::DType::F64)?.mean(0)?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+                Ok((rows, mean))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ mod constrained;
 mod embedding;
 pub mod error;
 pub mod gpu;
+pub mod inspect;
 pub mod llama;
 pub mod reward_head;
 pub mod runner;

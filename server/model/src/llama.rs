@@ -62,7 +62,7 @@ impl Weight {
 
 /// A projection: quantized or dense weight `[out, in]`, optional bias.
 #[derive(Debug)]
-struct Linear {
+pub(crate) struct Linear {
     w: Weight,
     b: Option<Tensor>,
 }
@@ -70,7 +70,7 @@ struct Linear {
 impl Linear {
     /// Several projections of the same input, as flat row-major vectors. Bias-free Q4_1
     /// projections of one input width run fused ([`quant::matmul_many`]).
-    fn forward_many(ls: &[&Linear], x: &Tensor, exact: bool, f32_rows: &[bool]) -> Result<Vec<Vec<f32>>> {
+    pub(crate) fn forward_many(ls: &[&Linear], x: &Tensor, exact: bool, f32_rows: &[bool]) -> Result<Vec<Vec<f32>>> {
         let (m, k) = x.dims2()?;
         let fused: Option<Vec<&Q4_1Matrix>> = ls
             .iter()
@@ -88,7 +88,13 @@ impl Linear {
         }
     }
 
-    fn forward(&self, x: &Tensor, exact: bool, f32_rows: &[bool]) -> Result<Tensor> {
+    /// The projection without its bias, every row on the f32 path (inspection).
+    pub(crate) fn forward_no_bias(&self, x: &Tensor) -> Result<Tensor> {
+        let rows = x.dims2()?.0;
+        self.w.forward(x, false, &vec![true; rows])
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor, exact: bool, f32_rows: &[bool]) -> Result<Tensor> {
         let y = self.w.forward(x, exact, f32_rows)?;
         Ok(match &self.b {
             Some(b) => y.broadcast_add(b)?,
@@ -98,16 +104,16 @@ impl Linear {
 }
 
 #[derive(Debug)]
-struct Layer {
-    attn_norm: Tensor,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    ffn_norm: Tensor,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
+pub(crate) struct Layer {
+    pub(crate) attn_norm: Tensor,
+    pub(crate) q: Linear,
+    pub(crate) k: Linear,
+    pub(crate) v: Linear,
+    pub(crate) o: Linear,
+    pub(crate) ffn_norm: Tensor,
+    pub(crate) gate: Linear,
+    pub(crate) up: Linear,
+    pub(crate) down: Linear,
 }
 
 /// A loaded model. Immutable: all per-request state lives in the [`PagedKvCache`].
@@ -115,11 +121,11 @@ struct Layer {
 pub struct LlamaModel {
     pub cfg: LlamaConfig,
     /// `[vocab, hidden]` token embeddings (Q8_0 kept quantized).
-    embed: crate::embedding::Embedding,
-    layers: Vec<Layer>,
-    norm: Tensor,
-    lm_head: crate::embedding::LmHead,
-    rope: Rope,
+    pub(crate) embed: crate::embedding::Embedding,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) norm: Tensor,
+    pub(crate) lm_head: crate::embedding::LmHead,
+    pub(crate) rope: Rope,
     /// Human-readable weight type, e.g. `q4_1` or `f32`.
     pub dtype_name: String,
     /// Reference arithmetic: candle's dense attention ops over the gathered paged KV instead of

@@ -88,6 +88,10 @@ impl Executor for ModelRunner {
         self.constrained.release(request_id);
     }
 
+    fn inspect(&mut self, req: &hhh_engine::InspectRequest) -> std::result::Result<hhh_engine::InspectOutput, ExecutorError> {
+        self.model.inspect(req).map_err(ExecutorError::step)
+    }
+
     /// Apply a [`WeightUpdate`]: a [`LlamaModel`] of the same architecture (layers, heads,
     /// sizes, vocabulary and weight type: the KV cache and the tokenizer stay; it keeps the
     /// serving model's arithmetic flags) and/or a reward head of the same shape as the served
