@@ -10,11 +10,13 @@ pub mod batch;
 pub mod harmlessness;
 pub mod hh_rlhf;
 pub mod honesty;
+pub mod interp;
 pub mod openapi;
 pub mod rl;
 pub mod scoring;
 pub use harmlessness::*;
 pub use honesty::*;
+pub use interp::*;
 pub use rl::*;
 pub use scoring::*;
 

@@ -100,6 +100,22 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Op> {
         ),
         op(
             "post",
+            "/v1/interpretability/induction",
+            "Induction heads (Olsson et al., 2022): per layer and head, prefix-matching and copying scores on repeated random token sequences; the model's in-context learning score over given texts.",
+            Some(body::<InductionRequest>(g)),
+            body::<InductionResponse>(g),
+            false,
+        ),
+        op(
+            "post",
+            "/v1/ood/score",
+            "Out-of-distribution scores: Mahalanobis distance of each input's hidden state from in-distribution statistics (--ood-stats, from `hhh-server fit-ood`).",
+            Some(body::<OodScoreRequest>(g)),
+            body::<OodScoreResponse>(g),
+            false,
+        ),
+        op(
+            "post",
             "/v1/evals/behavior",
             "Model-written evaluations: the probability of the behaviour-matching answer per item (Anthropic evals format) and the matching rate.",
             Some(body::<BehaviorEvalRequest>(g)),

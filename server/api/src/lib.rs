@@ -35,8 +35,10 @@ pub mod constitution;
 pub mod error;
 pub mod feedback;
 pub mod honesty;
+pub mod interp;
 pub mod jobs;
 pub mod middleware;
+pub mod ood;
 pub mod prompt;
 pub mod respond;
 pub mod rewards;
@@ -49,7 +51,7 @@ pub mod validate;
 
 use axum::routing::{get, post};
 use axum::Router;
-use routes::{chat, completions, harmlessness, honesty as honesty_routes, label, misc, revise, scoring, weights};
+use routes::{chat, completions, harmlessness, honesty as honesty_routes, interp as interp_routes, label, misc, ood as ood_routes, revise, scoring, weights};
 
 pub use auth::ApiKeys;
 pub use error::ApiError;
@@ -74,6 +76,8 @@ fn api_routes() -> Router<AppState> {
         .route("/v1/self_evaluation", post(honesty_routes::self_evaluation))
         .route("/v1/pik", post(honesty_routes::pik))
         .route("/v1/evals/behavior", post(honesty_routes::behavior))
+        .route("/v1/interpretability/induction", post(interp_routes::induction))
+        .route("/v1/ood/score", post(ood_routes::score))
         .route("/update_weights_from_disk", post(weights::update_weights_from_disk))
         .route("/get_weight_version", get(weights::get_weight_version))
         .route("/pause_generation", post(weights::pause_generation))

@@ -155,6 +155,9 @@ pub struct AppState {
     pub weight_targets: Arc<Vec<WeightTarget>>,
     /// The P(IK) head on the chat model's final hidden state (`--pik-head`).
     pub pik: Option<Arc<PikHead>>,
+    /// In-distribution activation statistics of the chat model (`--ood-stats`) for
+    /// `/v1/ood/score`.
+    pub ood: Option<Arc<crate::ood::OodStats>>,
     /// Unix time the server started (for `/v1/models`).
     pub created: u64,
 }
@@ -194,6 +197,7 @@ impl AppState {
             grammars,
             tool_format,
             pik: None,
+            ood: None,
             weight_targets: Arc::new(Vec::new()),
             created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         })

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 /// that the base layer (0) is one group.
 fn layers() -> BTreeMap<&'static str, u8> {
     let mut m = BTreeMap::new();
-    for base in ["auth", "constitution", "error", "middleware", "state", "structured", "validate"] {
+    for base in ["auth", "constitution", "error", "middleware", "ood", "state", "structured", "validate"] {
         m.insert(base, 0);
     }
-    for (name, layer) in [("prompt", 1), ("jobs", 1), ("respond", 2), ("tools", 2), ("rewards", 3), ("honesty", 3), ("feedback", 4), ("select", 5), ("routes", 6)] {
+    for (name, layer) in [("prompt", 1), ("jobs", 1), ("respond", 2), ("tools", 2), ("rewards", 3), ("honesty", 3), ("interp", 3), ("feedback", 4), ("select", 5), ("routes", 6)] {
         m.insert(name, layer);
     }
     m

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod generation;
 pub mod gpu_check;
 pub mod honesty;
+pub mod interp;
 mod load;
 pub mod serve;
 pub mod train;
@@ -158,6 +159,10 @@ pub struct ServeArgs {
     /// serves /v1/pik.
     #[arg(long, env = "HHH_PIK_HEAD")]
     pub pik_head: Option<PathBuf>,
+    /// In-distribution activation statistics for `--model` (from `hhh-server fit-ood`, see
+    /// docs/interpretability.md): serves /v1/ood/score.
+    #[arg(long, env = "HHH_OOD_STATS")]
+    pub ood_stats: Option<PathBuf>,
     /// A second model, for scoring only, with its own engine and KV pool: a Hugging Face
     /// `*ForSequenceClassification` directory, or any model with `--preference-head`.
     #[arg(long, env = "HHH_PREFERENCE_MODEL")]
@@ -348,6 +353,13 @@ pub async fn load(a: &ServeArgs) -> anyhow::Result<Loaded> {
         tracing::info!(file = %f.display(), format = ?head.format, "P(IK) head enabled on /v1/pik");
         state.pik = Some(Arc::new(head));
     }
+    if let Some(f) = &a.ood_stats {
+        anyhow::ensure!(state.generates, "--ood-stats needs a generative --model");
+        let stats = hhh_api::ood::OodStats::from_file(f).map_err(|e| anyhow::anyhow!("--ood-stats: {e}"))?;
+        anyhow::ensure!(stats.dim == main_hidden(&engine).await?, "--ood-stats {}: its width {} is not the model's hidden size", f.display(), stats.dim);
+        tracing::info!(file = %f.display(), layer = stats.layer, threshold = stats.threshold, "OOD statistics enabled on /v1/ood/score");
+        state.ood = Some(Arc::new(stats));
+    }
     if state.generates {
         let d = generation::load(&a.model, &a.generation_config, a.override_generation_config.as_deref())?;
         tracing::info!(defaults = ?d, source = %a.generation_config, "generation defaults");
@@ -415,6 +427,12 @@ pub async fn load(a: &ServeArgs) -> anyhow::Result<Loaded> {
         tracing::info!("API keys required on /v1/*, /tokenize, /detokenize");
     }
     Ok(Loaded { state, engine, extra_engines })
+}
+
+/// The hidden size of the model behind `engine` (one one-token inspection).
+async fn main_hidden(engine: &hhh_engine::EngineClient) -> anyhow::Result<usize> {
+    let r = engine.inspect(hhh_engine::InspectRequest { tokens: vec![0], hidden_layers: vec![0], ..Default::default() }).await?;
+    Ok(r.hidden.first().map_or(0, Vec::len))
 }
 
 /// One tiny forward before readiness turns 200.

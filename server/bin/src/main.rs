@@ -35,6 +35,12 @@ enum Cmd {
     /// Run model-written-evaluation files (Anthropic's `evals` JSONL) through
     /// /v1/evals/behavior offline; writes summary.json and behavior.svg (docs/honesty.md).
     EvalBehavior(Box<hhh_server::honesty::EvalBehaviorArgs>),
+    /// Score every attention head for induction (prefix matching, copying) and the model's
+    /// in-context learning; writes induction.json and a heatmap (docs/interpretability.md).
+    Induction(Box<hhh_server::interp::InductionArgs>),
+    /// Fit in-distribution activation statistics (mean, shrunk covariance of one layer's
+    /// last-token hidden state) from prompt files; serve them with --ood-stats.
+    FitOod(Box<hhh_server::train::ood::FitOodArgs>),
 }
 
 /// candle sizes its own CPU pools from the environment only: set it here, while this is the
@@ -68,6 +74,14 @@ fn main() -> anyhow::Result<()> {
         Cmd::EvalBehavior(args) => {
             set_threads(args.serve.threads);
             offline_main(hhh_server::honesty::eval_behavior(*args))
+        }
+        Cmd::FitOod(args) => {
+            set_threads(args.serve.threads);
+            offline_main(hhh_server::train::ood::fit_ood(*args))
+        }
+        Cmd::Induction(args) => {
+            set_threads(args.serve.threads);
+            offline_main(hhh_server::interp::induction(*args))
         }
         Cmd::GpuCheck(args) => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());

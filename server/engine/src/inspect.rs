@@ -3,6 +3,9 @@
 //! never keeps — attention probabilities, residual-stream states, per-token logprobs. The
 //! serving kernels are untouched: nothing is captured unless this request asks.
 
+/// Longest sequence an inspection may run (attention is `O(T²)` per head and layer).
+pub const MAX_INSPECT_TOKENS: usize = 2048;
+
 /// What to capture for one sequence.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InspectRequest {

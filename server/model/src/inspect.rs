@@ -8,8 +8,7 @@ use crate::llama::{Layer, Linear, LlamaModel};
 use candle_core::{Device, Tensor};
 use hhh_engine::{InspectOutput, InspectRequest};
 
-/// Longest sequence an inspection may run (attention is `O(T²)` per head and layer).
-pub const MAX_INSPECT_TOKENS: usize = 2048;
+pub use hhh_engine::inspect::MAX_INSPECT_TOKENS;
 
 impl LlamaModel {
     /// Run `req.tokens` through the reference path and capture what `req` asks for.
@@ -48,7 +47,7 @@ impl LlamaModel {
                 self.rope.apply(&mut q[r * qw..(r + 1) * qw], c.head_dim, r);
                 self.rope.apply(&mut k[r * kw..(r + 1) * kw], c.head_dim, r);
             }
-            let keep = req.attention_layers.iter().any(|&a| a == li);
+            let keep = req.attention_layers.contains(&li);
             let (att, probs) = dense_attention(&q, &k, &v, t, c.num_heads, c.num_kv_heads, c.head_dim, keep);
             if let Some(p) = probs {
                 for (slot, _) in req.attention_layers.iter().enumerate().filter(|(_, &a)| a == li) {

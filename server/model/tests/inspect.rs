@@ -231,3 +231,118 @@ fn inspection_refuses_bad_requests() {
     assert!(model.inspect(&InspectRequest { tokens: vec![1, 500], token_logprobs: true, ..Default::default() }).is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Prefix-matching score of every head: on `seq` = `half` twice, the mean attention from each
+/// second-copy position `i` to `i - n + 1`.
+fn prefix_matching(out: &InspectOutput, n: usize) -> Vec<Vec<f64>> {
+    let t = 2 * n;
+    out.attention.iter().map(|a| (0..out.num_heads).map(|h| (n..t).map(|i| a[h * t * t + i * t + i - n + 1] as f64).sum::<f64>() / n as f64).collect()).collect()
+}
+
+/// A two-layer model whose weights are set by hand to hold an induction circuit (hidden 128,
+/// 4 heads of 32, vocabulary 24, RoPE base 1e15 so that all but the first two frequency pairs
+/// barely rotate over a few dozen positions):
+/// - the residual stream holds the token's one-hot code (dims 0..24), a slot for the previous
+///   token's code (24..48) and a constant 1 (dim 48);
+/// - layer 0, head 0 is a previous-token head: constant queries and keys from dim 48 in the two
+///   fast RoPE pairs, the key rotated by one position, so `q_i · k_j ∝ cos(j - i + 1) +
+///   cos(θ₁ (j - i + 1))` peaks at `j = i - 1`; it copies the token code into the slot;
+/// - layer 1, head 2 is the induction head: its query is the current token's code and its key
+///   the previous-token slot, both in the slow RoPE pairs, so it attends where the previous
+///   token equals the current one: the token after the earlier occurrence.
+///
+/// Every other weight is zero (those heads attend uniformly, the MLPs add nothing).
+fn planted_induction_model(dir: &Path) {
+    use candle_core::Tensor;
+    let (vocab, hidden, heads, hd, layers) = (24usize, 128usize, 4usize, 32usize, 2usize);
+    let theta = 1e15f32;
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = serde_json::json!({"architectures": ["LlamaForCausalLM"], "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": 8,
+        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": heads, "rms_norm_eps": 1e-6,
+        "rope_theta": theta, "max_position_embeddings": 64, "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2});
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let zeros = |r: usize, c: usize| vec![0f32; r * c];
+    let t = |v: Vec<f32>, r: usize, c: usize| Tensor::from_vec(v, (r, c), &Device::Cpu).unwrap();
+    let mut w: HashMap<String, Tensor> = HashMap::new();
+    let mut emb = zeros(vocab, hidden);
+    for tok in 0..vocab {
+        emb[tok * hidden + tok] = 1.0;
+        emb[tok * hidden + 48] = 1.0;
+    }
+    w.insert("model.embed_tokens.weight".into(), t(emb, vocab, hidden));
+    w.insert("model.norm.weight".into(), Tensor::ones(hidden, DType::F32, &Device::Cpu).unwrap());
+    w.insert("lm_head.weight".into(), t((0..vocab * hidden).map(|i| ((i * 7919) % 13) as f32 / 13.0 - 0.5).collect(), vocab, hidden));
+    // RMS of the residual entering each layer: two ones (code, constant), then three.
+    let (h0, h1) = ((hidden as f32 / 2.0).sqrt(), (hidden as f32 / 3.0).sqrt());
+    let half = hd / 2;
+    let freq = |p: usize| 1f32 / theta.powf((2 * p) as f32 / hd as f32);
+    for l in 0..layers {
+        let p = format!("model.layers.{l}");
+        let (mut q, mut k, mut v, mut o) = (zeros(hidden, hidden), zeros(hidden, hidden), zeros(hidden, hidden), zeros(hidden, hidden));
+        if l == 0 {
+            let s = 16.0f32;
+            for pair in 0..2 {
+                let f = freq(pair);
+                q[pair * hidden + 48] = s / h0;
+                k[pair * hidden + 48] = s * f.cos() / h0;
+                k[(pair + half) * hidden + 48] = s * f.sin() / h0;
+            }
+            for c in 0..vocab {
+                v[c * hidden + c] = 1.0 / h0;
+                o[(24 + c) * hidden + c] = 1.0;
+            }
+        } else {
+            // Head 2's slow-pair dimensions: 3..16 and 19..32 of the head.
+            let slots: Vec<usize> = (3..half).chain(half + 3..hd).collect();
+            let beta = 11.0f32;
+            for (c, &slot) in slots.iter().enumerate().take(vocab) {
+                q[(2 * hd + slot) * hidden + c] = beta / h1;
+                k[(2 * hd + slot) * hidden + 24 + c] = beta / h1;
+            }
+        }
+        for (name, m) in [("q_proj", q), ("k_proj", k), ("v_proj", v), ("o_proj", o)] {
+            w.insert(format!("{p}.self_attn.{name}.weight"), t(m, hidden, hidden));
+        }
+        w.insert(format!("{p}.mlp.gate_proj.weight"), t(zeros(8, hidden), 8, hidden));
+        w.insert(format!("{p}.mlp.up_proj.weight"), t(zeros(8, hidden), 8, hidden));
+        w.insert(format!("{p}.mlp.down_proj.weight"), t(zeros(hidden, 8), hidden, 8));
+        w.insert(format!("{p}.input_layernorm.weight"), Tensor::ones(hidden, DType::F32, &Device::Cpu).unwrap());
+        w.insert(format!("{p}.post_attention_layernorm.weight"), Tensor::ones(hidden, DType::F32, &Device::Cpu).unwrap());
+    }
+    candle_core::safetensors::save(&w, dir.join("model.safetensors")).unwrap();
+}
+
+#[test]
+fn a_planted_induction_head_is_found_and_a_random_model_has_none() {
+    let n = 12;
+    // 12 distinct tokens of the 24, twice.
+    let half: Vec<u32> = [5u32, 17, 2, 11, 23, 8, 14, 0, 20, 3, 9, 16].to_vec();
+    let seq: Vec<u32> = half.iter().chain(&half).copied().collect();
+    let dir = std::env::temp_dir().join(format!("hhh-planted-{}", std::process::id()));
+    planted_induction_model(&dir);
+    let model = LlamaModel::load(&dir).unwrap();
+    let out = model.inspect(&InspectRequest { tokens: seq.clone(), attention_layers: vec![0, 1], ..Default::default() }).unwrap();
+    let pm = prefix_matching(&out, n);
+    assert!(pm[1][2] > 0.95, "the planted induction head: {pm:?}");
+    for (l, row) in pm.iter().enumerate() {
+        for (h, &v) in row.iter().enumerate() {
+            if (l, h) != (1, 2) {
+                assert!(v < 0.2, "head ({l}, {h}) should be near chance: {pm:?}");
+            }
+        }
+    }
+    // The previous-token head attends to i - 1.
+    let t = 2 * n;
+    let prev: f64 = (1..t).map(|i| out.attention[0][i * t + i - 1] as f64).sum::<f64>() / (t - 1) as f64;
+    assert!(prev > 0.95, "previous-token head: {prev}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // A random model of the usual tiny shape: no head does prefix matching.
+    let rdir = std::env::temp_dir().join(format!("hhh-planted-random-{}", std::process::id()));
+    make_random_llama(&rdir, DType::F32, &RandomLlama { seed: 3, ..RandomLlama::TINY }, None).unwrap();
+    let random = LlamaModel::load(&rdir).unwrap();
+    let out = random.inspect(&InspectRequest { tokens: seq.iter().map(|&x| x + 40).collect(), attention_layers: vec![0, 1, 2], ..Default::default() }).unwrap();
+    let pm = prefix_matching(&out, n);
+    assert!(pm.iter().flatten().all(|&v| v < 0.3), "a random model has no induction head: {pm:?}");
+    let _ = std::fs::remove_dir_all(&rdir);
+}

@@ -14,6 +14,7 @@
 
 pub mod fit;
 pub mod logistic;
+pub mod ood;
 pub mod pik;
 
 use anyhow::Context;
