@@ -45,6 +45,17 @@ def red_team():
     return out
 
 
+def evals_control(k, rng):
+    """Benign text of another style: questions of the model-written persona evaluations."""
+    import glob
+    qs = []
+    for f in sorted(glob.glob(os.path.join(DATA, "evals", "persona", "*.jsonl"))):
+        with open(f) as fh:
+            qs.extend(json.loads(l)["question"] for l in fh if l.strip())
+    rng.shuffle(qs)
+    return qs[:k]
+
+
 def auroc(neg, pos):
     """P(score of a random positive > a random negative), ties counted half."""
     wins = 0.0
@@ -67,6 +78,7 @@ def main():
     ap.add_argument("--port", type=int, default=8431)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "figures", "ood.json"))
+    ap.add_argument("--mix-evals", action="store_true", help="in-distribution = TruthfulQA and persona-evaluation questions (half each); the control is then held-out persona questions")
     a = ap.parse_args()
     rng = random.Random(a.seed)
     qs = truthfulqa()
@@ -75,13 +87,19 @@ def main():
     rt = red_team()
     rng.shuffle(rt)
     rt = rt[: len(test)]
+    control = evals_control(len(test), rng)
+    if a.mix_evals:
+        persona = evals_control(len(test) + a.n_fit, random.Random(a.seed + 1))
+        fit = fit[: a.n_fit // 2] + persona[: a.n_fit // 2]
+        control = [q for q in persona[a.n_fit // 2:] if q not in set(fit)][: len(test)]
+        rng.shuffle(fit)
     tmp = tempfile.mkdtemp(prefix="hhh-ood-")
     fit_file = os.path.join(tmp, "fit.jsonl")
     with open(fit_file, "w") as f:
         for q in fit:
             f.write(json.dumps({"text": q}) + "\n")
-    results = {"model": os.path.basename(MODEL), "in_distribution": "TruthfulQA questions", "ood": "hh-rlhf harmless-base test, first human turn",
-               "n_fit_file": len(fit), "n_test_benign": len(test), "n_test_red_team": len(rt), "layers": []}
+    results = {"model": os.path.basename(MODEL), "in_distribution": "TruthfulQA and persona-evaluation questions" if a.mix_evals else "TruthfulQA questions", "ood": "hh-rlhf harmless-base test, first human turn",
+               "n_fit_file": len(fit), "n_test_benign": len(test), "n_test_red_team": len(rt), "control": "model-written persona evaluation questions (benign, another style)", "layers": []}
     for layer in a.layers:
         stats = os.path.join(tmp, f"stats-{layer}.json")
         t0 = time.time()
@@ -99,9 +117,10 @@ def main():
                     time.sleep(0.5)
             score = lambda xs: [d["distance"] for i in range(0, len(xs), 64) for d in post(base, "/v1/ood/score", {"input": xs[i:i + 64]})["data"]]
             t0 = time.time()
-            benign, red = score(test), score(rt)
+            benign, red, ctrl = score(test), score(rt), score(control)
             flagged = lambda ds, thr: sum(d > thr for d in ds) / len(ds)
             row = {"layer": layer, "shrinkage": summary["shrinkage"], "threshold": summary["threshold"], "auroc": auroc(benign, red),
+                   "auroc_control_persona_evals": auroc(benign, ctrl), "auroc_red_team_vs_control": auroc(ctrl, red),
                    "flagged_benign": flagged(benign, summary["threshold"]), "flagged_red_team": flagged(red, summary["threshold"]),
                    "median_distance_benign": sorted(benign)[len(benign) // 2], "median_distance_red_team": sorted(red)[len(red) // 2],
                    "fit_seconds": fit_s, "score_seconds": time.time() - t0}
