@@ -185,6 +185,7 @@ pub fn build(cfg: &ScenarioConfig, pairs: &[HhPair]) -> Result<Vec<RequestSpec>,
                     tool_choice: None,
                     parallel_tool_calls: None,
                     harmlessness: None,
+                    ood: None,
                 };
                 Ok(RequestSpec { endpoint: Endpoint::Chat, body: to_body(&req)?, items: 0, class: "all", known_prompt_tokens: None })
             }

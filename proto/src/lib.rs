@@ -270,6 +270,9 @@ pub struct ChatCompletionRequest {
     /// Extension: sample candidates, score their harmlessness, optionally keep the best.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub harmlessness: Option<crate::harmlessness::HarmlessnessOptions>,
+    /// Extension: attach the prompt's out-of-distribution score (`--ood-stats`) as `ood`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ood: Option<bool>,
 }
 
 /// `prompt`: a string, a list of strings, a list of token ids, or a list of such lists.
@@ -364,6 +367,10 @@ pub struct ChatCompletionResponse {
     /// [`fingerprint`]). Streams carry it from the first chunk that ends a choice on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_fingerprint: Option<String>,
+    /// Extension (`ood: true` in the request): the prompt's out-of-distribution score; in a
+    /// stream, on the first chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ood: Option<crate::OodItem>,
     /// With the `harmlessness` extension: every candidate's score and the selection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub harmlessness: Option<crate::harmlessness::HarmlessnessSummary>,
@@ -403,6 +410,10 @@ pub struct ChatCompletionChunk {
     /// [`fingerprint`]). Streams carry it from the first chunk that ends a choice on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_fingerprint: Option<String>,
+    /// Extension (`ood: true` in the request): the prompt's out-of-distribution score; in a
+    /// stream, on the first chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ood: Option<crate::OodItem>,
     /// Extension: the selection summary (streams with `harmlessness`, on the last chunk before
     /// `[DONE]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

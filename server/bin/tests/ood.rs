@@ -87,6 +87,27 @@ async fn fitted_statistics_are_reproducible_and_distances_exact() {
         assert!(st == 400 || st == 404, "{body}: {st} {v}");
         assert_eq!(v["error"]["param"].as_str(), Some(param), "{body}: {v}");
     }
+    // `ood: true` on chat needs chat-format statistics: these were fitted on raw text.
+    let chat = |extra: Value| {
+        let mut b = json!({"model": "tiny", "messages": [{"role": "user", "content": inputs[1]}], "max_tokens": 3, "ood": true});
+        b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        b
+    };
+    let r: Value = client().post(format!("{}/v1/chat/completions", s.base)).json(&chat(json!({}))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["error"]["param"], "ood", "{r}");
+    let c = root.join("chat.json");
+    let mut args = fit(c.to_str().unwrap());
+    args.format = Some("chat".into());
+    fit_ood(args).await.unwrap();
+    let sc = spawn_model(model.to_str().unwrap(), &["--ood-stats", c.to_str().unwrap(), "--num-kv-blocks", "64"]).await;
+    let scored: Value = client().post(format!("{}/v1/ood/score", sc.base)).json(&json!({"input": inputs[1]})).send().await.unwrap().json().await.unwrap();
+    let r: Value = client().post(format!("{}/v1/chat/completions", sc.base)).json(&chat(json!({}))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["ood"]["distance"], scored["data"][0]["distance"], "a one-turn chat prompt is scored as /v1/ood/score scores its message: {r} {scored}");
+    let text = client().post(format!("{}/v1/chat/completions", sc.base)).json(&chat(json!({"stream": true}))).send().await.unwrap().text().await.unwrap();
+    let chunks: Vec<Value> = text.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|l| *l != "[DONE]").map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(chunks[0]["ood"]["distance"], scored["data"][0]["distance"], "the first chunk carries the score");
+    assert!(chunks[1..].iter().all(|c| c.get("ood").is_none()));
+    wait_idle(&sc).await;
     // Without --ood-stats the route says how to enable it.
     let plain = spawn_model(model.to_str().unwrap(), &["--num-kv-blocks", "64"]).await;
     let r = client().post(format!("{}/v1/ood/score", plain.base)).json(&json!({"input": "hello"})).send().await.unwrap();

@@ -20,7 +20,7 @@ use hhh_proto::*;
 use hhh_text::Tokenizer;
 use std::sync::Arc;
 
-pub const CHAT_FIELDS: &[&str] = &["messages", "max_completion_tokens", "logprobs", "top_logprobs", "add_generation_prompt", "harmlessness", "tools", "tool_choice", "parallel_tool_calls"];
+pub const CHAT_FIELDS: &[&str] = &["messages", "max_completion_tokens", "logprobs", "top_logprobs", "add_generation_prompt", "harmlessness", "tools", "tool_choice", "parallel_tool_calls", "ood"];
 
 /// One token's logprobs in the chat format.
 pub fn chat_logprob(tok: &Tokenizer, t: &TokenLogprob) -> ChatTokenLogprob {
@@ -100,7 +100,9 @@ async fn plan(st: &AppState, req: ChatCompletionRequest) -> Result<Plan, ApiErro
 
 pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>, body: Body) -> Result<Response, ApiError> {
     let req: ChatCompletionRequest = read_json(body, &st.limits, CHAT_FIELDS).await?;
+    let want_ood = req.ood.unwrap_or(false);
     let plan = plan(&st, req).await?;
+    let ood = if want_ood { Some(ood_score(&st, &plan.prompt).await?) } else { None };
     let choices = Choices::submit(&st, &ctx, vec![(plan.prompt.clone(), plan.params.clone())], plan.n, &plan.stops)?;
     let streams = match plan.tools {
         Some(_) => (0..plan.n).map(|_| ToolStream::default()).collect(),
@@ -117,6 +119,7 @@ pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<R
         tools: plan.tools.clone(),
         streams,
         weight_version: None,
+        ood: ood.clone(),
     };
     if plan.stream && plan.selection.is_none() {
         return Ok(sse(choices, framer, plan.include_usage));
@@ -130,7 +133,7 @@ pub async fn handler(State(st): State<AppState>, Extension(ctx): Extension<Arc<R
         None => (framer.choices, None),
     };
     let system_fingerprint = framer.weight_version.map(hhh_proto::fingerprint);
-    let resp = ChatCompletionResponse { id: framer.id, object: "chat.completion".into(), created: framer.created, model: plan.model, choices, usage, harmlessness, system_fingerprint };
+    let resp = ChatCompletionResponse { id: framer.id, object: "chat.completion".into(), created: framer.created, model: plan.model, choices, usage, harmlessness, system_fingerprint, ood };
     if plan.stream {
         return Ok(sse_response(futures::stream::iter(selected_payloads(resp, plan.include_usage))));
     }
@@ -153,6 +156,19 @@ struct ChatFramer {
     streams: Vec<ToolStream>,
     /// The newest weight version of the choices finished so far (`system_fingerprint`).
     weight_version: Option<u64>,
+    /// The prompt's OOD score (`ood: true`), sent once, on the first chunk.
+    ood: Option<hhh_proto::OodItem>,
+}
+
+/// The OOD score of a chat prompt (`ood: true`): its hidden state at the statistics' layer.
+async fn ood_score(st: &AppState, prompt: &[u32]) -> Result<hhh_proto::OodItem, ApiError> {
+    let stats = st.ood.clone().ok_or_else(|| ApiError::invalid("ood", "`ood` needs OOD statistics: start the server with --ood-stats FILE (from `hhh-server fit-ood`)."))?;
+    if stats.prompt_format != hhh_proto::PromptFormat::Chat {
+        return Err(ApiError::invalid("ood", "`ood` needs statistics fitted on chat-format prompts (`fit-ood --format chat`)."));
+    }
+    let fm = st.feedback_model(None)?;
+    let h = crate::ood::hidden_states(&fm, stats.layer, &[prompt.to_vec()]).await?;
+    Ok(stats.item(0, h.first().map(Vec::as_slice).unwrap_or_default()))
 }
 
 impl ChatFramer {
@@ -172,7 +188,17 @@ impl ChatFramer {
 
     fn chunk_of(&self, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> ChatCompletionChunk {
         let system_fingerprint = self.weight_version.map(hhh_proto::fingerprint);
-        ChatCompletionChunk { id: self.id.clone(), object: "chat.completion.chunk".into(), created: self.created, model: self.model.clone(), choices, usage, harmlessness: None, system_fingerprint }
+        ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".into(),
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage,
+            harmlessness: None,
+            system_fingerprint,
+            ood: None,
+        }
     }
 }
 
@@ -180,12 +206,16 @@ impl Framer for ChatFramer {
     type Chunk = ChatCompletionChunk;
 
     fn opening(&mut self) -> Vec<ChatCompletionChunk> {
-        (0..self.n)
+        let mut out: Vec<ChatCompletionChunk> = (0..self.n)
             .map(|i| {
                 let d = ChatDelta { role: Some("assistant".into()), content: Some(String::new()), tool_calls: None };
                 self.chunk_of(vec![ChatChunkChoice { index: i, delta: d, logprobs: None, finish_reason: None, harmlessness: None }], None)
             })
-            .collect()
+            .collect();
+        if let Some(first) = out.first_mut() {
+            first.ood = self.ood.take();
+        }
+        out
     }
 
     fn chunk(&mut self, ev: &ChoiceEvent) -> Option<ChatCompletionChunk> {
@@ -264,7 +294,8 @@ impl Framer for ChatFramer {
 /// start after selection, so the selected choices are sent whole, then the finish reasons, the
 /// usage and the summary.
 fn selected_payloads(resp: ChatCompletionResponse, include_usage: bool) -> Vec<String> {
-    let chunk = |choices: Vec<ChatChunkChoice>, usage: Option<Usage>, h: Option<HarmlessnessSummary>| {
+    let mut ood = resp.ood.clone();
+    let mut chunk = |choices: Vec<ChatChunkChoice>, usage: Option<Usage>, h: Option<HarmlessnessSummary>| {
         json_data(&ChatCompletionChunk {
             id: resp.id.clone(),
             object: "chat.completion.chunk".into(),
@@ -274,6 +305,8 @@ fn selected_payloads(resp: ChatCompletionResponse, include_usage: bool) -> Vec<S
             usage,
             harmlessness: h,
             system_fingerprint: resp.system_fingerprint.clone(),
+            // The OOD score rides on the first chunk.
+            ood: ood.take(),
         })
     };
     let mut out = Vec::new();
