@@ -346,3 +346,33 @@ fn a_planted_induction_head_is_found_and_a_random_model_has_none() {
     assert!(pm.iter().flatten().all(|&v| v < 0.3), "a random model has no induction head: {pm:?}");
     let _ = std::fs::remove_dir_all(&rdir);
 }
+
+/// The GPU engine's model (`GpuLlama`, here on candle's CPU backend in f32, as
+/// `--device candle-cpu` runs it) inspects like the CPU path: same attention, residuals,
+/// logprobs and direct logit effects to 1e-4.
+#[test]
+fn gpu_model_inspection_equals_the_cpu_path() {
+    let spec = RandomLlama { seed: 13, ..RandomLlama::TINY };
+    let dir = std::env::temp_dir().join(format!("hhh-inspect-gpu-{}", std::process::id()));
+    make_random_llama(&dir, DType::F32, &spec, None).unwrap();
+    let cpu = LlamaModel::load(&dir).unwrap();
+    let gpu = hhh_model::gpu::GpuLlama::load(&dir, &Device::Cpu, DType::F32).unwrap();
+    let ids: Vec<u32> = (0..29).map(|i| (i * 53 + 7) % 128).collect();
+    let req = InspectRequest { tokens: ids, attention_layers: vec![0, 2], hidden_layers: vec![1, 3], token_logprobs: true, direct_logit: true };
+    let (a, b) = (cpu.inspect(&req).unwrap(), gpu.inspect(&req).unwrap());
+    assert_eq!((a.num_layers, a.num_heads), (b.num_layers, b.num_heads));
+    let same = |x: &[f32], y: &[f32], what: &str| {
+        assert_eq!(x.len(), y.len(), "{what}");
+        for (i, (p, q)) in x.iter().zip(y).enumerate() {
+            assert!((p - q).abs() <= 1e-4 * p.abs().max(1.0), "{what} {i}: {p} vs {q}");
+        }
+    };
+    for l in 0..2 {
+        same(&a.attention[l], &b.attention[l], "attention");
+        same(&a.hidden[l], &b.hidden[l], "hidden");
+    }
+    same(&a.token_logprobs, &b.token_logprobs, "logprobs");
+    same(&a.direct_logit, &b.direct_logit, "direct logit");
+    assert!(gpu.inspect(&InspectRequest { tokens: vec![1, 500], ..Default::default() }).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -18,6 +18,8 @@ use hhh_kernels::SeqMeta;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod inspect;
+
 /// One decoder layer's weights on the device (`[out, in]`, as in the checkpoint; fused along
 /// `out` at load).
 struct Layer {

@@ -76,6 +76,10 @@ impl Executor for GpuRunner {
         self.constrained.release(request_id);
     }
 
+    fn inspect(&mut self, req: &hhh_engine::InspectRequest) -> std::result::Result<hhh_engine::InspectOutput, ExecutorError> {
+        self.model.inspect(req).map_err(ExecutorError::step)
+    }
+
     /// Apply a [`WeightUpdate`] of a [`GpuLlama`] (same architecture, dtype and device: the KV
     /// pool stays) and/or a reward head of the served shape, both checked before either applies.
     /// The new weights were loaded next to the old ones, so the device briefly holds both.
