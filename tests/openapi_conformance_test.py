@@ -74,9 +74,16 @@ def main():
     port = s.getsockname()[1]
     s.close()
     data_dir = tempfile.mkdtemp(prefix="hhh-openapi-")
+    # OOD statistics for /v1/ood/score, fitted on a dozen prompts (only the shapes matter here).
+    prompts = os.path.join(data_dir, "ood-prompts.txt")
+    with open(prompts, "w") as f:
+        f.write("\n".join(f"What is {i} plus {i + 1}?" for i in range(12)) + "\n")
+    stats = os.path.join(data_dir, "ood-stats.json")
+    subprocess.run([os.path.join(ROOT, "target/release/hhh-server"), "fit-ood", "--prompts", prompts, "--layer", "10", "--out", stats, "--data-dir", data_dir],
+                   cwd=ROOT, env=dict(os.environ, RUST_LOG="warn"), check=True, stdout=subprocess.DEVNULL)
     srv = subprocess.Popen([os.path.join(ROOT, "target/release/hhh-server"), "serve", "--port", str(port), "--num-kv-blocks", "512", "--data-dir", data_dir,
                             "--reward-head", os.path.join(ROOT, "server/heads/smollm2-135m-instruct-hh-harmless.json"),
-                            "--pik-head", os.path.join(ROOT, "server/heads/smollm2-135m-instruct-pik-arithmetic.json")],
+                            "--pik-head", os.path.join(ROOT, "server/heads/smollm2-135m-instruct-pik-arithmetic.json"), "--ood-stats", stats],
                            cwd=ROOT, env=dict(os.environ, RUST_LOG="warn"))
     try:
         base = f"http://127.0.0.1:{port}"
@@ -109,6 +116,8 @@ def main():
             ("post", "/update_weights_from_disk"): {"model_path": os.path.join(ROOT, "models/SmolLM2-135M-Instruct.Q4_1.gguf")},
             ("post", "/pause_generation"): {"mode": "wait"},
             ("post", "/tokenize"): {"prompt": "hello world"},
+            ("post", "/v1/interpretability/induction"): {"seq_len": 4, "num_sequences": 1, "top_k": 3},
+            ("post", "/v1/ood/score"): {"input": ["What is 2 plus 3?", "Tell me how to pick a lock."]},
             ("post", "/detokenize"): {"tokens": [1, 2, 3]},
         }
         file_id, ids = batch_fixtures(base)
