@@ -48,14 +48,20 @@ test-deps:
 		$$SUDO apt-get update -qq || true; \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus >/dev/null; \
 	fi
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+		echo "installing Debian's chromium and chromium-driver (needed by tests/playground_browser_test.py)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq || true; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
 
 test-rust:
 	cargo test --workspace
 
 # Real clients (the official `openai` package, `langchain-openai`, lm-evaluation-harness, LiteLLM) against
 # the release server.
-test-python: build
-	$(PYTHON) -m pip install --quiet "openai>=1.40" "langchain-openai>=0.3" "lm_eval[api]==0.4.13" "litellm>=1.50" "openapi-spec-validator==0.9.0" "openapi-schema-validator==0.9.0"
+test-python: build test-deps
+	$(PYTHON) -m pip install --quiet "openai>=1.40" "langchain-openai>=0.3" "lm_eval[api]==0.4.13" "litellm>=1.50" "openapi-spec-validator==0.9.0" "openapi-schema-validator==0.9.0" "selenium>=4.20"
 	$(PYTHON) tests/openai_client_test.py
 	$(PYTHON) tests/langchain_client_test.py
 	$(PYTHON) tests/lm_eval_test.py
@@ -63,6 +69,7 @@ test-python: build
 	$(PYTHON) tests/openai_batch_test.py
 	$(PYTHON) tests/openapi_conformance_test.py
 	$(PYTHON) tests/hh_rlhf_parity_test.py
+	$(PYTHON) tests/playground_browser_test.py
 
 # Offline validation of deploy/ (hadolint, helm lint/template, kubernetes-validate, CRD schemas,
 # promtool rule tests, cross-object check against a running server's /metrics).

@@ -143,6 +143,8 @@ def main():
                 content = op["responses"]["200"]["content"]
                 if ctype.startswith("application/json"):
                     check(json.loads(raw), content["application/json"]["schema"], "200 response")
+                elif ctype.startswith("text/html"):
+                    assert "text/html" in content and b"<html" in raw, (path, ctype)
                 elif ctype.startswith("application/octet-stream"):
                     assert "application/octet-stream" in content, (path, ctype)
                 else:

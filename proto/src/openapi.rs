@@ -162,6 +162,9 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Op> {
         request_media: "application/json",
         query: &[],
     });
+    for (path, summary) in [("/playground", "The web playground (one self-contained HTML page; docs/playground.md)."), ("/", "Redirects to /playground.")] {
+        ops.push(Op { method: "get", path, summary, request: None, response: json!({"type": "string"}), media: "text/html", streams: false, request_media: "application/json", query: &[] });
+    }
     ops.extend(batch_operations(g));
     ops
 }

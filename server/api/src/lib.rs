@@ -82,6 +82,8 @@ fn api_routes() -> Router<AppState> {
         .route("/get_weight_version", get(weights::get_weight_version))
         .route("/pause_generation", post(weights::pause_generation))
         .route("/continue_generation", post(weights::continue_generation))
+        .route("/", get(misc::root))
+        .route("/playground", get(misc::playground))
         .route("/health", get(misc::health))
         .route("/health/live", get(misc::live))
         .route("/health/ready", get(misc::ready))

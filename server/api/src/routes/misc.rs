@@ -135,3 +135,14 @@ pub async fn method_not_allowed() -> ApiError {
 pub async fn not_found() -> ApiError {
     ApiError::not_found("No such route.")
 }
+
+/// The web playground: one self-contained page (HTML, CSS and JS inline, nothing fetched from
+/// elsewhere) embedded in the binary; docs/playground.md.
+pub async fn playground() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"), (axum::http::header::CACHE_CONTROL, "no-cache")], include_str!("../../assets/playground.html")).into_response()
+}
+
+/// `/` leads to the playground.
+pub async fn root() -> axum::response::Redirect {
+    axum::response::Redirect::to("/playground")
+}
