@@ -85,9 +85,11 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// Routes behind API keys and the drain (everything but health and metrics).
+/// Routes behind API keys and the drain: everything but the probes, `/metrics` and the
+/// playground page (whose own calls carry the key). The online-RL admin routes and the scoring
+/// routes outside `/v1/` (`/get_reward`, `/pooling`) included.
 fn is_api(path: &str) -> bool {
-    path.starts_with("/v1/") || path == "/tokenize" || path == "/detokenize"
+    !(path == "/" || path == "/playground" || path == "/metrics" || path == "/health" || path.starts_with("/health/"))
 }
 
 fn request_id(req: &Request) -> String {

@@ -424,7 +424,7 @@ pub async fn load(a: &ServeArgs) -> anyhow::Result<Loaded> {
     state.api_keys = Arc::new(ApiKeys::new(keys));
     state.request_timeout = secs(a.request_timeout);
     if state.api_keys.enabled() {
-        tracing::info!("API keys required on /v1/*, /tokenize, /detokenize");
+        tracing::info!("API keys required on every route but /health*, /metrics and the playground page");
     }
     Ok(Loaded { state, engine, extra_engines })
 }

@@ -109,7 +109,7 @@ async fn request_timeout_aborts() {
 /// API keys: 401 on API routes without a valid key, health and metrics stay open; the request
 /// id is echoed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_keys_guard_api_routes_only() {
+async fn api_keys_guard_every_route_but_probes_metrics_and_the_page() {
     let dir = std::env::temp_dir().join(format!("hhh-keys-{}", std::process::id()));
     std::fs::write(&dir, "# keys\nfile-key\n").unwrap();
     let s = spawn(&["--api-key", "flag-key", "--api-key-file", dir.to_str().unwrap(), "--metrics-port", "0"]).await;
@@ -128,9 +128,19 @@ async fn api_keys_guard_api_routes_only() {
         assert_eq!(r.headers()["x-request-id"].len(), 32, "generated id");
     }
     assert_eq!(c.get(format!("{}/v1/models", s.base)).bearer_auth("flag-ke").send().await.unwrap().status(), 401);
-    for path in ["/health", "/health/live", "/health/ready"] {
+    for path in ["/health", "/health/live", "/health/ready", "/playground"] {
         assert_eq!(c.get(format!("{}{path}", s.base)).send().await.unwrap().status(), 200, "{path}");
     }
+    // The online-RL admin routes and the scoring routes outside /v1/ need a key too.
+    for path in ["/update_weights_from_disk", "/pause_generation", "/continue_generation", "/get_reward", "/pooling", "/detokenize"] {
+        let r = c.post(format!("{}{path}", s.base)).json(&json!({})).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
+    for path in ["/get_weight_version", "/tokenizer_info"] {
+        assert_eq!(c.get(format!("{}{path}", s.base)).send().await.unwrap().status(), 401, "{path}");
+    }
+    let r = c.post(format!("{}/continue_generation", s.base)).bearer_auth("flag-key").send().await.unwrap();
+    assert_eq!(r.status(), 200, "with a key the admin routes answer");
     // /metrics lives on the metrics port only.
     assert_eq!(c.get(format!("{}/metrics", s.base)).send().await.unwrap().status(), 404);
     assert!(metric(&s.metrics_base, "hhh_requests_rejected_total{reason=\"unauthorized\"}").await >= 3.0);
