@@ -1,77 +1,42 @@
 #!/usr/bin/env python3
 """Golden rewards from Hugging Face transformers (issue 24, item 4).
 
-Writes two tiny random reward models under server/bin/tests/fixtures/hf_reward/ and the rewards
-that the reference implementations give for a fixed set of inputs:
+The two tiny random reward models are written by our own code (`hhh_model::testing::RewardFixture`,
+through `cargo run -p hhh-model --example reward_fixtures`), so no weights are committed: the
+tests write the same files. This script loads them with transformers and records the rewards of
+the reference implementations in server/bin/tests/fixtures/hf_reward/goldens.json:
 
-- seqcls/: a `LlamaForSequenceClassification` (num_labels 1) saved with `save_pretrained`;
-  references from its own forward (batch of one, no padding).
-- openrlhf/: an OpenRLHF reward checkpoint as `get_llm_for_sequence_regression(..., "reward")`
-  saves it: the base `LlamaModel` weights under `model.`, `value_head.weight` [1, hidden] without a
-  bias, and `normalize_reward`, `mean`, `std` in config.json. OpenRLHF itself does not install
+- seqcls: a `LlamaForSequenceClassification` (num_labels 1), loaded with `from_pretrained`;
+  reference = its own forward (batch of one, no padding).
+- openrlhf: an OpenRLHF reward checkpoint as `get_llm_for_sequence_regression(..., "reward")`
+  saves it: the base `LlamaModel` weights under `model.`, `value_head.weight` [1, hidden] without
+  a bias, and `normalize_reward`, `mean`, `std` in config.json. OpenRLHF itself does not install
   without a GPU (deepspeed, flash-attn), so its `RewardModel.forward` is re-implemented here from
   openrlhf/models/model.py: `value_head(last_hidden_state)` at the last non-pad token, then
   `(reward - mean) / std` when normalize_reward is set.
 
-Both share a word-level tokenizer.json (the one the Rust tests write, plus `<s>`, `</s>` as
-special added tokens) loaded here with `transformers.PreTrainedTokenizerFast`. `/get_reward`
-inputs are prepared as OpenRLHF's serve_rm.py does: strip pad/EOS at both ends, append EOS,
-tokenize without special tokens, truncate to max_len (right side).
+Both share the word-level tokenizer committed beside goldens.json (the one the Rust tests write,
+plus `<s>`, `</s>` as special added tokens), loaded with `transformers.PreTrainedTokenizerFast`.
+`/get_reward` inputs are prepared as OpenRLHF's serve_rm.py does: strip pad/EOS at both ends,
+append EOS, tokenize without special tokens, truncate to max_len (right side).
 
 Usage: python3 -m pip install torch transformers safetensors && python3 scripts/make_reward_goldens.py
 """
 
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 
 import torch
-from transformers import LlamaConfig, LlamaForSequenceClassification, LlamaModel, PreTrainedTokenizerFast
-from safetensors.torch import save_file
+from safetensors.torch import load_file
+from transformers import LlamaForSequenceClassification, LlamaModel, PreTrainedTokenizerFast
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "server", "bin", "tests", "fixtures", "hf_reward")
-VOCAB = 128
-FIXED = ["[UNK]", "<s>", "</s>", "user", "assistant", ":", "hello", "world"]
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+FIX = os.path.join(ROOT, "server", "bin", "tests", "fixtures", "hf_reward")
 MAX_LEN = 12  # the /get_reward truncation length the test serves with (--reward-max-len)
-
-
-def write_tokenizer(d):
-    vocab = {w: i for i, w in enumerate(FIXED)}
-    vocab.update({f"w{i}": i for i in range(len(FIXED), VOCAB)})
-    added = [
-        {"id": i, "content": w, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
-        for i, w in enumerate(FIXED[:3])
-    ]
-    tok = {
-        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
-        "normalizer": None, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": None, "decoder": None,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"},
-    }
-    with open(os.path.join(d, "tokenizer.json"), "w") as f:
-        json.dump(tok, f)
-    cfg = {"bos_token": "<s>", "eos_token": "</s>", "chat_template": "{% for m in messages %}{{ m.role }} : {{ m.content }} {% endfor %}"}
-    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
-        json.dump(cfg, f)
-
-
-def config():
-    return LlamaConfig(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0, max_position_embeddings=1024,
-        tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=None, num_labels=1,
-    )
-
-
-def randomize(model, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1.0 + 0.1 * (torch.rand(p.shape, generator=g) * 2 - 1))
-            elif "embed" in name:
-                p.copy_(torch.rand(p.shape, generator=g) * 2 - 1)
-            else:
-                p.copy_(0.25 * (torch.rand(p.shape, generator=g) * 2 - 1))
 
 
 def openrlhf_query(text, eos):
@@ -93,41 +58,34 @@ GET_REWARD = [
 
 
 def main():
-    torch.manual_seed(0)
-    tok = None
+    tmp = tempfile.mkdtemp(prefix="hhh-reward-fixtures-")
+    subprocess.run(["cargo", "run", "-q", "-p", "hhh-model", "--example", "reward_fixtures", "--", tmp], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    for name in ("seqcls", "openrlhf"):
+        for f in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(os.path.join(FIX, name, f), os.path.join(tmp, name, f))
+        # transformers finds a sharded checkpoint through its index file.
+        d = os.path.join(tmp, name)
+        weight_map = {k: f for f in sorted(os.listdir(d)) if f.endswith(".safetensors") for k in load_file(os.path.join(d, f))}
+        json.dump({"metadata": {}, "weight_map": weight_map}, open(os.path.join(d, "model.safetensors.index.json"), "w"))
+    tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(FIX, "seqcls", "tokenizer.json"), bos_token="<s>", eos_token="</s>", unk_token="[UNK]")
     out = {"max_len": MAX_LEN, "transformers": __import__("transformers").__version__, "torch": torch.__version__, "models": {}}
 
-    # 1. LlamaForSequenceClassification.
-    d = os.path.join(ROOT, "seqcls")
-    os.makedirs(d, exist_ok=True)
-    m = LlamaForSequenceClassification(config()).eval()
-    randomize(m, 1)
-    m.save_pretrained(d, safe_serialization=True)
-    write_tokenizer(d)
-    tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(d, "tokenizer.json"), bos_token="<s>", eos_token="</s>", unk_token="[UNK]")
+    seq = LlamaForSequenceClassification.from_pretrained(os.path.join(tmp, "seqcls"), num_labels=1, torch_dtype=torch.float32).eval()
 
     def seqcls_reward(ids):
         with torch.no_grad():
-            return m(torch.tensor([ids])).logits[0, 0].item()
+            return seq(torch.tensor([ids])).logits[0, 0].item()
 
-    # 2. OpenRLHF reward checkpoint.
-    d2 = os.path.join(ROOT, "openrlhf")
-    os.makedirs(d2, exist_ok=True)
-    base = LlamaModel(config()).eval()
-    randomize(base, 2)
-    g = torch.Generator().manual_seed(3)
-    value_head = torch.randn(1, 64, generator=g) / (64 + 1) ** 0.5 * 4
-    mean, std = 0.37, 1.9
-    state = {f"model.{k}": v.contiguous() for k, v in base.state_dict().items()}
-    state["value_head.weight"] = value_head
-    save_file(state, os.path.join(d2, "model.safetensors"), metadata={"format": "pt"})
-    cfg = config().to_dict()
-    cfg.update({"architectures": ["LlamaForCausalLM"], "normalize_reward": True, "mean": mean, "std": std})
-    for k in ("num_labels", "id2label", "label2id"):
-        cfg.pop(k, None)
-    with open(os.path.join(d2, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=2)
-    write_tokenizer(d2)
+    d2 = os.path.join(tmp, "openrlhf")
+    cfg = json.load(open(os.path.join(d2, "config.json")))
+    base = LlamaModel.from_pretrained(d2, torch_dtype=torch.float32).eval()
+    state = {}
+    for f in sorted(os.listdir(d2)):
+        if f.endswith(".safetensors"):
+            state.update(load_file(os.path.join(d2, f)))
+    value_head = state["value_head.weight"]
+    mean, std = cfg["mean"], cfg["std"]
+    assert cfg["normalize_reward"] is True
 
     def openrlhf_reward(ids):
         with torch.no_grad():
@@ -151,9 +109,10 @@ def main():
             get_reward.append({"query": q, "ids": ids, "reward": fn(ids)})
         out["models"][name] = {"texts": texts, "get_reward": get_reward}
 
-    with open(os.path.join(ROOT, "goldens.json"), "w") as f:
+    with open(os.path.join(FIX, "goldens.json"), "w") as f:
         json.dump(out, f, indent=1)
-    print(json.dumps(out, indent=1)[:1500])
+    shutil.rmtree(tmp)
+    print(json.dumps({k: [x["reward"] for x in v["texts"]] for k, v in out["models"].items()}))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,22 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf_reward")
 }
 
+/// A fixture model in a fresh directory: its weights and config written by
+/// `hhh_model::testing::RewardFixture` (as `scripts/make_reward_goldens.py` had them written),
+/// its tokenizer from the committed fixture.
+fn fixture_model(name: &str) -> PathBuf {
+    let f = match name {
+        "seqcls" => hhh_model::testing::RewardFixture::SeqCls,
+        _ => hhh_model::testing::RewardFixture::OpenRlhf,
+    };
+    let dir = temp_dir(&format!("reward-fixture-{name}"));
+    f.write(&dir).unwrap();
+    for file in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(fixtures().join(name).join(file), dir.join(file)).unwrap();
+    }
+    dir
+}
+
 async fn post(base: &str, path: &str, body: Value) -> Value {
     let r = client().post(format!("{base}{path}")).json(&body).send().await.unwrap();
     let status = r.status();
@@ -33,7 +49,7 @@ fn close(got: f64, want: f64, what: &str) {
 }
 
 async fn check_model(name: &str, goldens: &Value) {
-    let dir = fixtures().join(name);
+    let dir = fixture_model(name);
     let max_len = goldens["max_len"].as_u64().unwrap().to_string();
     let s = spawn_model(dir.to_str().unwrap(), &["--reward-max-len", &max_len, "--num-kv-blocks", "64"]).await;
     let base = s.base.clone();
@@ -82,11 +98,9 @@ async fn reward_heads_and_preference_models_update() {
     std::fs::create_dir_all(&root).unwrap();
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let head = manifest.join("../heads/smollm2-135m-instruct-hh-harmless.json");
-    let fixtures = manifest.join("tests/fixtures/hf_reward");
-    let goldens: Value = serde_json::from_str(&std::fs::read_to_string(fixtures.join("goldens.json")).unwrap()).unwrap();
-    let s =
-        spawn(&["--reward-head", head.to_str().unwrap(), "--preference-model", fixtures.join("seqcls").to_str().unwrap(), "--preference-model-name", "tiny-rm", "--preference-num-kv-blocks", "64"])
-            .await;
+    let goldens: Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("goldens.json")).unwrap()).unwrap();
+    let (seqcls, openrlhf) = (fixture_model("seqcls"), fixture_model("openrlhf"));
+    let s = spawn(&["--reward-head", head.to_str().unwrap(), "--preference-model", seqcls.to_str().unwrap(), "--preference-model-name", "tiny-rm", "--preference-num-kv-blocks", "64"]).await;
     let base = s.base.clone();
     let models: Value = client().get(format!("{base}/v1/models")).send().await.unwrap().json().await.unwrap();
     let policy = models["data"][0]["id"].as_str().unwrap().to_string();
@@ -133,7 +147,7 @@ async fn reward_heads_and_preference_models_update() {
     let g = |m: &str, i: usize| goldens["models"][m]["texts"][i].clone();
     let t0 = g("seqcls", 0)["text"].as_str().unwrap().to_string();
     assert!(close(reward("tiny-rm".into(), t0.clone()).await, g("seqcls", 0)["reward"].as_f64().unwrap()));
-    let (st, v) = post(json!({"model": "tiny-rm", "model_path": fixtures.join("openrlhf")})).await;
+    let (st, v) = post(json!({"model": "tiny-rm", "model_path": openrlhf})).await;
     assert_eq!((st, v["weight_version"].as_u64()), (200, Some(1)), "{v}");
     for i in 0..3 {
         let t = g("openrlhf", i);
@@ -142,7 +156,7 @@ async fn reward_heads_and_preference_models_update() {
     }
     let (st, v) = post(json!({"model": "tiny-rm", "reward_head_path": scaled})).await;
     assert_eq!((st, v["error"]["param"].as_str()), (400, Some("reward_head_path")), "{v}");
-    let (st, v) = post(json!({"model": "nope", "model_path": fixtures.join("openrlhf")})).await;
+    let (st, v) = post(json!({"model": "nope", "model_path": openrlhf})).await;
     assert_eq!((st, v["error"]["param"].as_str()), (400, Some("model")), "{v}");
     let (st, v) = post(json!({"drain": true})).await;
     assert_eq!((st, v["error"]["param"].as_str()), (400, Some("model_path")), "{v}");

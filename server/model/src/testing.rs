@@ -122,3 +122,52 @@ pub fn write_word_tokenizer_n(dir: &Path, vocab: usize) -> std::io::Result<()> {
     let cfg = json!({"bos_token": "<s>", "eos_token": "</s>", "chat_template": "{% for m in messages %}{{ m.role }} : {{ m.content }} {% endfor %}"});
     std::fs::write(dir.join("tokenizer_config.json"), cfg.to_string())
 }
+
+/// The tiny reward models whose golden rewards come from Hugging Face transformers
+/// (`scripts/make_reward_goldens.py`, `server/bin/tests/fixtures/hf_reward/`): the weights are
+/// written here, by the tests and by the script alike, so none are committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewardFixture {
+    /// A `LlamaForSequenceClassification` (`score.weight`, one label).
+    SeqCls,
+    /// An OpenRLHF reward checkpoint: `value_head.weight` and `normalize_reward` with mean 0.37,
+    /// std 1.9 in config.json.
+    OpenRlhf,
+}
+
+impl RewardFixture {
+    /// The fixture directory name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SeqCls => "seqcls",
+            Self::OpenRlhf => "openrlhf",
+        }
+    }
+
+    /// Write config.json and the weights of this fixture to `dir` (vocab 128, hidden 64,
+    /// 2 layers, 4 heads / 2 KV heads, context 1024; f32).
+    pub fn write(self, dir: &Path) -> crate::error::Result<()> {
+        let seed = match self {
+            Self::SeqCls => 0x5eed_0001,
+            Self::OpenRlhf => 0x5eed_0002,
+        };
+        let spec = RandomLlama { layers: 2, max_pos: 1024, seed, ..RandomLlama::TINY };
+        make_random_llama(dir, DType::F32, &spec, Some(1))?;
+        if self == Self::OpenRlhf {
+            let io = |e| crate::ModelError::Io { path: dir.display().to_string(), source: e };
+            let shard = dir.join("model-00002-of-00002.safetensors");
+            let mut t = candle_core::safetensors::load(&shard, &Device::Cpu)?;
+            let head = t.remove("score.weight").ok_or_else(|| crate::ModelError::Invalid("score.weight missing".into()))?;
+            t.insert("value_head.weight".into(), head);
+            candle_core::safetensors::save(&t, &shard)?;
+            let path = dir.join("config.json");
+            let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).map_err(io)?)?;
+            cfg["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
+            cfg["normalize_reward"] = serde_json::json!(true);
+            cfg["mean"] = serde_json::json!(0.37);
+            cfg["std"] = serde_json::json!(1.9);
+            std::fs::write(&path, cfg.to_string()).map_err(io)?;
+        }
+        Ok(())
+    }
+}
