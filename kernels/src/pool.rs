@@ -76,6 +76,11 @@ fn pool() -> &'static Pool {
     })
 }
 
+/// Threads a parallel loop runs on: the helpers and the calling thread.
+pub fn threads() -> usize {
+    pool().helpers + 1
+}
+
 /// Runs `f(0)`, …, `f(n - 1)`, each exactly once, on the calling thread and the pool's helpers;
 /// returns when all have finished.
 pub fn run(n: usize, f: &(dyn Fn(usize) + Sync)) {

@@ -17,6 +17,10 @@ pub fn available() -> bool {
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+/// How many keys (values) ahead the attention loops prefetch.
+#[cfg(target_arch = "x86_64")]
+const PREFETCH: usize = 8;
+
 /// 8 elements at `p` as f32.
 #[cfg(target_arch = "x86_64")]
 #[inline]
@@ -58,8 +62,20 @@ pub unsafe fn scores_group<T: KvElem, const H: usize>(q: &[f32], hd: usize, keys
     let kp = keys.as_ptr().add(off);
     let sv = _mm_set1_ps(scale);
     let mut j = 0;
+    // Bytes of one head's key (the lines to prefetch ahead).
+    let row_bytes = hd * std::mem::size_of::<T>();
     while j + 4 <= n {
         let k: [*const T; 4] = [kp.add(offs[j]), kp.add(offs[j + 1]), kp.add(offs[j + 2]), kp.add(offs[j + 3])];
+        // The keys a few groups ahead: blocks are scattered over the pool, so the hardware
+        // prefetchers see short runs; the kernel is otherwise waiting on memory.
+        for &o in offs.get(j + PREFETCH..(j + PREFETCH + 4).min(n)).unwrap_or(&[]) {
+            let p = kp.add(o) as *const i8;
+            let mut b = 0;
+            while b < row_bytes {
+                _mm_prefetch::<_MM_HINT_T0>(p.add(b));
+                b += 64;
+            }
+        }
         let mut a = [[_mm256_setzero_ps(); 4]; H];
         let mut d = 0;
         while d < hd {
@@ -194,6 +210,14 @@ pub unsafe fn weighted_sum_group<T: KvElem, const H: usize>(o: &mut [f32], hd: u
         }
         for (j, &oj) in offs.iter().enumerate() {
             let v = vp.add(oj + c);
+            if let Some(&o) = offs.get(j + PREFETCH) {
+                let p = vp.add(o + c) as *const i8;
+                let mut b = 0;
+                while b < nv * 16 * std::mem::size_of::<T>() {
+                    _mm_prefetch::<_MM_HINT_T0>(p.add(b));
+                    b += 64;
+                }
+            }
             let mut vv = [_mm512_setzero_ps(); 4];
             for (t, x) in vv.iter_mut().enumerate().take(nv) {
                 *x = load16(v.add(16 * t));

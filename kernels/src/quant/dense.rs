@@ -52,7 +52,7 @@ pub fn matmul_f32_many(ws: &[&Q4_1Matrix], x: &[f32], m: usize, simd: bool) -> V
     let simd = simd && super::has_avx2_fma();
     let shapes: Vec<(usize, usize)> = ws.iter().map(|w| (w.n, w.k)).collect();
     let x = &super::q4_1::q8_1_extended_rows(x, m, k, kp);
-    super::run_panels(&shapes, m, PANEL, |i, j0, j1, part| {
+    super::run_panels(&shapes, m, super::Tasks::Fixed(PANEL), |i, j0, j1, part| {
         SCRATCH.with(|s| {
             let mut buf = s.borrow_mut();
             buf.resize(PANEL * kp, 0.0);
