@@ -213,6 +213,32 @@ fn hsum8(x: std::arch::x86_64::__m256) -> f32 {
     _mm_cvtss_f32(r)
 }
 
+/// Deterministic test values in [-2, 2) (an LCG), shared by the formats' tests.
+#[cfg(test)]
+pub(crate) fn test_data(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+            (s >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
+        })
+        .collect()
+}
+
+/// A random `[n, k]` Q4_1 matrix for the tests: f16 `d` in [0, 0.1), f16 `m` in [-0.4, 0.4),
+/// random nibbles (row layout).
+#[cfg(test)]
+pub(crate) fn test_q4_1_matrix(n: usize, k: usize, seed: u32) -> Q4_1Matrix {
+    let raw = test_data(n * k / QK * 20, seed);
+    let mut bytes = Vec::with_capacity(raw.len());
+    for c in raw.chunks_exact(20) {
+        bytes.extend(half::f16::from_f32(c[0].abs() / 20.0).to_le_bytes());
+        bytes.extend(half::f16::from_f32(c[1] / 5.0).to_le_bytes());
+        bytes.extend(c[2..18].iter().map(|v| ((v + 2.0) * 64.0) as u8));
+    }
+    Q4_1Matrix::from_bytes(&bytes, n, k).unwrap_or_else(|| panic!("test matrix {n}x{k}"))
+}
+
 #[cfg(test)]
 mod cut_tests {
     use super::*;
@@ -243,30 +269,4 @@ mod cut_tests {
             }
         }
     }
-}
-
-/// Deterministic test values in [-2, 2) (an LCG), shared by the formats' tests.
-#[cfg(test)]
-pub(crate) fn test_data(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-            (s >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
-        })
-        .collect()
-}
-
-/// A random `[n, k]` Q4_1 matrix for the tests: f16 `d` in [0, 0.1), f16 `m` in [-0.4, 0.4),
-/// random nibbles (row layout).
-#[cfg(test)]
-pub(crate) fn test_q4_1_matrix(n: usize, k: usize, seed: u32) -> Q4_1Matrix {
-    let raw = test_data(n * k / QK * 20, seed);
-    let mut bytes = Vec::with_capacity(raw.len());
-    for c in raw.chunks_exact(20) {
-        bytes.extend(half::f16::from_f32(c[0].abs() / 20.0).to_le_bytes());
-        bytes.extend(half::f16::from_f32(c[1] / 5.0).to_le_bytes());
-        bytes.extend(c[2..18].iter().map(|v| ((v + 2.0) * 64.0) as u8));
-    }
-    Q4_1Matrix::from_bytes(&bytes, n, k).unwrap_or_else(|| panic!("test matrix {n}x{k}"))
 }
