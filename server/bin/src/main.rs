@@ -53,6 +53,7 @@ fn set_threads(threads: Option<usize>) {
 }
 
 fn main() -> anyhow::Result<()> {
+    hhh_model::runner::limit_malloc_arenas();
     match Cli::parse().cmd {
         Cmd::Serve(args) => {
             set_threads(args.threads);
