@@ -1,5 +1,5 @@
 //! Time of one forward pass of the default model (logits for the last row of each sequence)
-//! at a decode step of 1 and 16 sequences and a 256-token prefill chunk, outside the server:
+//! at a decode step of 1, 4, 16, 32 and 64 sequences and a 256-token prefill chunk, outside the server:
 //! `cargo run --release -p hhh-model --example step_bench [model.gguf]`. Compare with
 //! `hhh-kernels`' `quant_bench` (the matmuls alone) to see the per-step overhead.
 //!
@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pool = rayon::ThreadPoolBuilder::new().build()?;
     // `STEP_BENCH_ONLY=1` (or 16, 256): only that case (for a profiler).
     let only: Option<usize> = std::env::var("STEP_BENCH_ONLY").ok().and_then(|v| v.parse().ok());
-    for (seqs, rows_per_seq) in [(1usize, 1usize), (16, 1), (1, 256)] {
+    for (seqs, rows_per_seq) in [(1usize, 1usize), (4, 1), (16, 1), (32, 1), (64, 1), (1, 256)] {
         if only.is_some_and(|o| o != seqs * rows_per_seq) {
             continue;
         }
