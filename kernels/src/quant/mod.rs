@@ -40,6 +40,11 @@ pub trait QuantMatrix: Sync {
     fn k(&self) -> usize;
     /// One block of 32 activations, quantized with candle's arithmetic.
     fn quantize(xs: &[f32]) -> Self::Act;
+    /// Every block of `x` (a multiple of 32 values), as [`Self::quantize`] gives them; a
+    /// format may override it with a faster loop that gives the same blocks.
+    fn quantize_all(x: &[f32]) -> Vec<Self::Act> {
+        x.chunks_exact(QK).map(Self::quantize).collect()
+    }
     /// Weight row `j` against `ys.len()` (1–4) activation rows into `out`; `simd` selects the
     /// AVX2 tile kernel (callers pass it only when [`has_avx2_fma`]), else the scalar reference.
     fn dot_tile(&self, j: usize, ys: &[&[Self::Act]], out: &mut [f32], simd: bool);
@@ -88,7 +93,7 @@ pub fn matmul_many<W: QuantMatrix>(ws: &[&W], x: &[f32], m: usize, simd: bool) -
     let Some(first) = ws.first() else { return vec![] };
     let k = first.k();
     let nb = k / QK;
-    let xq: Vec<W::Act> = x.chunks_exact(QK).map(W::quantize).collect();
+    let xq: Vec<W::Act> = W::quantize_all(x);
     let rows: Vec<&[W::Act]> = (0..m).map(|r| &xq[r * nb..(r + 1) * nb]).collect();
     let simd = simd && has_avx2_fma();
     let shapes: Vec<(usize, usize)> = ws.iter().map(|w| (w.n(), w.k())).collect();

@@ -118,6 +118,9 @@ impl QuantMatrix for Q4_1Matrix {
     fn quantize(xs: &[f32]) -> BlockQ8_1 {
         quantize_q8_1(xs)
     }
+    fn quantize_all(x: &[f32]) -> Vec<BlockQ8_1> {
+        quantize_q8_1_all(x)
+    }
     fn dot_tile(&self, j: usize, ys: &[&[BlockQ8_1]], out: &mut [f32], simd: bool) {
         if let Some(x) = &self.x16 {
             for (o, y) in out.iter_mut().zip(ys) {
@@ -143,29 +146,59 @@ impl QuantMatrix for Q4_1Matrix {
 }
 
 /// candle's `quantize_row_q8_1` for one block: 16 lanes wide with AVX-512F (the same bits as
-/// the scalar form, tested), else [`quantize_q8_1_scalar`]. Every row of every matmul goes
-/// through it, on one thread between the parallel loops: the scalar form was ~7 % of a
-/// 16-client server profile.
+/// the scalar form, tested), else [`quantize_q8_1_scalar`].
 fn quantize_q8_1(xs: &[f32]) -> BlockQ8_1 {
+    let mut b = BlockQ8_1 { qs: [0; 32], d: 0.0, s: 0.0 };
     #[cfg(target_arch = "x86_64")]
     if xs.len() >= 32 && crate::simd::available_512() {
         // SAFETY: AVX-512F was detected; `xs` holds at least 32 values.
-        if let Some(b) = unsafe { quantize_q8_1_avx512(xs) } {
+        if unsafe { quantize_q8_1_avx512(xs, &mut b) } {
             return b;
         }
     }
     quantize_q8_1_scalar(xs)
 }
 
-/// [`quantize_q8_1`] in two 16-lane vectors; `None` for a block with a NaN (whose scalar
-/// `max` and `round` semantics the vector instructions do not share).
+/// Every block of `x` (a multiple of 32 values) as [`quantize_q8_1`] gives it, written in
+/// place. Every row of every matmul goes through this, on one thread between the parallel
+/// loops: the scalar form, one call per block returning the block by value, was ~7 % of a
+/// 16-client server profile.
+pub(super) fn quantize_q8_1_all(x: &[f32]) -> Vec<BlockQ8_1> {
+    let mut out = vec![BlockQ8_1 { qs: [0; 32], d: 0.0, s: 0.0 }; x.len() / QK];
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::available_512() {
+        // SAFETY: AVX-512F was detected.
+        unsafe { quantize_all_avx512(x, &mut out) };
+        return out;
+    }
+    for (o, c) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        *o = quantize_q8_1_scalar(c);
+    }
+    out
+}
+
+/// [`quantize_q8_1_all`]'s loop with the vector form inlined.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn quantize_q8_1_avx512(xs: &[f32]) -> Option<BlockQ8_1> {
+unsafe fn quantize_all_avx512(x: &[f32], out: &mut [BlockQ8_1]) {
+    for (o, c) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        if !quantize_q8_1_avx512(c, o) {
+            *o = quantize_q8_1_scalar(c);
+        }
+    }
+}
+
+/// [`quantize_q8_1`] in two 16-lane vectors into `blk`; false (and `blk` untouched) for a
+/// block with a NaN, whose scalar `max` and `round` semantics the vector instructions do not
+/// share.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn quantize_q8_1_avx512(xs: &[f32], blk: &mut BlockQ8_1) -> bool {
     use std::arch::x86_64::*;
     let (a, b) = (_mm512_loadu_ps(xs.as_ptr()), _mm512_loadu_ps(xs.as_ptr().add(16)));
     if _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, b) != 0 || _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, a) != 0 {
-        return None;
+        return false;
     }
     // The maximum is exact in any order.
     let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
@@ -186,12 +219,12 @@ unsafe fn quantize_q8_1_avx512(xs: &[f32]) -> Option<BlockQ8_1> {
     };
     let (qa, qb) = (round(a), round(b));
     let d16 = half::f16::from_f32(d);
-    let mut blk = BlockQ8_1 { d: d16.to_f32(), s: 0.0, qs: [0; 32] };
     _mm_storeu_si128(blk.qs.as_mut_ptr() as *mut __m128i, _mm512_cvtepi32_epi8(qa));
     _mm_storeu_si128(blk.qs.as_mut_ptr().add(16) as *mut __m128i, _mm512_cvtepi32_epi8(qb));
     let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
+    blk.d = d16.to_f32();
     blk.s = (half::f16::from_f32(sum as f32) * d16).to_f32();
-    Some(blk)
+    true
 }
 
 /// candle's `quantize_row_q8_1` for one block, as candle writes it.
@@ -318,9 +351,17 @@ mod quantize_tests {
         blocks.push(vec![0.0; 32]);
         blocks.push((0..32).map(|j| if j % 2 == 0 { -0.0 } else { 0.0 }).collect());
         blocks.push((0..32).map(|j| if j == 31 { 1e6 } else { 1e-3 * j as f32 }).collect());
+        let key = |b: &BlockQ8_1| (b.qs, b.d.to_bits(), b.s.to_bits());
         for (n, b) in blocks.iter().enumerate() {
-            let (v, s) = (quantize_q8_1(b), quantize_q8_1_scalar(b));
-            assert_eq!((v.qs, v.d.to_bits(), v.s.to_bits()), (s.qs, s.d.to_bits(), s.s.to_bits()), "block {n}: {b:?}");
+            assert_eq!(key(&quantize_q8_1(b)), key(&quantize_q8_1_scalar(b)), "block {n}: {b:?}");
+        }
+        // All blocks at once (the matmuls' path), a NaN block among them (scalar fallback).
+        let mut flat: Vec<f32> = blocks.concat();
+        flat[40] = f32::NAN;
+        let all = quantize_q8_1_all(&flat);
+        assert_eq!(all.len(), blocks.len());
+        for (n, (a, c)) in all.iter().zip(flat.chunks_exact(QK)).enumerate() {
+            assert_eq!(key(a), key(&quantize_q8_1_scalar(c)), "block {n} of all");
         }
         if !crate::simd::available_512() {
             eprintln!("AVX-512F missing: only the scalar form ran");
