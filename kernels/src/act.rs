@@ -49,6 +49,44 @@ pub fn silu_mul(g: &[f32], u: &[f32]) -> Vec<f32> {
     out
 }
 
+/// RMS norm of every row of `x` (`[rows, w.len()]`) times `w`, with candle's arithmetic for f32
+/// (`candle_nn::ops::rms_norm`: the squares summed in index order in f32, `m = sqrt(sum / n +
+/// eps)`, then `x / m * w` per element), so the bits are candle's; rows in parallel on the
+/// kernel pool. candle's own runs on rayon from 33 rows, beside the pool's spinning helper.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    /// Rows per parallel task.
+    const ROWS: usize = 8;
+    let n = w.len();
+    let mut out = vec![0f32; if n == 0 { 0 } else { x.len() / n * n }];
+    let mut chunks: Vec<&mut [f32]> = out.chunks_mut((n * ROWS).max(1)).collect();
+    crate::pool::for_each_mut(&mut chunks, |c, o| {
+        for (r, row) in o.chunks_mut(n).enumerate() {
+            let src = &x[(c * ROWS + r) * n..(c * ROWS + r + 1) * n];
+            let sum2: f32 = src.iter().map(|&v| v * v).sum();
+            let m = (sum2 / n as f32 + eps).sqrt();
+            for ((d, &s), &a) in row.iter_mut().zip(src).zip(w) {
+                *d = s / m * a;
+            }
+        }
+    });
+    out
+}
+
+/// `a + b` elementwise (the residual connections), in parallel chunks on the kernel pool.
+pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
+    /// Elements per parallel task.
+    const CHUNK: usize = 16384;
+    let n = a.len().min(b.len());
+    let mut out = vec![0f32; n];
+    let mut chunks: Vec<&mut [f32]> = out.chunks_mut(CHUNK).collect();
+    crate::pool::for_each_mut(&mut chunks, |c, o| {
+        for ((d, &x), &y) in o.iter_mut().zip(&a[c * CHUNK..]).zip(&b[c * CHUNK..]) {
+            *d = x + y;
+        }
+    });
+    out
+}
+
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 

@@ -266,7 +266,7 @@ impl LlamaModel {
         let mut selected = false;
         let mut f32_rows: Vec<bool> = if self.prompt_f32 { f32_rows.to_vec() } else { Vec::new() };
         for (li, l) in self.layers.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &l.attn_norm, eps)?;
+            let h = rms_norm(&x, &l.attn_norm, eps, exact)?;
             let mut qkv = Linear::forward_many(&[&l.q, &l.k, &l.v], &h, exact, &f32_rows)?.into_iter();
             let (mut q, mut k, v) = match (qkv.next(), qkv.next(), qkv.next()) {
                 (Some(q), Some(k), Some(v)) => (q, k, v),
@@ -294,8 +294,8 @@ impl LlamaModel {
                 (att, rows)
             };
             let att = Tensor::from_vec(att, (n, qw), &dev)?;
-            x = (l.o.forward(&att, exact, &f32_rows)? + &x)?;
-            let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, eps)?;
+            x = residual(l.o.forward(&att, exact, &f32_rows)?, &x, exact)?;
+            let h = rms_norm(&x, &l.ffn_norm, eps, exact)?;
             let mut gu = Linear::forward_many(&[&l.gate, &l.up], &h, exact, &f32_rows)?.into_iter();
             let (g, u) = match (gu.next(), gu.next()) {
                 (Some(g), Some(u)) => (g, u),
@@ -305,11 +305,64 @@ impl LlamaModel {
             // libm `exp`) on this thread; otherwise the vectorized kernel on the compute pool.
             let mv: Vec<f32> = if exact { g.iter().zip(&u).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect() } else { hhh_kernels::act::silu_mul(&g, &u) };
             let m = Tensor::from_vec(mv, (n, u.len() / n.max(1)), &dev)?;
-            x = (l.down.forward(&m, exact, &f32_rows)? + &x)?;
+            x = residual(l.down.forward(&m, exact, &f32_rows)?, &x, exact)?;
         }
         if !selected {
             x = x.index_select(&Tensor::from_slice(want_rows, want_rows.len(), &dev)?, 0)?;
         }
-        Ok(candle_nn::ops::rms_norm(&x, &self.norm, eps)?)
+        rms_norm(&x, &self.norm, eps, exact)
+    }
+}
+
+/// `f` on a contiguous f32 CPU tensor's elements, without copying them.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(cpu), Some((a, b))) => Ok(f(&cpu.as_slice::<f32>()?[a..b])),
+        _ => Err(ModelError::Invalid("expected a contiguous f32 CPU tensor".into())),
+    }
+}
+
+/// RMS norm of `x` `[rows, hidden]` times `w`: candle's arithmetic either way; with `exact`
+/// candle's op, else `hhh_kernels::act::rms_norm` (the same bits, on the kernel pool, without
+/// candle's rayon loop competing with the pool's helper).
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, exact: bool) -> Result<Tensor> {
+    if exact {
+        return Ok(candle_nn::ops::rms_norm(x, w, eps)?);
+    }
+    let dims = x.dims().to_vec();
+    let y = with_f32(x, |xs| with_f32(w, |ws| hhh_kernels::act::rms_norm(xs, ws, eps)))??;
+    Ok(Tensor::from_vec(y, dims, x.device())?)
+}
+
+/// The residual connection `y + x` (same shapes); without `exact`, on the kernel pool.
+fn residual(y: Tensor, x: &Tensor, exact: bool) -> Result<Tensor> {
+    if exact || y.dims() != x.dims() {
+        return Ok((y + x)?);
+    }
+    let dims = x.dims().to_vec();
+    let s = with_f32(&y, |ys| with_f32(x, |xs| hhh_kernels::act::add(ys, xs)))??;
+    Ok(Tensor::from_vec(s, dims, x.device())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pool's RMS norm and residual add give candle's bits, for 1 to 70 rows (candle's own
+    /// switches to rayon above 32).
+    #[test]
+    fn rms_norm_and_residual_equal_candle_bitwise() -> Result<()> {
+        let dev = Device::Cpu;
+        let f = |i: usize| ((i * 7919 % 2003) as f32 / 1001.0 - 1.0) * (1.0 + (i % 7) as f32);
+        let w = Tensor::from_vec((0..576).map(|i| f(i + 3) * 0.1).collect::<Vec<f32>>(), 576, &dev)?;
+        for rows in [1usize, 5, 32, 33, 70] {
+            let x = Tensor::from_vec((0..rows * 576).map(f).collect::<Vec<f32>>(), (rows, 576), &dev)?;
+            let y = Tensor::from_vec((0..rows * 576).map(|i| f(i + 11)).collect::<Vec<f32>>(), (rows, 576), &dev)?;
+            let bits = |t: &Tensor| -> Result<Vec<u32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?.iter().map(|v| v.to_bits()).collect()) };
+            assert_eq!(bits(&rms_norm(&x, &w, 1e-5, false)?)?, bits(&candle_nn::ops::rms_norm(&x, &w, 1e-5)?)?, "rms_norm, {rows} rows");
+            assert_eq!(bits(&residual(y.clone(), &x, false)?)?, bits(&(y + &x)?)?, "residual, {rows} rows");
+        }
+        Ok(())
     }
 }
