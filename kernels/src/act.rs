@@ -57,7 +57,7 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     /// Rows per parallel task.
     const ROWS: usize = 8;
     let n = w.len();
-    let mut out = vec![0f32; if n == 0 { 0 } else { x.len() / n * n }];
+    let mut out = vec![0f32; x.len().checked_div(n).unwrap_or(0) * n];
     let mut chunks: Vec<&mut [f32]> = out.chunks_mut((n * ROWS).max(1)).collect();
     crate::pool::for_each_mut(&mut chunks, |c, o| {
         for (r, row) in o.chunks_mut(n).enumerate() {
