@@ -181,9 +181,10 @@ fn attend<T: KvElem>(cache: CacheGeom, keys: &[T], values: &[T], seqs: &[SeqMeta
     // The 16-lane grouped weighted sum (same bits as the per-head one).
     let wide = simd && hd.is_multiple_of(16) && crate::simd::available_512();
     // One task per row, or per (row, KV head) when there are few rows (a decode step of one or
-    // two sequences), so that they still spread over the cores (measured on 2 cores: one row
-    // 5.7 → 5.3 ms per step; with 16 rows the finer split was slower). The arithmetic of a head
-    // does not depend on the split.
+    // two sequences), so that they still spread over the cores. Measured on 2 cores: one row
+    // 5.7 → 5.3 ms per step in a first pair, no difference beyond the noise in 6 later pairs;
+    // with 16 rows the finer split looked slower. The arithmetic of a head does not depend on
+    // the split.
     let nkv = cache.num_kv_heads;
     let per_head = num_rows < 4 * crate::pool::threads();
     let mut pieces: Vec<&mut [f32]> = out.chunks_mut(if per_head { group * hd } else { qw }).collect();
