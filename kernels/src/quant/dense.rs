@@ -160,8 +160,8 @@ unsafe fn dequantize_block_avx2(q: &[u8; 16], d: f32, o: &mut [f32]) {
     }
 }
 
-/// Every activation row against the dequantized panel `w` (`[pw, k]`) into `part` (`[m, pw]`).
-fn panel(w: &[f32], pw: usize, x: &[f32], m: usize, k: usize, part: &mut [f32], simd: bool) {
+/// Every activation row against the dequantized panel `w` (`[pw, k]`) into `part` (`[m, pw]`, a window onto the output).
+fn panel(w: &[f32], pw: usize, x: &[f32], m: usize, k: usize, part: &mut super::PanelOut, simd: bool) {
     let lanes = vector_lanes();
     for r0 in (0..m).step_by(MR) {
         let rt = (m - r0).min(MR);
@@ -189,7 +189,7 @@ fn panel(w: &[f32], pw: usize, x: &[f32], m: usize, k: usize, part: &mut [f32], 
                 }
             }
             for (r, row) in out.iter().enumerate().take(rt) {
-                part[(r0 + r) * pw + c0..(r0 + r) * pw + c0 + ct].copy_from_slice(&row[..ct]);
+                part.row(r0 + r)[c0..c0 + ct].copy_from_slice(&row[..ct]);
             }
         }
     }

@@ -137,7 +137,7 @@ impl QuantMatrix for Q4_1Matrix {
             }
         }
     }
-    fn dot_panel(&self, j0: usize, j1: usize, rows: &[&[BlockQ8_1]], part: &mut [f32], simd: bool) {
+    fn dot_panel(&self, j0: usize, j1: usize, rows: &[&[BlockQ8_1]], part: &mut super::PanelOut, simd: bool) {
         match &self.x16 {
             Some(x) => x.panel(j0, j1, rows, part, simd && x16::has_vnni512()),
             None => super::dot_panel_rows(self, j0, j1, rows, part, simd),

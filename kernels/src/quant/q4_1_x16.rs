@@ -19,6 +19,7 @@
 //! then 16 f16 scales and 16 f16 mins (the file's values, so no precision is lost).
 
 use super::q4_1::BlockQ8_1;
+use super::PanelOut;
 
 /// Weight rows per group (lanes of a 512-bit vector of i32).
 pub(super) const G: usize = 16;
@@ -86,8 +87,7 @@ impl X16 {
     /// Weight rows `j0..j1` against every row of `rows` into `part` (`[rows.len(), j1 - j0]`).
     /// `simd`: the VNNI kernel (callers pass it only when [`has_vnni512`]), else
     /// [`Self::dot_scalar`]; the same bits either way.
-    pub(super) fn panel(&self, j0: usize, j1: usize, rows: &[&[BlockQ8_1]], part: &mut [f32], simd: bool) {
-        let w = j1 - j0;
+    pub(super) fn panel(&self, j0: usize, j1: usize, rows: &[&[BlockQ8_1]], part: &mut PanelOut, simd: bool) {
         #[cfg(target_arch = "x86_64")]
         if simd && rows.iter().all(|y| y.len() >= self.nb) {
             group_tiles(j0, j1, rows.len(), 4, part, |g, r, t, out| {
@@ -112,7 +112,7 @@ impl X16 {
         let _ = simd;
         for (r, y) in rows.iter().enumerate() {
             for j in j0..j1 {
-                part[r * w + j - j0] = self.dot_scalar(j, y);
+                part.row(r)[j - j0] = self.dot_scalar(j, y);
             }
         }
     }
@@ -122,8 +122,7 @@ impl X16 {
 /// `j0..j1` and every run of up to `tile_rows` (at most 4) of the `m` activation rows starting at
 /// row `r`, `tile(g, r, t, out)` fills `out[..t]` with the group's 16 outputs for rows
 /// `r..r + t`; the lanes inside `j0..j1` are copied into `part` (`[m, j1 - j0]`).
-pub(super) fn group_tiles(j0: usize, j1: usize, m: usize, tile_rows: usize, part: &mut [f32], mut tile: impl FnMut(usize, usize, usize, &mut [[f32; G]; 4])) {
-    let w = j1 - j0;
+pub(super) fn group_tiles(j0: usize, j1: usize, m: usize, tile_rows: usize, part: &mut PanelOut, mut tile: impl FnMut(usize, usize, usize, &mut [[f32; G]; 4])) {
     for g in j0 / G..j1.div_ceil(G) {
         // Columns `c0..c1` of `part` are lanes `l0..` of group `g`.
         let (c0, c1) = ((G * g).max(j0) - j0, (G * g + G).min(j1) - j0);
@@ -134,7 +133,7 @@ pub(super) fn group_tiles(j0: usize, j1: usize, m: usize, tile_rows: usize, part
             let mut out = [[0f32; G]; 4];
             tile(g, r, t, &mut out);
             for (i, o) in out.iter().enumerate().take(t) {
-                part[(r + i) * w + c0..(r + i) * w + c1].copy_from_slice(&o[l0..l0 + c1 - c0]);
+                part.row(r + i)[c0..c1].copy_from_slice(&o[l0..l0 + c1 - c0]);
             }
             r += t;
         }
@@ -217,7 +216,7 @@ unsafe fn tile<const R: usize>(x: &X16, g: usize, ys: &[&[BlockQ8_1]], out: &mut
 mod tests {
     use super::super::test_data as data;
     use super::super::test_q4_1_matrix as matrix;
-    use super::super::{matmul_many, matmul_split, Q4_1Matrix, QuantMatrix, QK};
+    use super::super::{matmul_many, matmul_split, PanelOut, Q4_1Matrix, QuantMatrix, QK};
     use super::*;
 
     fn bits(v: &[f32]) -> Vec<u32> {
@@ -265,7 +264,7 @@ mod tests {
         for (j0, j1) in [(5, 40), (0, 70), (17, 18), (48, 70)] {
             for simd in [true, false] {
                 let mut part = vec![0f32; m * (j1 - j0)];
-                w.dot_panel(j0, j1, &rows, &mut part, simd && has_vnni512());
+                w.dot_panel(j0, j1, &rows, &mut PanelOut::new(&mut part, m, j1 - j0), simd && has_vnni512());
                 for r in 0..m {
                     assert_eq!(bits(&part[r * (j1 - j0)..(r + 1) * (j1 - j0)]), bits(&full[r * n + j0..r * n + j1]), "{j0}..{j1}, row {r}");
                 }

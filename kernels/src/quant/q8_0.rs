@@ -157,7 +157,7 @@ impl QuantMatrix for Q8_0Matrix {
             *o = dot_scalar(qs, d, y);
         }
     }
-    fn dot_panel(&self, j0: usize, j1: usize, rows: &[&[BlockQ8_0]], part: &mut [f32], simd: bool) {
+    fn dot_panel(&self, j0: usize, j1: usize, rows: &[&[BlockQ8_0]], part: &mut super::PanelOut, simd: bool) {
         if let Some(x) = &self.x16 {
             if simd && super::has_vnni512() && x.panel(j0, j1, rows, part) {
                 return;

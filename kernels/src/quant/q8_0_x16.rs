@@ -61,7 +61,7 @@ impl X16 {
     /// Weight rows `j0..j1` against every row of `rows` into `part` (`[rows.len(), j1 - j0]`)
     /// with the VNNI kernel (callers check [`super::has_vnni512`]). Returns false (nothing
     /// written) when the rows are too short for the matrix, for the caller's scalar path.
-    pub(super) fn panel(&self, j0: usize, j1: usize, rows: &[&[BlockQ8_0]], part: &mut [f32]) -> bool {
+    pub(super) fn panel(&self, j0: usize, j1: usize, rows: &[&[BlockQ8_0]], part: &mut super::PanelOut) -> bool {
         if rows.iter().any(|y| y.len() < self.nb) || cfg!(not(target_arch = "x86_64")) {
             return false;
         }
