@@ -6,7 +6,9 @@
 //! with a tile of up to 4 activation rows (`|w|` computed once per block). The arithmetic per
 //! output is candle's AVX2 arithmetic step for step (same per-block integer dot, same float
 //! FMA into 8 lanes, same horizontal sum), so results equal candle's bit for bit on AVX2
-//! machines; the scalar reference is ggml's generic loop (checked within 1e-5 below).
+//! machines; the scalar reference is ggml's generic loop (checked within 1e-5 below). Where
+//! the CPU has AVX-512 VNNI the weights are interleaved (module `q8_0_x16`) and that kernel
+//! computes the generic loop's arithmetic exactly instead (one float step per block, not 8).
 
 use super::q8_0_x16::X16;
 use super::{QuantMatrix, QK};
@@ -18,9 +20,9 @@ use super::{QuantMatrix, QK};
 pub struct BlockQ8_0 {
     qs: [i8; 32],
     d: f32,
-    /// `-128 · Σ qs[4c..4c+4]` for each 4-value chunk `c`: the start of the interleaved
-    /// kernel's integer sums, whose weights carry a +128 bias (module `q8_0_x16`).
-    bias: [i32; 8],
+    /// `-128 · Σ qs`: the start of the interleaved kernel's integer sums, whose weights carry
+    /// a +128 bias (module `q8_0_x16`).
+    bias: i32,
 }
 
 impl BlockQ8_0 {
@@ -30,8 +32,8 @@ impl BlockQ8_0 {
     pub(super) fn d(&self) -> f32 {
         self.d
     }
-    pub(super) fn bias(&self) -> &[i32; 8] {
-        &self.bias
+    pub(super) fn bias(&self) -> i32 {
+        self.bias
     }
 }
 
@@ -124,7 +126,7 @@ impl QuantMatrix for Q8_0Matrix {
         let d = amax / 127f32;
         let id = if d != 0f32 { 1. / d } else { 0. };
         let qs: [i8; 32] = std::array::from_fn(|j| f32::round(xs[j] * id) as i8);
-        let bias = std::array::from_fn(|c| -128 * qs[4 * c..4 * c + 4].iter().map(|&q| q as i32).sum::<i32>());
+        let bias = -128 * qs.iter().map(|&q| q as i32).sum::<i32>();
         BlockQ8_0 { d: half::f16::from_f32(d).to_f32(), qs, bias }
     }
     fn dot_tile(&self, j: usize, ys: &[&[BlockQ8_0]], out: &mut [f32], simd: bool) {
