@@ -20,9 +20,7 @@ fn main() {
         // Block `b` of sequence `s`: a fixed permutation of the pool (stride coprime to it),
         // the first `seqs * per` of it.
         let stride = (0..).map(|i| 7919 + i).find(|p| gcd(*p, blocks) == 1).unwrap_or(1);
-        let metas: Vec<SeqMeta> = (0..seqs)
-            .map(|s| SeqMeta { row_start: s, num_rows: 1, start_pos: ctx, block_table: (0..per).map(|b| ((s * per + b) * stride % blocks) as u32).collect() })
-            .collect();
+        let metas: Vec<SeqMeta> = (0..seqs).map(|s| SeqMeta { row_start: s, num_rows: 1, start_pos: ctx, block_table: (0..per).map(|b| ((s * per + b) * stride % blocks) as u32).collect() }).collect();
         let f = |i: usize| ((i * 7919 % 1999) as f32 / 999.0) - 1.0;
         // Fill every position 0..=ctx of every sequence and layer.
         let w = nkv * hd;
@@ -52,7 +50,13 @@ fn main() {
         }
         ms.sort_by(f64::total_cmp);
         let bytes = (seqs * (ctx + 1) * w * 2 * 2 * layers) as f64;
-        println!("{seqs:2} seqs (context {ctx}, {layers} layers): median {:.2} ms, min {:.2} ms per step; K/V {:.1} MB, {:.1} GB/s at the median", ms[ms.len() / 2], ms[0], bytes / 1e6, bytes / ms[ms.len() / 2] / 1e6);
+        println!(
+            "{seqs:2} seqs (context {ctx}, {layers} layers): median {:.2} ms, min {:.2} ms per step; K/V {:.1} MB, {:.1} GB/s at the median",
+            ms[ms.len() / 2],
+            ms[0],
+            bytes / 1e6,
+            bytes / ms[ms.len() / 2] / 1e6
+        );
     }
 }
 

@@ -204,13 +204,13 @@ fn attend<T: KvElem>(cache: CacheGeom, keys: &[T], values: &[T], seqs: &[SeqMeta
             // detected at run time and hd is a multiple of 8; every offset + off_h + hd is inside
             // the layer buffer; `qg` holds `group` heads of hd values.
             match (simd, group) {
-                (true, 1) => unsafe { crate::simd::scores_group::<T, 1>(qg, hd, keys, &offs, off_h, scale, &mut scores) },
-                (true, 2) => unsafe { crate::simd::scores_group::<T, 2>(qg, hd, keys, &offs, off_h, scale, &mut scores) },
-                (true, 3) => unsafe { crate::simd::scores_group::<T, 3>(qg, hd, keys, &offs, off_h, scale, &mut scores) },
-                (true, 4) => unsafe { crate::simd::scores_group::<T, 4>(qg, hd, keys, &offs, off_h, scale, &mut scores) },
+                (true, 1) => unsafe { crate::simd::scores_group::<T, 1>(qg, hd, keys, &offs, off_h, scale, &mut scores, Some(values)) },
+                (true, 2) => unsafe { crate::simd::scores_group::<T, 2>(qg, hd, keys, &offs, off_h, scale, &mut scores, Some(values)) },
+                (true, 3) => unsafe { crate::simd::scores_group::<T, 3>(qg, hd, keys, &offs, off_h, scale, &mut scores, Some(values)) },
+                (true, 4) => unsafe { crate::simd::scores_group::<T, 4>(qg, hd, keys, &offs, off_h, scale, &mut scores, Some(values)) },
                 (true, _) => {
                     for (i, sc) in scores.chunks_mut(ctx).enumerate() {
-                        unsafe { crate::simd::scores_group::<T, 1>(&qg[i * hd..(i + 1) * hd], hd, keys, &offs, off_h, scale, sc) };
+                        unsafe { crate::simd::scores_group::<T, 1>(&qg[i * hd..(i + 1) * hd], hd, keys, &offs, off_h, scale, sc, None) };
                     }
                 }
                 (false, _) => {
