@@ -118,8 +118,8 @@ impl QuantMatrix for Q4_1Matrix {
     fn quantize(xs: &[f32]) -> BlockQ8_1 {
         quantize_q8_1(xs)
     }
-    fn quantize_all(x: &[f32]) -> Vec<BlockQ8_1> {
-        quantize_q8_1_all(x)
+    fn quantize_into(x: &[f32], out: &mut [BlockQ8_1]) {
+        quantize_q8_1_into(x, out)
     }
     fn dot_tile(&self, j: usize, ys: &[&[BlockQ8_1]], out: &mut [f32], simd: bool) {
         if let Some(x) = &self.x16 {
@@ -159,25 +159,22 @@ fn quantize_q8_1(xs: &[f32]) -> BlockQ8_1 {
     quantize_q8_1_scalar(xs)
 }
 
-/// Every block of `x` (a multiple of 32 values) as [`quantize_q8_1`] gives it, written in
-/// place. Every row of every matmul goes through this, on one thread between the parallel
-/// loops: the scalar form, one call per block returning the block by value, was ~7 % of a
-/// 16-client server profile.
-pub(super) fn quantize_q8_1_all(x: &[f32]) -> Vec<BlockQ8_1> {
-    let mut out = vec![BlockQ8_1 { qs: [0; 32], d: 0.0, s: 0.0 }; x.len() / QK];
+/// The blocks of `x` (32 values each) as [`quantize_q8_1`] gives them, written in place into
+/// `out` (as many as both hold). Every row of every matmul goes through this: the scalar form,
+/// one call per block returning the block by value, was ~7 % of a 16-client server profile.
+pub(super) fn quantize_q8_1_into(x: &[f32], out: &mut [BlockQ8_1]) {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::available_512() {
         // SAFETY: AVX-512F was detected.
-        unsafe { quantize_all_avx512(x, &mut out) };
-        return out;
+        unsafe { quantize_all_avx512(x, out) };
+        return;
     }
     for (o, c) in out.iter_mut().zip(x.chunks_exact(QK)) {
         *o = quantize_q8_1_scalar(c);
     }
-    out
 }
 
-/// [`quantize_q8_1_all`]'s loop with the vector form inlined.
+/// [`quantize_q8_1_into`]'s loop with the vector form inlined.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn quantize_all_avx512(x: &[f32], out: &mut [BlockQ8_1]) {
@@ -358,7 +355,8 @@ mod quantize_tests {
         // All blocks at once (the matmuls' path), a NaN block among them (scalar fallback).
         let mut flat: Vec<f32> = blocks.concat();
         flat[40] = f32::NAN;
-        let all = quantize_q8_1_all(&flat);
+        let mut all = vec![quantize_q8_1_scalar(&[0.0; 32]); flat.len() / QK];
+        quantize_q8_1_into(&flat, &mut all);
         assert_eq!(all.len(), blocks.len());
         for (n, (a, c)) in all.iter().zip(flat.chunks_exact(QK)).enumerate() {
             assert_eq!(key(a), key(&quantize_q8_1_scalar(c)), "block {n} of all");
