@@ -92,7 +92,7 @@ impl X16 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(clippy::needless_range_loop)] // rows and chunks index several register arrays at once
-unsafe fn tile<const R: usize>(x: &X16, g: usize, ys: &[&[BlockQ8_0]], out: &mut [[f32; G]; 4]) {
+unsafe fn tile<const R: usize>(x: &X16, g: usize, ys: &[&[BlockQ8_0]], out: &mut [[f32; G]; super::q4_1_x16::TILE_MAX]) {
     use std::arch::x86_64::*;
     let mut acc = [_mm512_setzero_ps(); R];
     let base = g * x.nb;
