@@ -44,8 +44,7 @@ impl Weight {
                 if k != w.k {
                     return Err(ModelError::Invalid(format!("matmul: input width {k} != weight width {}", w.k)));
                 }
-                let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                let y = Self::q4_1_many(&[w], &xs, m, exact, f32_rows).pop().unwrap_or_default();
+                let y = with_f32_rows(x, |xs| Self::q4_1_many(&[w], xs, m, exact, f32_rows).pop().unwrap_or_default())?;
                 Ok(Tensor::from_vec(y, (m, w.n), x.device())?)
             }
         }
@@ -80,10 +79,7 @@ impl Linear {
             })
             .collect();
         match fused {
-            Some(ws) => {
-                let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                Ok(Weight::q4_1_many(&ws, &xs, m, exact, f32_rows))
-            }
+            Some(ws) => with_f32_rows(x, |xs| Weight::q4_1_many(&ws, xs, m, exact, f32_rows)),
             None => ls.iter().map(|l| Ok(l.forward(x, exact, f32_rows)?.flatten_all()?.to_vec1::<f32>()?)).collect(),
         }
     }
@@ -249,6 +245,12 @@ impl LlamaModel {
         self.lm_head.forward(h)
     }
 
+    /// [`Self::logits`] as a flat row-major vector and the vocabulary size (no copy out of a
+    /// tensor).
+    pub fn logits_vec(&self, h: &Tensor) -> Result<(Vec<f32>, usize)> {
+        self.lm_head.forward_vec(h)
+    }
+
     /// Like [`Self::forward`], but return the final hidden states (after the last norm)
     /// `[want_rows.len(), hidden]` instead of logits.
     pub fn forward_hidden(&self, ids: &[u32], positions: &[usize], seqs: &[SeqMeta], kv: &mut PagedKvCache, want_rows: &[u32], f32_rows: &[bool]) -> Result<Tensor> {
@@ -321,6 +323,19 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
         (candle_core::Storage::Cpu(cpu), Some((a, b))) => Ok(f(&cpu.as_slice::<f32>()?[a..b])),
         _ => Err(ModelError::Invalid("expected a contiguous f32 CPU tensor".into())),
     }
+}
+
+/// `f` on the elements of an f32 CPU tensor in row-major order: a view when it is contiguous
+/// (the forward pass's activations always are), else a copy.
+pub(crate) fn with_f32_rows<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let contiguous = {
+        let (storage, layout) = t.storage_and_layout();
+        matches!((&*storage, layout.contiguous_offsets()), (candle_core::Storage::Cpu(_), Some(_))) && t.dtype() == DType::F32
+    };
+    if contiguous {
+        return with_f32(t, f);
+    }
+    Ok(f(&t.flatten_all()?.to_vec1::<f32>()?))
 }
 
 /// RMS norm of `x` `[rows, hidden]` times `w`: candle's arithmetic either way; with `exact`

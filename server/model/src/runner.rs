@@ -63,9 +63,7 @@ impl ModelRunner {
             (Vec::new(), 0)
         } else {
             let h = hidden.narrow(0, 0, plan.want.len())?;
-            let l = self.model.logits(&h)?;
-            let vocab = l.dim(1)?;
-            (l.flatten_all()?.to_vec1::<f32>()?, vocab)
+            self.model.logits_vec(&h)?
         };
         let pooled_h: Vec<f32> = if plan.pool_rows.is_empty() { Vec::new() } else { hidden.narrow(0, plan.want.len(), plan.pool_rows.len())?.flatten_all()?.to_vec1::<f32>()? };
         Ok(plan.finish(batch, ModelOut { logits: &logits, vocab, pooled_h: &pooled_h, hidden: self.model.cfg.hidden_size }, self.head.as_ref(), masks, &mut self.constrained))

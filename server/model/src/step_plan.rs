@@ -7,7 +7,6 @@ use crate::constrained::{Constrained, Masks};
 use crate::reward_head::RewardHead;
 use crate::sampler;
 use hhh_engine::{Batch, PooledOutput, SeqOutput, StepOutput, TokenLogprob};
-use rayon::prelude::*;
 
 /// What the model answered for a step: logits of the `want` rows (`vocab` wide) and hidden
 /// states (`hidden` wide) of the pooled rows.
@@ -81,40 +80,41 @@ impl StepPlan {
         let ModelOut { logits, vocab, pooled_h, hidden } = out;
         let row = |i: usize| &logits[i * vocab..(i + 1) * vocab];
         // Rows are independent (a row's draw depends only on its logits, params and index), so
-        // they are sampled in parallel; the constraint states advance afterwards, in row order.
+        // they are sampled in parallel on the kernel pool (whose helper would otherwise spin
+        // beside a rayon loop, three threads on two cores); the constraint states advance
+        // afterwards, in row order.
         let mut masks: Vec<Option<Vec<bool>>> = masks.into_iter().collect();
         masks.resize(batch.seqs.len(), None);
-        let rows: Vec<(SeqOutput, bool)> = batch
-            .seqs
-            .par_iter()
-            .zip(self.per_seq.par_iter())
-            .zip(masks.into_par_iter())
-            .map(|((s, &(plp, samp, pool)), mut mask)| {
-                let k = s.params.prompt_logprobs.unwrap_or(0);
-                let prompt_logprobs = s
-                    .prompt_targets
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &t)| {
-                        let lp = sampler::log_softmax(row(plp + i));
-                        TokenLogprob { token: t, logprob: lp[t as usize], top: sampler::top_logprobs(&lp, k) }
-                    })
-                    .collect();
-                let masked = mask.is_some();
-                let sampled = samp.map(|i| {
-                    if let Some(m) = mask.as_mut() {
-                        m.resize(vocab, false);
-                    }
-                    sampler::sample_masked(row(i), &s.params, &s.prompt_tokens, &s.output_tokens, s.num_output_tokens, mask.as_deref())
-                });
-                let pooled = pool.map(|i| {
-                    let h = &pooled_h[i * hidden..(i + 1) * hidden];
-                    let ret_hidden = s.params.pooling.is_some_and(|p| p.return_hidden);
-                    PooledOutput { scores: head.map(|hd| hd.apply(h)).unwrap_or_default(), hidden: ret_hidden.then(|| h.to_vec()) }
-                });
-                (SeqOutput { sampled, prompt_logprobs, pooled }, masked)
-            })
-            .collect();
+        /// A sequence's mask going in and its output coming out.
+        type Slot = (Option<Vec<bool>>, Option<(SeqOutput, bool)>);
+        let mut slots: Vec<Slot> = masks.into_iter().map(|m| (m, None)).collect();
+        hhh_kernels::pool::for_each_mut(&mut slots, |i, (mask, done)| {
+            let (Some(s), Some(&(plp, samp, pool))) = (batch.seqs.get(i), self.per_seq.get(i)) else { return };
+            let k = s.params.prompt_logprobs.unwrap_or(0);
+            let prompt_logprobs = s
+                .prompt_targets
+                .iter()
+                .enumerate()
+                .map(|(i, &t)| {
+                    let lp = sampler::log_softmax(row(plp + i));
+                    TokenLogprob { token: t, logprob: lp[t as usize], top: sampler::top_logprobs(&lp, k) }
+                })
+                .collect();
+            let masked = mask.is_some();
+            let sampled = samp.map(|i| {
+                if let Some(m) = mask.as_mut() {
+                    m.resize(vocab, false);
+                }
+                sampler::sample_masked(row(i), &s.params, &s.prompt_tokens, &s.output_tokens, s.num_output_tokens, mask.as_deref())
+            });
+            let pooled = pool.map(|i| {
+                let h = &pooled_h[i * hidden..(i + 1) * hidden];
+                let ret_hidden = s.params.pooling.is_some_and(|p| p.return_hidden);
+                PooledOutput { scores: head.map(|hd| hd.apply(h)).unwrap_or_default(), hidden: ret_hidden.then(|| h.to_vec()) }
+            });
+            *done = Some((SeqOutput { sampled, prompt_logprobs, pooled }, masked));
+        });
+        let rows = slots.into_iter().map(|(_, done)| done.unwrap_or((SeqOutput { sampled: None, prompt_logprobs: Vec::new(), pooled: None }, false)));
         let mut out = StepOutput { seqs: Vec::with_capacity(batch.seqs.len()) };
         for (s, (seq, masked)) in batch.seqs.iter().zip(rows) {
             if let (true, Some(t)) = (masked, &seq.sampled) {
