@@ -192,8 +192,14 @@ fn attend<T: KvElem>(cache: CacheGeom, keys: &[T], values: &[T], seqs: &[SeqMeta
         let (row, heads) = if per_head { (i / nkv, i % nkv..i % nkv + 1) } else { (i, 0..nkv) };
         let Some(s) = seqs.get(row_seq[row]) else { return };
         let ctx = s.start_pos + (row - s.row_start) + 1;
-        // Element offset of each position's slot.
-        let offs: Vec<usize> = (0..ctx).map(|p| cache.slot(&s.block_table, p) * kvw).collect();
+        // Element offset of each position's slot, block by block (no division per position:
+        // the block size is not a constant here, and two 64-bit divisions per position were a
+        // measurable part of a decode step's attention).
+        let bs = cache.block_size;
+        let offs: Vec<usize> = s.block_table.iter().flat_map(|&b| (0..bs).map(move |i| (b as usize * bs + i) * kvw)).take(ctx).collect();
+        // A block table too short for the context is a caller bug (`CacheGeom::slot` panics
+        // the same way); the kernels below rely on one offset per position.
+        assert_eq!(offs.len(), ctx, "block table of {} blocks for {ctx} positions", s.block_table.len());
         // Scores of one KV head's query heads (`group` rows of `ctx`).
         let mut scores = vec![0f32; group * ctx];
         for g in heads.clone() {
