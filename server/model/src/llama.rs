@@ -267,8 +267,14 @@ impl LlamaModel {
         // Whether `x` already holds only `want_rows` (see the last layer).
         let mut selected = false;
         let mut f32_rows: Vec<bool> = if self.prompt_f32 { f32_rows.to_vec() } else { Vec::new() };
+        // The next layer's attention-norm output, computed with the previous layer's last
+        // residual connection (`residual_norm`).
+        let mut h_next: Option<Tensor> = None;
         for (li, l) in self.layers.iter().enumerate() {
-            let h = rms_norm(&x, &l.attn_norm, eps, exact)?;
+            let h = match h_next.take() {
+                Some(h) => h,
+                None => rms_norm(&x, &l.attn_norm, eps, exact)?,
+            };
             let mut qkv = Linear::forward_many(&[&l.q, &l.k, &l.v], &h, exact, &f32_rows)?.into_iter();
             let (mut q, mut k, v) = match (qkv.next(), qkv.next(), qkv.next()) {
                 (Some(q), Some(k), Some(v)) => (q, k, v),
@@ -296,8 +302,8 @@ impl LlamaModel {
                 (att, rows)
             };
             let att = Tensor::from_vec(att, (n, qw), &dev)?;
-            x = residual(l.o.forward(&att, exact, &f32_rows)?, &x, exact)?;
-            let h = rms_norm(&x, &l.ffn_norm, eps, exact)?;
+            let h;
+            (x, h) = residual_norm(l.o.forward(&att, exact, &f32_rows)?, &x, &l.ffn_norm, eps, exact)?;
             let mut gu = Linear::forward_many(&[&l.gate, &l.up], &h, exact, &f32_rows)?.into_iter();
             let (g, u) = match (gu.next(), gu.next()) {
                 (Some(g), Some(u)) => (g, u),
@@ -307,7 +313,15 @@ impl LlamaModel {
             // libm `exp`) on this thread; otherwise the vectorized kernel on the compute pool.
             let mv: Vec<f32> = if exact { g.iter().zip(&u).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect() } else { hhh_kernels::act::silu_mul(&g, &u) };
             let m = Tensor::from_vec(mv, (n, u.len() / n.max(1)), &dev)?;
-            x = residual(l.down.forward(&m, exact, &f32_rows)?, &x, exact)?;
+            let down = l.down.forward(&m, exact, &f32_rows)?;
+            match self.layers.get(li + 1) {
+                Some(next) => {
+                    let h;
+                    (x, h) = residual_norm(down, &x, &next.attn_norm, eps, exact)?;
+                    h_next = Some(h);
+                }
+                None => x = residual(down, &x, exact)?,
+            }
         }
         if !selected {
             x = x.index_select(&Tensor::from_slice(want_rows, want_rows.len(), &dev)?, 0)?;
@@ -350,6 +364,20 @@ fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, exact: bool) -> Result<Tensor> {
     Ok(Tensor::from_vec(y, dims, x.device())?)
 }
 
+/// The residual connection `y + x` and the RMS norm of the sum times `w`: `(sum, norm)`, the
+/// bits of [`residual`] then [`rms_norm`]; without `exact`, in one loop on the kernel pool
+/// (`hhh_kernels::act::add_rms_norm`).
+fn residual_norm(y: Tensor, x: &Tensor, w: &Tensor, eps: f32, exact: bool) -> Result<(Tensor, Tensor)> {
+    if exact || y.dims() != x.dims() {
+        let s = residual(y, x, exact)?;
+        let h = rms_norm(&s, w, eps, exact)?;
+        return Ok((s, h));
+    }
+    let dims = x.dims().to_vec();
+    let (s, h) = with_f32(&y, |ys| with_f32(x, |xs| with_f32(w, |ws| hhh_kernels::act::add_rms_norm(ys, xs, ws, eps))))???;
+    Ok((Tensor::from_vec(s, dims.clone(), x.device())?, Tensor::from_vec(h, dims, x.device())?))
+}
+
 /// The residual connection `y + x` (same shapes); without `exact`, on the kernel pool.
 fn residual(y: Tensor, x: &Tensor, exact: bool) -> Result<Tensor> {
     if exact || y.dims() != x.dims() {
@@ -364,8 +392,8 @@ fn residual(y: Tensor, x: &Tensor, exact: bool) -> Result<Tensor> {
 mod tests {
     use super::*;
 
-    /// The pool's RMS norm and residual add give candle's bits, for 1 to 70 rows (candle's own
-    /// switches to rayon above 32).
+    /// The pool's RMS norm, residual add and the two fused give candle's bits, for 1 to 70 rows
+    /// (candle's own switches to rayon above 32).
     #[test]
     fn rms_norm_and_residual_equal_candle_bitwise() -> Result<()> {
         let dev = Device::Cpu;
@@ -376,7 +404,11 @@ mod tests {
             let y = Tensor::from_vec((0..rows * 576).map(|i| f(i + 11)).collect::<Vec<f32>>(), (rows, 576), &dev)?;
             let bits = |t: &Tensor| -> Result<Vec<u32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?.iter().map(|v| v.to_bits()).collect()) };
             assert_eq!(bits(&rms_norm(&x, &w, 1e-5, false)?)?, bits(&candle_nn::ops::rms_norm(&x, &w, 1e-5)?)?, "rms_norm, {rows} rows");
-            assert_eq!(bits(&residual(y.clone(), &x, false)?)?, bits(&(y + &x)?)?, "residual, {rows} rows");
+            assert_eq!(bits(&residual(y.clone(), &x, false)?)?, bits(&(y.clone() + &x)?)?, "residual, {rows} rows");
+            let (s, h) = residual_norm(y.clone(), &x, &w, 1e-5, false)?;
+            let want = (y + &x)?;
+            assert_eq!(bits(&s)?, bits(&want)?, "fused residual, {rows} rows");
+            assert_eq!(bits(&h)?, bits(&candle_nn::ops::rms_norm(&want, &w, 1e-5)?)?, "fused norm, {rows} rows");
         }
         Ok(())
     }
