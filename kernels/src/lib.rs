@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | write new keys/values into the paged cache through the block tables (`reshape_and_cache`) | [`cpu::write_kv`], [`cpu::reshape_and_cache`] (slices, f32/f16/bf16) | `cuda/reshape_and_cache.cu` |
 //! | paged attention, decode and prefill chunks (causal, GQA, any context length) | [`cpu::paged_attention`], [`cpu::paged_attention_slices`] | `cuda/paged_attention.cu` (decode rows: split context, log-sum-exp combine), `cuda/paged_prefill.cu` (prefill tiles, flash-attention-2 style, WMMA for bf16/f16); which rows go where: [`plan::AttnPlan`] |
-//! | quantized matmuls (Q4_1, Q8_0 weights × int8 activations; AVX2 row tiles, or AVX-512 VNNI on weights interleaved 16 rows at a time, candle's bits) | [`quant::matmul_many`] | — |
+//! | quantized matmuls (Q4_1, Q8_0 weights × int8 activations; AVX2 row tiles, or AVX-512 VNNI on weights interleaved 16 rows at a time, the bits of candle's generic loops) | [`quant::matmul_many`] | — |
 //! | Q4_1 weights dequantized per panel × f32 activations (prompt rows on CPUs without AVX-512 VNNI; int8 arithmetic up to rounding) | [`quant::matmul_f32_many`] | — |
 //! | `exp`, softmax numerators, `silu(g) * u` | [`act`] | — |
 //!
