@@ -53,9 +53,10 @@ pub trait QuantMatrix: Sync {
     fn dot_tile(&self, j: usize, ys: &[&[Self::Act]], out: &mut [f32], simd: bool);
 
     /// Weight rows `j0..j1` against every row of `rows` into `part` (`[rows.len(), j1 - j0]`,
-    /// row-major, a window onto the output), walking [`Self::dot_tile`] (one weight row × up to 4 activation rows). A
-    /// format may override it with a larger register tile, as long as each output is computed
-    /// with the same arithmetic whatever the tile (outputs must not depend on the batch).
+    /// a window onto the output), walking [`Self::dot_tile`] (one weight row × up to 4
+    /// activation rows). A format may override it with a larger register tile, as long as each
+    /// output is computed with the same arithmetic whatever the tile (outputs must not depend on
+    /// the batch).
     fn dot_panel(&self, j0: usize, j1: usize, rows: &[&[Self::Act]], part: &mut PanelOut, simd: bool) {
         dot_panel_rows(self, j0, j1, rows, part, simd)
     }
@@ -205,17 +206,7 @@ impl<'a> PanelOut<'a> {
         Self { ptr: buf.as_mut_ptr(), stride: width, width, rows, _out: std::marker::PhantomData }
     }
 
-    /// Rows in the window.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Columns in the window.
-    pub fn width(&self) -> usize {
-        self.width
-    }
-
-    /// Row `r`'s columns. Panics if `r >= self.rows()`.
+    /// Row `r`'s columns. Panics if `r` is not a row of the window.
     pub fn row(&mut self, r: usize) -> &mut [f32] {
         assert!(r < self.rows, "row {r} of a {}-row panel", self.rows);
         // SAFETY: row `r < rows` lies inside the window (invariant of `ptr`), borrowed through
