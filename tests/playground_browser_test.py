@@ -9,7 +9,9 @@ selenium) against the release server on 127.0.0.1 with an API key:
 - Revise: two rounds appear, each with a critique and a diff;
 - Engine: the charts update from /metrics;
 - a wrong key shows the server's 401 message.
-Screenshots of each view go to docs/figures/playground/.
+Screenshots of each view go to target/playground-shots/ (untracked), or to $PLAYGROUND_SHOTS:
+`PLAYGROUND_SHOTS=docs/figures/playground python3 tests/playground_browser_test.py` refreshes the
+committed ones the docs show (a test run leaves the tracked tree unchanged).
 """
 
 import json
@@ -27,7 +29,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-SHOTS = os.path.join(ROOT, "docs", "figures", "playground")
+SHOTS = os.environ.get("PLAYGROUND_SHOTS") or os.path.join(ROOT, "target", "playground-shots")
 KEY = "playground-secret"
 
 

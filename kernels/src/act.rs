@@ -34,8 +34,7 @@ pub fn silu_mul(g: &[f32], u: &[f32]) -> Vec<f32> {
     let (g, u) = (&g[..n], &u[..n]);
     let mut out = vec![0f32; n];
     let simd = crate::simd::available();
-    let mut chunks: Vec<&mut [f32]> = out.chunks_mut(CHUNK).collect();
-    crate::pool::for_each_mut(&mut chunks, |c, o| {
+    crate::pool::for_each_chunk_mut(&mut out, CHUNK, |c, o| {
         let (g, u) = (&g[c * CHUNK..(c * CHUNK + CHUNK).min(n)], &u[c * CHUNK..(c * CHUNK + CHUNK).min(n)]);
         if simd {
             // SAFETY: AVX2 and FMA were detected at run time.
@@ -58,8 +57,7 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     const ROWS: usize = 8;
     let n = w.len();
     let mut out = vec![0f32; x.len().checked_div(n).unwrap_or(0) * n];
-    let mut chunks: Vec<&mut [f32]> = out.chunks_mut((n * ROWS).max(1)).collect();
-    crate::pool::for_each_mut(&mut chunks, |c, o| {
+    crate::pool::for_each_chunk_mut(&mut out, n * ROWS, |c, o| {
         for (r, row) in o.chunks_mut(n).enumerate() {
             norm_row(&x[(c * ROWS + r) * n..(c * ROWS + r + 1) * n], w, eps, row);
         }
@@ -107,8 +105,7 @@ pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
     const CHUNK: usize = 16384;
     let n = a.len().min(b.len());
     let mut out = vec![0f32; n];
-    let mut chunks: Vec<&mut [f32]> = out.chunks_mut(CHUNK).collect();
-    crate::pool::for_each_mut(&mut chunks, |c, o| {
+    crate::pool::for_each_chunk_mut(&mut out, CHUNK, |c, o| {
         for ((d, &x), &y) in o.iter_mut().zip(&a[c * CHUNK..]).zip(&b[c * CHUNK..]) {
             *d = x + y;
         }

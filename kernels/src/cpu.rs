@@ -89,6 +89,18 @@ impl CacheGeom {
     pub fn slot(&self, block_table: &[u32], pos: usize) -> usize {
         block_table[pos / self.block_size] as usize * self.block_size + pos % self.block_size
     }
+
+    /// Element offset (slot times [`slot_width`](Self::slot_width)) of positions `0..ctx` under
+    /// `block_table`: [`slot`](Self::slot)'s values, computed block by block (the block size is
+    /// not a constant here, and two 64-bit divisions per position were a measurable part of a
+    /// decode step's attention). Panics if the table is too short for `ctx` positions, as
+    /// `slot` does (a caller bug).
+    pub fn slot_offsets(&self, block_table: &[u32], ctx: usize) -> Vec<usize> {
+        let (bs, w) = (self.block_size, self.slot_width());
+        let offs: Vec<usize> = block_table.iter().flat_map(|&b| (0..bs).map(move |i| (b as usize * bs + i) * w)).take(ctx).collect();
+        assert_eq!(offs.len(), ctx, "block table of {} blocks for {ctx} positions", block_table.len());
+        offs
+    }
 }
 
 impl PagedKvCache {
@@ -176,7 +188,6 @@ fn attend<T: KvElem>(cache: CacheGeom, keys: &[T], values: &[T], seqs: &[SeqMeta
         row_seq[s.row_start..s.row_start + s.num_rows].fill(si);
     }
     let group = num_heads / cache.num_kv_heads;
-    let kvw = cache.slot_width();
     let scale = 1.0 / (hd as f32).sqrt();
     // The 16-lane grouped weighted sum (same bits as the per-head one).
     let wide = simd && hd.is_multiple_of(16) && crate::simd::available_512();
@@ -187,19 +198,12 @@ fn attend<T: KvElem>(cache: CacheGeom, keys: &[T], values: &[T], seqs: &[SeqMeta
     // the split.
     let nkv = cache.num_kv_heads;
     let per_head = num_rows < 4 * crate::pool::threads();
-    let mut pieces: Vec<&mut [f32]> = out.chunks_mut(if per_head { group * hd } else { qw }).collect();
-    crate::pool::for_each_mut(&mut pieces, |i, piece| {
+    crate::pool::for_each_chunk_mut(&mut out, if per_head { group * hd } else { qw }, |i, piece| {
         let (row, heads) = if per_head { (i / nkv, i % nkv..i % nkv + 1) } else { (i, 0..nkv) };
         let Some(s) = seqs.get(row_seq[row]) else { return };
         let ctx = s.start_pos + (row - s.row_start) + 1;
-        // Element offset of each position's slot, block by block (no division per position:
-        // the block size is not a constant here, and two 64-bit divisions per position were a
-        // measurable part of a decode step's attention).
-        let bs = cache.block_size;
-        let offs: Vec<usize> = s.block_table.iter().flat_map(|&b| (0..bs).map(move |i| (b as usize * bs + i) * kvw)).take(ctx).collect();
-        // A block table too short for the context is a caller bug (`CacheGeom::slot` panics
-        // the same way); the kernels below rely on one offset per position.
-        assert_eq!(offs.len(), ctx, "block table of {} blocks for {ctx} positions", s.block_table.len());
+        // One element offset per position; the kernels below rely on it.
+        let offs = cache.slot_offsets(&s.block_table, ctx);
         // Scores of one KV head's query heads (`group` rows of `ctx`).
         let mut scores = vec![0f32; group * ctx];
         for g in heads.clone() {
@@ -307,5 +311,18 @@ mod tests {
                 assert!((*a as f64 - b).abs() < 1e-5, "{a} vs {b}");
             }
         }
+    }
+
+    /// Offsets computed block by block equal each position's `slot` times the slot width, and a
+    /// table too short for the context panics.
+    #[test]
+    fn slot_offsets_equal_slot_per_position() {
+        let geom = CacheGeom { block_size: 4, num_kv_heads: 3, head_dim: 8 };
+        let table = [9u32, 2, 14, 0];
+        for ctx in [0, 1, 4, 5, 11, 16] {
+            let want: Vec<usize> = (0..ctx).map(|p| geom.slot(&table, p) * 24).collect();
+            assert_eq!(geom.slot_offsets(&table, ctx), want, "ctx {ctx}");
+        }
+        assert!(std::panic::catch_unwind(|| geom.slot_offsets(&table, 17)).is_err());
     }
 }

@@ -151,6 +151,13 @@ pub fn for_each_mut<T: Send>(items: &mut [T], f: impl Fn(usize, &mut T) + Sync) 
     });
 }
 
+/// `f(c, chunk)` for every chunk of `size` elements of `items` (the last one may be shorter;
+/// chunk `c` starts at element `c * size`), in parallel ([`run`]).
+pub fn for_each_chunk_mut<T: Send>(items: &mut [T], size: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let mut chunks: Vec<&mut [T]> = items.chunks_mut(size.max(1)).collect();
+    for_each_mut(&mut chunks, |c, chunk| f(c, chunk));
+}
+
 fn helper(p: &'static Pool) {
     let mut seen = 0u64;
     loop {

@@ -9,6 +9,8 @@
 //! Where the CPU has AVX-512 VNNI ([`has_vnni512`]) the model loads both formats interleaved 16
 //! weight rows at a time (`interleaved()`; modules `q4_1_x16`, `q8_0_x16`) and a `vpdpbusd` kernel
 //! computes 16 outputs at once, with candle's arithmetic bit for bit, for any number of rows.
+//! Where it has AVX2 but not VNNI-512 ([`has_avx2_x16`]: AMD Zen 2/3, older Intel) both are
+//! interleaved the same way and AVX2 kernels (`vpmaddubsw`, 8 lanes) compute the same bits.
 //!
 //! [`matmul_many`] is the shared driver: several matrices of one input width applied to the
 //! same activations (Q/K/V, gate/up) in one parallel loop over 16-column tasks, so the weights
@@ -21,7 +23,7 @@ mod q4_1_x16;
 pub mod q8_0;
 mod q8_0_x16;
 
-pub use q4_1_x16::has_vnni512;
+pub use q4_1_x16::{has_avx2_x16, has_vnni512};
 
 pub use dense::{matmul_f32_many, matmul_split};
 pub use q4_1::Q4_1Matrix;
@@ -116,12 +118,10 @@ fn quantize_rows<W: QuantMatrix>(x: &[f32], m: usize, nb: usize) -> Vec<W::Act> 
         return xq;
     }
     let rows_per = m.div_ceil(threads);
-    let mut chunks: Vec<&mut [W::Act]> = xq.chunks_mut(rows_per * nb).collect();
-    crate::pool::for_each_mut(&mut chunks, |i, out| {
+    crate::pool::for_each_chunk_mut(&mut xq, rows_per * nb, |i, out| {
         let start = i * rows_per * nb * QK;
         W::quantize_into(&x[start..(start + out.len() * QK).min(x.len())], out);
     });
-    drop(chunks);
     xq
 }
 

@@ -72,10 +72,11 @@ impl Q4_1Matrix {
         Some(Self { qs, d, m, x16: None, n, k })
     }
 
-    /// The same matrix in the interleaved layout where the CPU can run its kernel
-    /// ([`x16::has_vnni512`]), else unchanged. Outputs keep their bits (candle's arithmetic).
+    /// The same matrix in the interleaved layout where the CPU can run one of its kernels
+    /// ([`x16::has_vnni512`], [`x16::has_avx2_x16`]), else unchanged. Outputs are candle's
+    /// bits in the interleaved layout (the row layout's AVX2 kernel differs in float rounding).
     pub fn interleaved(self) -> Self {
-        if self.x16.is_some() || !x16::has_vnni512() {
+        if self.x16.is_some() || !(x16::has_vnni512() || x16::has_avx2_x16()) {
             return self;
         }
         self.into_x16()
@@ -139,7 +140,7 @@ impl QuantMatrix for Q4_1Matrix {
     }
     fn dot_panel(&self, j0: usize, j1: usize, rows: &[&[BlockQ8_1]], part: &mut super::PanelOut, simd: bool) {
         match &self.x16 {
-            Some(x) => x.panel(j0, j1, rows, part, simd && x16::has_vnni512()),
+            Some(x) => x.panel(j0, j1, rows, part, simd),
             None => super::dot_panel_rows(self, j0, j1, rows, part, simd),
         }
     }

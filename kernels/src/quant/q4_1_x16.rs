@@ -21,6 +21,9 @@
 use super::q4_1::BlockQ8_1;
 use super::PanelOut;
 
+mod avx2;
+pub use avx2::has_avx2_x16;
+
 /// Weight rows per group (lanes of a 512-bit vector of i32).
 pub(super) const G: usize = 16;
 
@@ -91,41 +94,83 @@ impl X16 {
     }
 
     /// Weight rows `j0..j1` against every row of `rows` into `part` (`[rows.len(), j1 - j0]`).
-    /// `simd`: the VNNI kernel (callers pass it only when [`has_vnni512`]), else
-    /// [`Self::dot_scalar`]; the same bits either way.
+    /// `simd`: the VNNI kernel where the CPU has it ([`has_vnni512`]), else the AVX2 one
+    /// ([`has_avx2_x16`]), else (and with `simd` false) [`Self::dot_scalar`]; the same bits
+    /// every way.
     pub(super) fn panel(&self, j0: usize, j1: usize, rows: &[&[BlockQ8_1]], part: &mut PanelOut, simd: bool) {
+        let kernel = match (simd, has_vnni512(), has_avx2_x16()) {
+            (true, true, _) => Kernel::Vnni512,
+            (true, false, true) => Kernel::Avx2,
+            _ => Kernel::Scalar,
+        };
+        self.panel_with(kernel, j0, j1, rows, part)
+    }
+
+    /// [`Self::panel`] with the given kernel, which must be one the CPU can run (tests pick
+    /// each in turn).
+    fn panel_with(&self, kernel: Kernel, j0: usize, j1: usize, rows: &[&[BlockQ8_1]], part: &mut PanelOut) {
+        let all_blocks = rows.iter().all(|y| y.len() >= self.nb);
+        // The first tile of a group also prefetches the next group: the later tiles find this
+        // group in L1, the first waits on memory (with 16 rows, step_bench's median step was
+        // lower in 4 of 5 alternating pairs on a 2-core Zen 4 VM, by 1-25 %; this VM's noise is
+        // of that order, so the gain is not established beyond it).
         #[cfg(target_arch = "x86_64")]
-        if simd && rows.iter().all(|y| y.len() >= self.nb) {
-            group_tiles(j0, j1, rows.len(), TILE_MAX, part, |g, r, t, out| {
-                // SAFETY: AVX-512F/BW and VNNI were detected (`simd`); group `g` exists
-                // (`j1 <= n`) and every row holds `nb` blocks (checked above).
-                // The first tile of a group also prefetches the next group: the later tiles find
-                // this group in L1, the first waits on memory (with 16 rows, step_bench's median
-                // step was lower in 4 of 5 alternating pairs on a 2-core Zen 4 VM, by 1-25 %; this
-                // VM's noise is of that order, so the gain is not established beyond it).
-                let pf = r == 0;
-                unsafe {
-                    match t {
-                        8 => tile::<8>(self, g, &rows[r..r + 8], out, pf),
-                        7 => tile::<7>(self, g, &rows[r..r + 7], out, pf),
-                        6 => tile::<6>(self, g, &rows[r..r + 6], out, pf),
-                        5 => tile::<5>(self, g, &rows[r..r + 5], out, pf),
-                        4 => tile::<4>(self, g, &rows[r..r + 4], out, pf),
-                        3 => tile::<3>(self, g, &rows[r..r + 3], out, pf),
-                        2 => tile::<2>(self, g, &rows[r..r + 2], out, pf),
-                        _ => tile::<1>(self, g, &rows[r..r + 1], out, pf),
+        match kernel {
+            Kernel::Vnni512 if all_blocks && has_vnni512() => {
+                group_tiles(j0, j1, rows.len(), TILE_MAX, part, |g, r, t, out| {
+                    // SAFETY: AVX-512F/BW and VNNI were detected; group `g` exists (`j1 <= n`)
+                    // and every row holds `nb` blocks (`all_blocks`).
+                    let pf = r == 0;
+                    unsafe {
+                        match t {
+                            8 => tile::<8>(self, g, &rows[r..r + 8], out, pf),
+                            7 => tile::<7>(self, g, &rows[r..r + 7], out, pf),
+                            6 => tile::<6>(self, g, &rows[r..r + 6], out, pf),
+                            5 => tile::<5>(self, g, &rows[r..r + 5], out, pf),
+                            4 => tile::<4>(self, g, &rows[r..r + 4], out, pf),
+                            3 => tile::<3>(self, g, &rows[r..r + 3], out, pf),
+                            2 => tile::<2>(self, g, &rows[r..r + 2], out, pf),
+                            _ => tile::<1>(self, g, &rows[r..r + 1], out, pf),
+                        }
                     }
-                }
-            });
-            return;
+                });
+                return;
+            }
+            Kernel::Avx2 if all_blocks && has_avx2_x16() => {
+                group_tiles(j0, j1, rows.len(), avx2::TILE_ROWS, part, |g, r, t, out| {
+                    // SAFETY: AVX2, FMA and F16C were detected; group and rows as above.
+                    let pf = r == 0;
+                    unsafe {
+                        match t {
+                            4 => avx2::tile::<4>(self, g, &rows[r..r + 4], out, pf),
+                            3 => avx2::tile::<3>(self, g, &rows[r..r + 3], out, pf),
+                            2 => avx2::tile::<2>(self, g, &rows[r..r + 2], out, pf),
+                            _ => avx2::tile::<1>(self, g, &rows[r..r + 1], out, pf),
+                        }
+                    }
+                });
+                return;
+            }
+            _ => {}
         }
-        let _ = simd;
+        let _ = (kernel, all_blocks);
         for (r, y) in rows.iter().enumerate() {
             for j in j0..j1 {
                 part.row(r)[j - j0] = self.dot_scalar(j, y);
             }
         }
     }
+}
+
+/// Which kernel [`X16::panel_with`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// `tile` (AVX-512 VNNI, up to 8 rows per tile).
+    Vnni512,
+    /// `avx2::tile` (up to 4 rows per tile).
+    Avx2,
+    /// [`X16::dot_scalar`] per output.
+    Scalar,
 }
 
 /// The driver of both interleaved kernels' panels: for every 16-row group `g` that overlaps
@@ -234,18 +279,41 @@ mod tests {
         v.iter().map(|x| x.to_bits()).collect()
     }
 
+    /// Every kernel this CPU can run, on whole groups, with `m` activation rows.
+    fn each_kernel(w: &Q4_1Matrix, rows: &[&[BlockQ8_1]], m: usize) -> Vec<(Kernel, Vec<f32>)> {
+        let Some(x) = &w.x16 else { panic!("not interleaved") };
+        let mut kernels = vec![Kernel::Scalar];
+        if has_vnni512() {
+            kernels.push(Kernel::Vnni512);
+        }
+        if has_avx2_x16() {
+            kernels.push(Kernel::Avx2);
+        } else {
+            eprintln!("AVX2 kernel not compared: this CPU cannot run it");
+        }
+        kernels
+            .into_iter()
+            .map(|k| {
+                let mut out = vec![0f32; m * w.n];
+                x.panel_with(k, 0, w.n, rows, &mut PanelOut::new(&mut out, m, w.n));
+                (k, out)
+            })
+            .collect()
+    }
+
     /// Interleaved weights give candle's bits (the row layout's scalar reference, itself tested
-    /// equal to candle's Q4_1 matmul in `q4_1`) through the VNNI kernel where this CPU has it
-    /// and through the interleaved scalar reference, for every row count (tiles of 1-8 rows,
-    /// remainders), a last group padded with zero rows, and through `matmul_split` whatever
-    /// the row kinds (one path for every row).
+    /// equal to candle's Q4_1 matmul in `q4_1`) through the kernel `matmul_many` picks on this
+    /// CPU and through each kernel the CPU can run (VNNI, AVX2, the interleaved scalar
+    /// reference), for every row count (tiles of 1-8 rows, remainders), a last group padded
+    /// with zero rows, and through `matmul_split` whatever the row kinds (one path for every
+    /// row).
     #[test]
     fn interleaved_equals_candle_arithmetic_bitwise() {
         let k = 256;
         let (a, b) = (matrix(70, k, 11), matrix(16, k, 12));
         let (ai, bi) = (a.clone().into_x16(), b.clone().into_x16());
         if !has_vnni512() {
-            eprintln!("VNNI kernel not compared: this CPU cannot run it (scalar reference only)");
+            eprintln!("VNNI kernel not compared: this CPU cannot run it");
         }
         for m in [1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 19] {
             let x = data(m * k, 30 + m as u32);
@@ -259,6 +327,47 @@ mod tests {
                 assert_eq!(bits(&slow[i]), bits(&want[i]), "scalar, m = {m}, matrix {i}");
                 assert_eq!(bits(&split[i]), bits(&want[i]), "split, m = {m}, matrix {i}");
             }
+            let xq: Vec<_> = x.chunks_exact(QK).map(Q4_1Matrix::quantize).collect();
+            let rows: Vec<&[BlockQ8_1]> = xq.chunks_exact(k / QK).collect();
+            for (kernel, got) in each_kernel(&ai, &rows, m) {
+                assert_eq!(bits(&got), bits(&want[0]), "{kernel:?}, m = {m}");
+            }
+        }
+    }
+
+    /// The integer block dots at their extremes (every nibble 15, every activation ±127, and
+    /// mixed signs) stay exact in every kernel: the AVX2 kernel's i16 sums do not clip.
+    #[test]
+    fn extreme_blocks_are_exact_in_every_kernel() {
+        let (n, k) = (16, 128);
+        let mut bytes = Vec::new();
+        for j in 0..n * k / QK {
+            bytes.extend(half::f16::from_f32(0.01).to_le_bytes());
+            bytes.extend(half::f16::from_f32(-0.02).to_le_bytes());
+            bytes.extend([if j % 3 == 0 { 0x0F } else { 0xFF }; 16]);
+        }
+        let a = Q4_1Matrix::from_bytes(&bytes, n, k).unwrap_or_else(|| panic!("matrix"));
+        let ai = a.clone().into_x16();
+        let m = 3;
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| match i / k {
+                0 => 1.0,
+                1 => -1.0,
+                _ => {
+                    if i % 2 == 0 {
+                        3.0
+                    } else {
+                        -3.0
+                    }
+                }
+            })
+            .collect();
+        let want = matmul_many(&[&a], &x, m, false).remove(0);
+        let xq: Vec<_> = x.chunks_exact(QK).map(Q4_1Matrix::quantize).collect();
+        assert_eq!(xq[0].parts().0, &[127i8; 32], "full-scale activations");
+        let rows: Vec<&[BlockQ8_1]> = xq.chunks_exact(k / QK).collect();
+        for (kernel, got) in each_kernel(&ai, &rows, m) {
+            assert_eq!(bits(&got), bits(&want), "{kernel:?}");
         }
     }
 
@@ -275,7 +384,7 @@ mod tests {
         for (j0, j1) in [(5, 40), (0, 70), (17, 18), (48, 70)] {
             for simd in [true, false] {
                 let mut part = vec![0f32; m * (j1 - j0)];
-                w.dot_panel(j0, j1, &rows, &mut PanelOut::new(&mut part, m, j1 - j0), simd && has_vnni512());
+                w.dot_panel(j0, j1, &rows, &mut PanelOut::new(&mut part, m, j1 - j0), simd);
                 for r in 0..m {
                     assert_eq!(bits(&part[r * (j1 - j0)..(r + 1) * (j1 - j0)]), bits(&full[r * n + j0..r * n + j1]), "{j0}..{j1}, row {r}");
                 }

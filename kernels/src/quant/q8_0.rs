@@ -7,8 +7,9 @@
 //! output is candle's AVX2 arithmetic step for step (same per-block integer dot, same float
 //! FMA into 8 lanes, same horizontal sum), so results equal candle's bit for bit on AVX2
 //! machines; the scalar reference is ggml's generic loop (checked within 1e-5 below). Where
-//! the CPU has AVX-512 VNNI the weights are interleaved (module `q8_0_x16`) and that kernel
-//! computes the generic loop's arithmetic exactly instead (one float step per block, not 8).
+//! the CPU has AVX-512 VNNI, or AVX2 and F16C, the weights are interleaved (module `q8_0_x16`)
+//! and its kernels compute the generic loop's arithmetic exactly instead (one float step per
+//! block, not 8).
 
 use super::q8_0_x16::X16;
 use super::{QuantMatrix, QK};
@@ -51,7 +52,7 @@ pub struct Q8_0Matrix {
     /// Per-block scale, f16 in the file, f32 here (exact).
     d: Vec<f32>,
     /// The interleaved layout; when set, the row layout above is empty.
-    x16: Option<X16>,
+    pub(super) x16: Option<X16>,
     pub n: usize,
     pub k: usize,
 }
@@ -71,10 +72,11 @@ impl Q8_0Matrix {
         Some(Self { qs, d, x16: None, n, k })
     }
 
-    /// The same matrix in the interleaved layout where the CPU can run its kernel
-    /// ([`super::has_vnni512`]), else unchanged. Outputs keep their bits.
+    /// The same matrix in the interleaved layout where the CPU can run one of its kernels
+    /// ([`super::has_vnni512`], [`super::has_avx2_x16`]), else unchanged. Outputs become the
+    /// generic loop's bits (the row layout's AVX2 kernel has candle's AVX2 rounding).
     pub fn interleaved(self) -> Self {
-        if self.x16.is_some() || !super::has_vnni512() {
+        if self.x16.is_some() || !(super::has_vnni512() || super::has_avx2_x16()) {
             return self;
         }
         self.into_x16()
@@ -161,7 +163,7 @@ impl QuantMatrix for Q8_0Matrix {
     }
     fn dot_panel(&self, j0: usize, j1: usize, rows: &[&[BlockQ8_0]], part: &mut super::PanelOut, simd: bool) {
         if let Some(x) = &self.x16 {
-            if simd && super::has_vnni512() && x.panel(j0, j1, rows, part) {
+            if simd && x.panel(j0, j1, rows, part) {
                 return;
             }
         }

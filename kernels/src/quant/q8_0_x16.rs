@@ -61,28 +61,51 @@ impl X16 {
     }
 
     /// Weight rows `j0..j1` against every row of `rows` into `part` (`[rows.len(), j1 - j0]`)
-    /// with the VNNI kernel (callers check [`super::has_vnni512`]). Returns false (nothing
-    /// written) when the rows are too short for the matrix, for the caller's scalar path.
+    /// with the VNNI kernel where the CPU has it ([`super::has_vnni512`]), else the AVX2 one
+    /// ([`super::has_avx2_x16`]; the same bits). Returns false (nothing written) when neither
+    /// runs here or the rows are too short for the matrix, for the caller's scalar path.
     pub(super) fn panel(&self, j0: usize, j1: usize, rows: &[&[BlockQ8_0]], part: &mut super::PanelOut) -> bool {
+        self.panel_with(super::has_vnni512(), j0, j1, rows, part)
+    }
+
+    /// [`Self::panel`] with the VNNI kernel (`vnni`, where the CPU has it) or the AVX2 one.
+    fn panel_with(&self, vnni: bool, j0: usize, j1: usize, rows: &[&[BlockQ8_0]], part: &mut super::PanelOut) -> bool {
         if rows.iter().any(|y| y.len() < self.nb) || cfg!(not(target_arch = "x86_64")) {
             return false;
         }
         #[cfg(target_arch = "x86_64")]
         {
-            super::q4_1_x16::group_tiles(j0, j1, rows.len(), 4, part, |g, r, t, out| {
-                // SAFETY: AVX-512F/BW and VNNI were detected by the caller; group `g` exists
-                // (`j1 <= n`) and every row holds at least `nb` blocks (checked above).
-                unsafe {
-                    match t {
-                        4 => tile::<4>(self, g, &rows[r..r + 4], out),
-                        3 => tile::<3>(self, g, &rows[r..r + 3], out),
-                        2 => tile::<2>(self, g, &rows[r..r + 2], out),
-                        _ => tile::<1>(self, g, &rows[r..r + 1], out),
+            if vnni && super::has_vnni512() {
+                super::q4_1_x16::group_tiles(j0, j1, rows.len(), 4, part, |g, r, t, out| {
+                    // SAFETY: AVX-512F/BW and VNNI were detected; group `g` exists (`j1 <= n`)
+                    // and every row holds at least `nb` blocks (checked above).
+                    unsafe {
+                        match t {
+                            4 => tile::<4>(self, g, &rows[r..r + 4], out),
+                            3 => tile::<3>(self, g, &rows[r..r + 3], out),
+                            2 => tile::<2>(self, g, &rows[r..r + 2], out),
+                            _ => tile::<1>(self, g, &rows[r..r + 1], out),
+                        }
                     }
-                }
-            });
+                });
+                return true;
+            }
+            if super::has_avx2_x16() {
+                super::q4_1_x16::group_tiles(j0, j1, rows.len(), 4, part, |g, r, t, out| {
+                    // SAFETY: AVX2 and F16C were detected; group and rows as above.
+                    unsafe {
+                        match t {
+                            4 => tile_avx2::<4>(self, g, &rows[r..r + 4], out),
+                            3 => tile_avx2::<3>(self, g, &rows[r..r + 3], out),
+                            2 => tile_avx2::<2>(self, g, &rows[r..r + 2], out),
+                            _ => tile_avx2::<1>(self, g, &rows[r..r + 1], out),
+                        }
+                    }
+                });
+                return true;
+            }
         }
-        true
+        false
     }
 }
 
@@ -123,18 +146,59 @@ unsafe fn tile<const R: usize>(x: &X16, g: usize, ys: &[&[BlockQ8_0]], out: &mut
     }
 }
 
+/// [`tile`] for CPUs with AVX2 but not VNNI-512, 8 lanes at a time (each 8-lane half of the
+/// group in turn), with the same bits: `vpmaddubsw` needs its unsigned operand, so each weight
+/// vector is taken back to signed (`^ 0x80`), its absolute values multiply the activations
+/// carrying the weights' signs (`vpsignb`, as ggml's AVX2 loop does), and each pair sum
+/// (|·| ≤ 2 · 128 · 127 < 2^15: exact) is widened by `vpmaddwd` into the row's i32 sum. The
+/// float step is the same as [`tile`]'s.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+#[allow(clippy::needless_range_loop)] // rows index several register arrays at once
+unsafe fn tile_avx2<const R: usize>(x: &X16, g: usize, ys: &[&[BlockQ8_0]], out: &mut [[f32; G]; super::q4_1_x16::TILE_MAX]) {
+    use std::arch::x86_64::*;
+    let (ones, flip) = (_mm256_set1_epi16(1), _mm256_set1_epi8(-128));
+    let base = g * x.nb;
+    for h in 0..2 {
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..x.nb {
+            let gb = base + b;
+            let qp = x.qs.as_ptr().add(gb * 512 + 32 * h);
+            let mut isum = [_mm256_setzero_si256(); R];
+            for c in 0..8 {
+                let wv = _mm256_xor_si256(_mm256_loadu_si256(qp.add(c * 64) as *const __m256i), flip);
+                let aw = _mm256_abs_epi8(wv);
+                for r in 0..R {
+                    let yq = ys.get_unchecked(r).get_unchecked(b).qs().as_ptr();
+                    let yv = _mm256_sign_epi8(_mm256_set1_epi32((yq.add(4 * c) as *const i32).read_unaligned()), wv);
+                    isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, yv), ones));
+                }
+            }
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().add(gb * G + 8 * h) as *const __m128i));
+            for r in 0..R {
+                let scale = _mm256_mul_ps(d, _mm256_set1_ps(ys.get_unchecked(r).get_unchecked(b).d()));
+                acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(_mm256_cvtepi32_ps(isum[r]), scale));
+            }
+        }
+        for r in 0..R {
+            _mm256_storeu_ps(out[r].as_mut_ptr().add(8 * h), acc[r]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_data as data;
     use super::super::QK;
-    use super::super::{has_vnni512, Q8_0Matrix};
+    use super::super::{has_vnni512, Q8_0Matrix, QuantMatrix};
+    use super::BlockQ8_0;
     use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
     use candle_core::{Device, Module, Tensor};
 
-    /// Interleaved weights: the VNNI kernel and the interleaved scalar path equal the row
-    /// layout's scalar reference (ggml's generic loop) bit for bit, for odd row counts (tiles of
-    /// 1-4 rows, remainders) and a padded last group, and candle's Q8_0 matmul within float
-    /// rounding; dequantized rows are unchanged.
+    /// Interleaved weights: the VNNI and AVX2 kernels (those this CPU can run) and the
+    /// interleaved scalar path equal the row layout's scalar reference (ggml's generic loop)
+    /// bit for bit, for odd row counts (tiles of 1-4 rows, remainders) and a padded last group,
+    /// and candle's Q8_0 matmul within float rounding; dequantized rows are unchanged.
     #[test]
     fn interleaved_equals_row_layout_bitwise() {
         let (n, k) = (37, 192);
@@ -143,20 +207,37 @@ mod tests {
         let rows = Q8_0Matrix::from_bytes(&q.data().unwrap(), n, k).unwrap();
         let inter = rows.clone().into_x16();
         let qm = QMatMul::from_qtensor(q).unwrap();
+        let Some(x16) = &inter.x16 else { panic!("not interleaved") };
+        let mut kernels = vec![];
+        if has_vnni512() {
+            kernels.push(true);
+        } else {
+            eprintln!("VNNI kernel not compared: this CPU cannot run it");
+        }
+        if super::super::has_avx2_x16() {
+            kernels.push(false);
+        } else {
+            eprintln!("AVX2 kernel not compared: this CPU cannot run it");
+        }
         for m in [1, 2, 3, 4, 6, 9] {
             let x = data(m * k, 6 + m as u32);
             let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
-            assert_eq!(bits(inter.matmul(&x, m, false)), bits(rows.matmul(&x, m, false)), "scalar, m = {m}");
-            if has_vnni512() && super::super::has_avx2_fma() {
-                let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).unwrap();
-                let candle = qm.forward(&xt).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                let fast = inter.matmul(&x, m, true);
-                assert_eq!(bits(fast.clone()), bits(rows.matmul(&x, m, false)), "kernel, m = {m}");
+            let want = rows.matmul(&x, m, false);
+            assert_eq!(bits(inter.matmul(&x, m, false)), bits(want.clone()), "scalar, m = {m}");
+            let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).unwrap();
+            let candle = qm.forward(&xt).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let xq: Vec<BlockQ8_0> = x.chunks_exact(QK).map(Q8_0Matrix::quantize).collect();
+            let act: Vec<&[BlockQ8_0]> = xq.chunks_exact(k / QK).collect();
+            for &vnni in &kernels {
+                let mut fast = vec![0f32; m * n];
+                assert!(x16.panel_with(vnni, 0, n, &act, &mut super::super::PanelOut::new(&mut fast, m, n)));
+                assert_eq!(bits(fast.clone()), bits(want.clone()), "kernel (vnni {vnni}), m = {m}");
                 for (i, (a, b)) in fast.iter().zip(&candle).enumerate() {
                     assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "kernel vs candle, m = {m}, output {i}: {a} vs {b}");
                 }
-            } else {
-                eprintln!("VNNI kernel not compared: this CPU cannot run it");
+            }
+            if !kernels.is_empty() {
+                assert_eq!(bits(inter.matmul(&x, m, true)), bits(want), "matmul's kernel, m = {m}");
             }
         }
         let (mut a, mut b) = (vec![], vec![]);
@@ -167,5 +248,43 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.len(), n * k);
         assert_eq!(k % QK, 0);
+    }
+
+    /// Weights at the ends of int8 (-128, 127) against full-scale activations of both signs:
+    /// every kernel's integer sums stay exact (the AVX2 kernel's i16 pair sums do not clip).
+    #[test]
+    fn extreme_blocks_are_exact_in_every_kernel() {
+        let (n, k, m) = (16, 64, 2);
+        let mut bytes = Vec::new();
+        for j in 0..n * k / QK {
+            bytes.extend(half::f16::from_f32(0.01).to_le_bytes());
+            bytes.extend((0..32).map(|i| if (i + j) % 3 == 0 { 127u8 } else { 0x80 }));
+        }
+        let rows = Q8_0Matrix::from_bytes(&bytes, n, k).unwrap();
+        let inter = rows.clone().into_x16();
+        let Some(x16) = &inter.x16 else { panic!("not interleaved") };
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| {
+                if i < k {
+                    -1.0
+                } else if i % 2 == 0 {
+                    2.0
+                } else {
+                    -2.0
+                }
+            })
+            .collect();
+        let xq: Vec<BlockQ8_0> = x.chunks_exact(QK).map(Q8_0Matrix::quantize).collect();
+        assert!(xq[0].qs().iter().all(|&q| q == -127), "full-scale activations");
+        let act: Vec<&[BlockQ8_0]> = xq.chunks_exact(k / QK).collect();
+        let want: Vec<u32> = rows.matmul(&x, m, false).into_iter().map(f32::to_bits).collect();
+        for vnni in [true, false] {
+            if (vnni && !has_vnni512()) || (!vnni && !super::super::has_avx2_x16()) {
+                continue;
+            }
+            let mut got = vec![0f32; m * n];
+            assert!(x16.panel_with(vnni, 0, n, &act, &mut super::super::PanelOut::new(&mut got, m, n)));
+            assert_eq!(got.into_iter().map(f32::to_bits).collect::<Vec<_>>(), want, "vnni {vnni}");
+        }
     }
 }

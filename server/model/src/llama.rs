@@ -330,26 +330,30 @@ impl LlamaModel {
     }
 }
 
+/// `f` on a contiguous f32 CPU tensor's elements, without copying them; `f` back, not called,
+/// for any other tensor.
+fn try_f32_view<R, F: FnOnce(&[f32]) -> R>(t: &Tensor, f: F) -> std::result::Result<R, F> {
+    let (storage, layout) = t.storage_and_layout();
+    if let (candle_core::Storage::Cpu(cpu), Some((a, b))) = (&*storage, layout.contiguous_offsets()) {
+        if let Ok(xs) = cpu.as_slice::<f32>() {
+            return Ok(f(&xs[a..b]));
+        }
+    }
+    Err(f)
+}
+
 /// `f` on a contiguous f32 CPU tensor's elements, without copying them.
 fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    match (&*storage, layout.contiguous_offsets()) {
-        (candle_core::Storage::Cpu(cpu), Some((a, b))) => Ok(f(&cpu.as_slice::<f32>()?[a..b])),
-        _ => Err(ModelError::Invalid("expected a contiguous f32 CPU tensor".into())),
-    }
+    try_f32_view(t, f).map_err(|_| ModelError::Invalid("expected a contiguous f32 CPU tensor".into()))
 }
 
 /// `f` on the elements of an f32 CPU tensor in row-major order: a view when it is contiguous
 /// (the forward pass's activations always are), else a copy.
 pub(crate) fn with_f32_rows<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let contiguous = {
-        let (storage, layout) = t.storage_and_layout();
-        matches!((&*storage, layout.contiguous_offsets()), (candle_core::Storage::Cpu(_), Some(_))) && t.dtype() == DType::F32
-    };
-    if contiguous {
-        return with_f32(t, f);
+    match try_f32_view(t, f) {
+        Ok(r) => Ok(r),
+        Err(f) => Ok(f(&t.flatten_all()?.to_vec1::<f32>()?)),
     }
-    Ok(f(&t.flatten_all()?.to_vec1::<f32>()?))
 }
 
 /// RMS norm of `x` `[rows, hidden]` times `w`: candle's arithmetic either way; with `exact`

@@ -78,6 +78,9 @@ impl StepPlan {
     /// [`Constrained::overlap`] (empty when no row is constrained).
     pub fn finish(&self, batch: &Batch, out: ModelOut<'_>, head: Option<&RewardHead>, masks: Masks, constrained: &mut Constrained) -> StepOutput {
         let ModelOut { logits, vocab, pooled_h, hidden } = out;
+        // The plan was made for this batch (`new`); a sequence without an entry would get the
+        // empty output below.
+        debug_assert_eq!(self.per_seq.len(), batch.seqs.len(), "step plan made for another batch");
         let row = |i: usize| &logits[i * vocab..(i + 1) * vocab];
         // Rows are independent (a row's draw depends only on its logits, params and index), so
         // they are sampled in parallel on the kernel pool (whose helper would otherwise spin
