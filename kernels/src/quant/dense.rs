@@ -51,7 +51,7 @@ pub fn matmul_f32_many(ws: &[&Q4_1Matrix], x: &[f32], m: usize, simd: bool) -> V
     let kp = extended_len(k);
     let simd = simd && super::has_avx2_fma();
     let shapes: Vec<(usize, usize)> = ws.iter().map(|w| (w.n, w.k)).collect();
-    let x = &super::q4_1::q8_1_extended_rows(x, m, k, kp);
+    let x = &super::q8_1::q8_1_extended_rows(x, m, k, kp);
     super::run_panels(&shapes, m, super::Tasks::Fixed(PANEL), |i, j0, j1, part| {
         SCRATCH.with(|s| {
             let mut buf = s.borrow_mut();
@@ -371,7 +371,7 @@ mod tests {
         let x = data(m * k, 6);
         let got = matmul_f32_many(&[&w], &x, m, true).remove(0);
         let kp = extended_len(k);
-        let xe = crate::quant::q4_1::q8_1_extended_rows(&x, m, k, kp);
+        let xe = crate::quant::q8_1::q8_1_extended_rows(&x, m, k, kp);
         let mut we = vec![0f32; n * kp];
         dequantize_rows(&w, 0, n, &mut we, kp, false);
         let int8 = w.matmul(&x, m);

@@ -22,6 +22,7 @@ pub mod q4_1;
 mod q4_1_x16;
 pub mod q8_0;
 mod q8_0_x16;
+mod q8_1;
 
 pub use q4_1_x16::{has_avx2_x16, has_vnni512};
 

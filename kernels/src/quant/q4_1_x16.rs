@@ -18,7 +18,7 @@
 //! row `16g + j`'s block (low nibbles: elements `4p..4p+4`, high nibbles: `16+4p..16+4p+4`);
 //! then 16 f16 scales and 16 f16 mins (the file's values, so no precision is lost).
 
-use super::q4_1::BlockQ8_1;
+use super::q8_1::BlockQ8_1;
 use super::PanelOut;
 
 mod avx2;

@@ -16,7 +16,7 @@
 //! of a group are done one after the other; the second finds the group's bytes in L1.
 
 use super::{G, TILE_MAX, X16};
-use crate::quant::q4_1::BlockQ8_1;
+use crate::quant::q8_1::BlockQ8_1;
 
 /// Most activation rows per tile (registers, module docs).
 pub(super) const TILE_ROWS: usize = 4;
