@@ -45,7 +45,12 @@ async fn overload_gives_429_and_keeps_serving() {
             other => panic!("unexpected status {other}: {v}"),
         }
     }
-    assert!(ok >= 6, "at least max-num-seqs + max-waiting-requests complete, got {ok}");
+    // The admission queue counts requests not yet scheduled, so how many of the 64 get a place
+    // depends on how many steps the engine runs while they arrive (a scheduled request frees
+    // its place); what is certain is that the queue is empty when they start, so the first 4
+    // (`--max-waiting-requests`) are admitted. (Asserting 6, running + waiting, failed once on
+    // a loaded 2-core CI machine: 5.)
+    assert!(ok >= 4, "at least max-waiting-requests complete, got {ok}");
     assert!(limited >= 1, "64 clients against 6 places must see 429s");
     assert_eq!(ok + limited, 64);
     wait_idle(&s).await;
