@@ -71,6 +71,8 @@ echo "ok: no spills, no local memory; registers and shared memory as in $BASE ($
 # The kernels' logic under ThreadSanitizer (a few random steps: TSan is slow). The CPU twins run
 # on one thread here (RAYON_NUM_THREADS=1): they are Rust, not instrumented, and TSan would
 # report their atomics-synchronised pool as races.
+# kernels/simt/tsan.supp: races inside Rust's uninstrumented std channels (the test harness's).
+TSAN_OPTIONS="suppressions=$PWD/kernels/simt/tsan.supp ${TSAN_OPTIONS:-}" \
 RAYON_NUM_THREADS=1 HHH_SIMT_TSAN=1 HHH_SIMT_CASES=2 CARGO_TARGET_DIR=target/tsan \
   cargo test -q --release -p hhh-kernels-simt --test kernels -- --test-threads=1 2>&1 | tee "$OUT/tsan.log" | tail -3
 if grep -q "ThreadSanitizer" "$OUT/tsan.log"; then echo "ThreadSanitizer reported races:"; grep -A30 "WARNING: ThreadSanitizer" "$OUT/tsan.log" | head -60; exit 1; fi
