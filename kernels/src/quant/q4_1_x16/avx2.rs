@@ -21,16 +21,10 @@ use crate::quant::q8_1::BlockQ8_1;
 /// Most activation rows per tile (registers, module docs).
 pub(super) const TILE_ROWS: usize = 4;
 
-/// Whether this kernel can run here: AVX2, FMA and F16C (checked once).
+/// Whether this kernel can run here: AVX2, FMA and F16C (the set [`crate::simd::available`]
+/// already detects, once).
 pub fn has_avx2_x16() -> bool {
-    static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *A.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        if crate::quant::has_avx2_fma() && is_x86_feature_detected!("f16c") {
-            return true;
-        }
-        false
-    })
+    crate::simd::available()
 }
 
 /// Group `g` against `R ≤ 4` activation rows into `out[..R]` (16 lanes each); with `prefetch`,
