@@ -3,6 +3,12 @@
 //! 1-8, cached prefixes, chunks that do not start or end on a block boundary, contexts over one
 //! decode partition, scattered block tables, a cache poisoned with NaN outside the slots in use,
 //! and rows with slot -1 that must not be written.
+//!
+//! A plain `main` (`harness = false` in Cargo.toml), not libtest: scripts/check-cuda.sh runs this
+//! binary under ThreadSanitizer, and libtest's own threads (a thread per test, a result channel,
+//! captured output behind a mutex) synchronise inside Rust's std, which is not instrumented, so
+//! TSan reported them as races. Here every case runs on the main thread, and the only other
+//! threads are the shim's C++ threads (created and joined through pthreads, which TSan sees).
 
 use half::{bf16, f16};
 use hhh_kernels::cpu::{self, CacheGeom, KvElem};
@@ -24,7 +30,6 @@ impl Rng {
     }
 }
 
-#[test]
 fn kernel_constants_match_the_plan() {
     assert_eq!(kernel_constants(), (PARTITION, PREFILL_TILE_ROWS));
 }
@@ -141,22 +146,18 @@ fn check_attention<T: SimtElem + PartialEq + std::fmt::Debug>(seed: u64, cases: 
 // Values are in [-1, 1], so the tolerances are absolute. f32: summation order and expf. f16 and
 // bf16: the kernels round P to the storage type before P·V (as flash-attention 2 does) and the
 // output to the storage type; the twin rounds neither.
-#[test]
 fn f32_kernels_match_the_cpu_twin() {
     check_attention::<f32>(1, 12, 2e-5);
 }
 
-#[test]
 fn f16_kernels_match_the_cpu_twin() {
     check_attention::<f16>(2, 9, 4e-3);
 }
 
-#[test]
 fn bf16_kernels_match_the_cpu_twin() {
     check_attention::<bf16>(3, 9, 3e-2);
 }
 
-#[test]
 fn launch_checks_bounds_before_running() {
     let geom = CacheGeom { block_size: 8, num_kv_heads: 1, head_dim: 64 };
     let seqs = [SeqMeta { row_start: 0, num_rows: 3, start_pos: 0, block_table: vec![5] }];
@@ -167,4 +168,34 @@ fn launch_checks_bounds_before_running() {
     let e = attention::<f32>(&plan, geom, &q, &kc, &vc, 1, &mut out).unwrap_err();
     assert!(e.contains("block id 5"), "{e}");
     assert_eq!(Dtype::F32, <f32 as SimtElem>::DTYPE);
+}
+
+fn main() {
+    let cases: [(&str, fn()); 5] = [
+        ("kernel_constants_match_the_plan", kernel_constants_match_the_plan),
+        ("f32_kernels_match_the_cpu_twin", f32_kernels_match_the_cpu_twin),
+        ("f16_kernels_match_the_cpu_twin", f16_kernels_match_the_cpu_twin),
+        ("bf16_kernels_match_the_cpu_twin", bf16_kernels_match_the_cpu_twin),
+        ("launch_checks_bounds_before_running", launch_checks_bounds_before_running),
+    ];
+    // `cargo test -- NAME` filters as libtest would (a substring of the case's name); libtest's
+    // options are ignored, with the value of those that take one (`--test-threads 2`).
+    let mut filter = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if ["--test-threads", "--skip", "--format", "--color", "--logfile", "-Z"].contains(&a.as_str()) {
+            args.next();
+        } else if !a.starts_with('-') {
+            filter.push(a);
+        }
+    }
+    let mut ran = 0;
+    for (name, case) in cases {
+        if filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())) {
+            case(); // a failed assertion panics: the process exits non-zero and cargo reports it
+            eprintln!("ok: {name}");
+            ran += 1;
+        }
+    }
+    eprintln!("{ran} SIMT kernel checks passed");
 }
