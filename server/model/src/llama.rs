@@ -158,19 +158,22 @@ impl LlamaModel {
         let embed_q = qt("token_embd.weight")?;
         let embed = crate::embedding::Embedding::from_qtensor(&embed_q)?;
         let norm = qt("output_norm.weight")?.dequantize(&dev)?;
-        let lm_head = match qt("output.weight") {
-            Ok(t) => crate::embedding::LmHead::from_qtensor(t, None)?,
-            Err(_) => crate::embedding::LmHead::from_qtensor(embed_q, Some(&embed))?,
+        // Optional tensors are looked up before they are read: a missing one read through candle
+        // is an error that captures a backtrace, and with RUST_BACKTRACE set, formatting ~200 of
+        // them (the absent biases) symbolized the binary and kept ~38 MiB of debug info resident.
+        let has = |name: &str| ct.tensor_infos.contains_key(name);
+        let lm_head = if has("output.weight") {
+            crate::embedding::LmHead::from_qtensor(qt("output.weight")?, None)?
+        } else {
+            crate::embedding::LmHead::from_qtensor(embed_q, Some(&embed))?
         };
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let p = format!("blk.{i}");
             let mut lin = |n: &str| -> Result<Linear> {
                 let w = Weight::from_qtensor(qt(&format!("{p}.{n}.weight"))?)?;
-                let b = match qt(&format!("{p}.{n}.bias")) {
-                    Ok(b) => Some(b.dequantize(&dev)?),
-                    Err(_) => None,
-                };
+                let bias = format!("{p}.{n}.bias");
+                let b = if has(&bias) { Some(qt(&bias)?.dequantize(&dev)?) } else { None };
                 Ok(Linear { w, b })
             };
             let (q, k, v, o) = (lin("attn_q")?, lin("attn_k")?, lin("attn_v")?, lin("attn_output")?);
