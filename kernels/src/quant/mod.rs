@@ -132,18 +132,20 @@ pub(crate) enum Tasks {
     /// Tasks of exactly this many columns (the last of a matrix may be narrower), one matrix
     /// each: for kernels with a fixed-size scratch panel.
     Fixed(usize),
-    /// About [`TASKS_PER_THREAD`] tasks per pool thread over all matrices' columns together,
-    /// cut at multiples of this many columns; a task may span matrices (it runs one piece per
-    /// matrix). Long contiguous runs of weights per task keep the hardware prefetchers streaming
-    /// and the tasks few: with one 16-column task per interleaved group, a one-row step spent
-    /// more time claiming ~13 000 tasks and restarting memory streams than computing (8–11 ms
-    /// vs 5.7–6.5 ms per step measured on a 2-core Zen 4 VM).
+    /// Guided tasks over all matrices' columns together, cut at multiples of this many columns:
+    /// each task takes 1/(2 · threads) of the columns still left, so the first tasks are long
+    /// (long contiguous runs of weights keep the hardware prefetchers streaming and the claims
+    /// few: with one 16-column task per interleaved group, a one-row step spent more time
+    /// claiming ~13 000 tasks and restarting memory streams than computing, 8–11 ms vs 5.7–6.5 ms
+    /// per step on a 2-core Zen 4 VM) and the last ones one unit, so the threads finish a loop
+    /// within about one unit of each other (with three equal tasks per thread a thread waited
+    /// about half a task at the end of each of a one-row step's ~150 loops). A task may span
+    /// matrices (it runs one piece per matrix).
     Balanced(usize),
 }
 
-/// Tasks per pool thread for [`Tasks::Balanced`]: enough for the dynamic claiming to even out a
-/// core that is interrupted, few enough to keep each task's weights one long stream.
-const TASKS_PER_THREAD: usize = 3;
+/// Divisor of the columns left that sizes each [`Tasks::Balanced`] task, per pool thread.
+const GUIDED_SHARE: usize = 2;
 
 /// The pieces of [`run_panels`]'s tasks for `threads` pool threads: `(matrix, j0, j1, task)`,
 /// tasks numbered in order and each task's pieces consecutive; matrices whose input width
@@ -164,14 +166,21 @@ fn cut(shapes: &[(usize, usize)], tasks: Tasks, threads: usize) -> Vec<(usize, u
         Tasks::Balanced(unit) => {
             let unit = unit.max(1);
             let total: usize = live().map(|(_, s)| s.0).sum();
-            let per = total.div_ceil((threads * TASKS_PER_THREAD).max(1)).next_multiple_of(unit).max(unit);
+            // Task boundaries in global columns: guided sizes, whole units.
+            let mut ends = Vec::new();
+            let mut start = 0;
+            while start < total {
+                let size = (total - start).div_ceil((threads * GUIDED_SHARE).max(1)).next_multiple_of(unit);
+                start = (start + size).min(total);
+                ends.push(start);
+            }
             // Global column offset of the current matrix's first column.
             let mut base = 0;
             for (i, &(n, _)) in live() {
                 let mut j0 = 0;
                 while j0 < n {
-                    let t = (base + j0) / per;
-                    let j1 = ((t + 1) * per - base).min(n);
+                    let t = ends.partition_point(|&e| e <= base + j0);
+                    let j1 = ends.get(t).map_or(n, |&e| (e - base).min(n));
                     pieces.push((i, j0, j1, t));
                     j0 = j1;
                 }
@@ -323,8 +332,7 @@ mod cut_tests {
     }
 
     /// Every column of every live matrix is in exactly one piece, a task's pieces are
-    /// consecutive, balanced tasks are whole units but at matrix ends, and there are about
-    /// `TASKS_PER_THREAD` per thread.
+    /// consecutive, balanced tasks are whole units but at matrix ends, and guided.
     #[test]
     fn pieces_cover_every_column_once() {
         let shapes = [(960, 576), (100, 64), (3072, 576), (70, 576)];
@@ -341,9 +349,18 @@ mod cut_tests {
                 }
                 assert!(p.windows(2).all(|w| w[1].3 == w[0].3 || w[1].3 == w[0].3 + 1), "{tasks:?}: tasks in order");
                 if let Tasks::Balanced(u) = tasks {
-                    let n_tasks = p.last().map_or(0, |q| q.3 + 1);
-                    assert!(n_tasks <= threads * TASKS_PER_THREAD, "{n_tasks} tasks for {threads} threads");
                     assert!(p.iter().all(|&(i, j0, j1, _)| j0 % u == 0 && (j1 % u == 0 || j1 == shapes[i].0)), "{tasks:?}: units");
+                    // Guided: task sizes never grow, the first is about 1/(2 · threads) of all
+                    // columns, the last is at most one unit, and there are O(threads · log).
+                    let n_tasks = p.last().map_or(0, |q| q.3 + 1);
+                    let mut sizes = vec![0; n_tasks];
+                    p.iter().for_each(|&(_, j0, j1, t)| sizes[t] += j1 - j0);
+                    let total: usize = sizes.iter().sum();
+                    assert!(sizes.windows(2).all(|w| w[1] <= w[0]), "{tasks:?}, {threads} threads: {sizes:?}");
+                    assert!(sizes[0] >= total / (2 * threads) && sizes[0] <= total / (2 * threads) + u, "{tasks:?}, {threads} threads: {sizes:?}");
+                    assert!(*sizes.last().unwrap() <= u, "{tasks:?}, {threads} threads: {sizes:?}");
+                    let bound = 2 * threads * ((total / u) as f64).ln().ceil() as usize + 2 * threads;
+                    assert!(n_tasks <= bound, "{n_tasks} tasks for {threads} threads (bound {bound})");
                 }
             }
         }

@@ -162,11 +162,7 @@ impl LlamaModel {
         // is an error that captures a backtrace, and with RUST_BACKTRACE set, formatting ~200 of
         // them (the absent biases) symbolized the binary and kept ~38 MiB of debug info resident.
         let has = |name: &str| ct.tensor_infos.contains_key(name);
-        let lm_head = if has("output.weight") {
-            crate::embedding::LmHead::from_qtensor(qt("output.weight")?, None)?
-        } else {
-            crate::embedding::LmHead::from_qtensor(embed_q, Some(&embed))?
-        };
+        let lm_head = if has("output.weight") { crate::embedding::LmHead::from_qtensor(qt("output.weight")?, None)? } else { crate::embedding::LmHead::from_qtensor(embed_q, Some(&embed))? };
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let p = format!("blk.{i}");
