@@ -32,20 +32,22 @@ pub fn silu_mul(g: &[f32], u: &[f32]) -> Vec<f32> {
     const CHUNK: usize = 4096;
     let n = g.len().min(u.len());
     let (g, u) = (&g[..n], &u[..n]);
-    let mut out = vec![0f32; n];
     let simd = crate::simd::available();
-    crate::pool::for_each_chunk_mut(&mut out, CHUNK, |c, o| {
+    let chunk = |c: usize, o: &mut [std::mem::MaybeUninit<f32>]| {
         let (g, u) = (&g[c * CHUNK..(c * CHUNK + CHUNK).min(n)], &u[c * CHUNK..(c * CHUNK + CHUNK).min(n)]);
         if simd {
-            // SAFETY: AVX2 and FMA were detected at run time.
+            // SAFETY: AVX2 and FMA were detected at run time; `o`, `g` and `u` have the same
+            // length.
             unsafe { vsilu_mul(o, g, u) }
         } else {
             for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                *o = g / (1.0 + (-g).exp()) * u;
+                o.write(g / (1.0 + (-g).exp()) * u);
             }
         }
-    });
-    out
+    };
+    // SAFETY: chunk `c` has as many elements as `g` and `u` have from `c * CHUNK` on (both
+    // cut to `n`), and both paths write every one.
+    unsafe { crate::pool::collect_chunks(n, CHUNK, chunk) }
 }
 
 /// RMS norm of every row of `x` (`[rows, w.len()]`) times `w`, with candle's arithmetic for f32
@@ -56,22 +58,26 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     /// Rows per parallel task.
     const ROWS: usize = 8;
     let n = w.len();
-    let mut out = vec![0f32; x.len().checked_div(n).unwrap_or(0) * n];
-    crate::pool::for_each_chunk_mut(&mut out, n * ROWS, |c, o| {
-        for (r, row) in o.chunks_mut(n).enumerate() {
-            norm_row(&x[(c * ROWS + r) * n..(c * ROWS + r + 1) * n], w, eps, row);
-        }
-    });
-    out
+    let len = x.len().checked_div(n).unwrap_or(0) * n;
+    // SAFETY: chunks are whole rows of `n` (`len` is a multiple of `n`), and `norm_row` writes
+    // every element of its row.
+    unsafe {
+        crate::pool::collect_chunks(len, n * ROWS, |c, o| {
+            for (r, row) in o.chunks_mut(n).enumerate() {
+                norm_row(&x[(c * ROWS + r) * n..(c * ROWS + r + 1) * n], w, eps, row);
+            }
+        })
+    }
 }
 
 /// One row of [`rms_norm`]: candle's arithmetic.
 #[inline]
-fn norm_row(src: &[f32], w: &[f32], eps: f32, dst: &mut [f32]) {
+/// Writes every element of `dst` (`src`, `w` and `dst` have the same length).
+fn norm_row(src: &[f32], w: &[f32], eps: f32, dst: &mut [std::mem::MaybeUninit<f32>]) {
     let sum2: f32 = src.iter().map(|&v| v * v).sum();
     let m = (sum2 / src.len() as f32 + eps).sqrt();
     for ((d, &s), &a) in dst.iter_mut().zip(src).zip(w) {
-        *d = s / m * a;
+        d.write(s / m * a);
     }
 }
 
@@ -84,18 +90,30 @@ pub fn add_rms_norm(a: &[f32], b: &[f32], w: &[f32], eps: f32) -> (Vec<f32>, Vec
     const ROWS: usize = 8;
     let n = w.len();
     let len = a.len().min(b.len()).checked_div(n).unwrap_or(0) * n;
-    let (mut sum, mut out) = (vec![0f32; len], vec![0f32; len]);
-    let mut chunks: Vec<(&mut [f32], &mut [f32])> = sum.chunks_mut((n * ROWS).max(1)).zip(out.chunks_mut((n * ROWS).max(1))).collect();
+    // Neither output is zero-filled first (see `pool::collect_chunks`): the chunks of both
+    // cover `0..len` once, and each task writes every element of both of its chunks.
+    let (mut sum, mut out) = (Vec::<f32>::with_capacity(len), Vec::<f32>::with_capacity(len));
+    let size = (n * ROWS).max(1);
+    crate::pool::poison(&mut sum.spare_capacity_mut()[..len]);
+    crate::pool::poison(&mut out.spare_capacity_mut()[..len]);
+    let mut chunks: Vec<_> = sum.spare_capacity_mut()[..len].chunks_mut(size).zip(out.spare_capacity_mut()[..len].chunks_mut(size)).collect();
     crate::pool::for_each_mut(&mut chunks, |c, (s, o)| {
-        let base = c * ROWS * n;
+        let base = c * size;
         for (i, d) in s.iter_mut().enumerate() {
-            *d = a[base + i] + b[base + i];
+            d.write(a[base + i] + b[base + i]);
         }
+        // SAFETY: every element of `s` was written just above.
+        let s: &[f32] = unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len()) };
         for (srow, orow) in s.chunks(n).zip(o.chunks_mut(n)) {
             norm_row(srow, w, eps, orow);
         }
     });
     drop(chunks);
+    // SAFETY: every element of both was written by the loop (above); `len <= capacity`.
+    unsafe {
+        sum.set_len(len);
+        out.set_len(len);
+    }
     (sum, out)
 }
 
@@ -104,13 +122,15 @@ pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
     /// Elements per parallel task.
     const CHUNK: usize = 16384;
     let n = a.len().min(b.len());
-    let mut out = vec![0f32; n];
-    crate::pool::for_each_chunk_mut(&mut out, CHUNK, |c, o| {
-        for ((d, &x), &y) in o.iter_mut().zip(&a[c * CHUNK..]).zip(&b[c * CHUNK..]) {
-            *d = x + y;
-        }
-    });
-    out
+    // SAFETY: `a` and `b` hold at least `n` elements, so the zip covers every element of the
+    // chunk.
+    unsafe {
+        crate::pool::collect_chunks(n, CHUNK, |c, o| {
+            for ((d, &x), &y) in o.iter_mut().zip(&a[c * CHUNK..]).zip(&b[c * CHUNK..]) {
+                d.write(x + y);
+            }
+        })
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -215,16 +235,19 @@ unsafe fn vsilu8(g: __m256, u: __m256) -> __m256 {
     _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0), e)), u)
 }
 
+/// Writes every element of `o`.
+///
 /// # Safety
 /// AVX2 and FMA must be available; the three slices have the same length.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn vsilu_mul(o: &mut [f32], g: &[f32], u: &[f32]) {
+unsafe fn vsilu_mul(o: &mut [std::mem::MaybeUninit<f32>], g: &[f32], u: &[f32]) {
     let n = o.len() / 8 * 8;
+    let op = o.as_mut_ptr() as *mut f32;
     let mut i = 0;
     while i < n {
         let v = vsilu8(_mm256_loadu_ps(g.as_ptr().add(i)), _mm256_loadu_ps(u.as_ptr().add(i)));
-        _mm256_storeu_ps(o.as_mut_ptr().add(i), v);
+        _mm256_storeu_ps(op.add(i), v);
         i += 8;
     }
     if n < o.len() {
@@ -234,7 +257,7 @@ unsafe fn vsilu_mul(o: &mut [f32], g: &[f32], u: &[f32]) {
         ub[..k].copy_from_slice(&u[n..]);
         let mut ob = [0f32; 8];
         _mm256_storeu_ps(ob.as_mut_ptr(), vsilu8(_mm256_loadu_ps(gb.as_ptr()), _mm256_loadu_ps(ub.as_ptr())));
-        o[n..].copy_from_slice(&ob[..k]);
+        std::ptr::copy_nonoverlapping(ob.as_ptr(), op.add(n), k);
     }
 }
 
@@ -246,7 +269,7 @@ unsafe fn vsoftmax_numerators(_x: &mut [f32]) -> f32 {
 
 /// Not x86-64: never called ([`crate::simd::available`] is false).
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn vsilu_mul(_o: &mut [f32], _g: &[f32], _u: &[f32]) {}
+unsafe fn vsilu_mul(_o: &mut [std::mem::MaybeUninit<f32>], _g: &[f32], _u: &[f32]) {}
 
 #[cfg(test)]
 mod tests {

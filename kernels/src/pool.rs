@@ -158,6 +158,35 @@ pub fn for_each_chunk_mut<T: Send>(items: &mut [T], size: usize, f: impl Fn(usiz
     for_each_mut(&mut chunks, |c, chunk| f(c, chunk));
 }
 
+/// A vector of `n` elements written in parallel, chunk by chunk, without zero-filling it first
+/// (at 16 rows the zeroing of the step's outputs was ~4 % of the caller's time, serial, with
+/// the helpers waiting): `f(c, chunk)` gets chunk `c` (elements `c * size ..`, the last one may
+/// be shorter) as uninitialized memory. A panic in `f` is re-raised here and the vector is
+/// dropped empty.
+///
+/// # Safety
+/// `f` must initialize every element of every chunk it is given; the vector is returned as
+/// initialized.
+pub unsafe fn collect_chunks<T: Send>(n: usize, size: usize, f: impl Fn(usize, &mut [std::mem::MaybeUninit<T>]) + Sync) -> Vec<T> {
+    let mut v = Vec::with_capacity(n);
+    poison(&mut v.spare_capacity_mut()[..n]);
+    for_each_chunk_mut(&mut v.spare_capacity_mut()[..n], size, f);
+    // SAFETY: the loop gave every element to `f` in exactly one chunk, and `f` initialized
+    // each (the caller's contract); `n <= capacity`.
+    unsafe { v.set_len(n) };
+    v
+}
+
+/// Debug builds (the tests) fill memory that is about to be handed out as written with a
+/// pattern (all bits set: a NaN for floats), so that an element a kernel fails to write shows
+/// up in the results instead of whatever the allocator left there; release builds do nothing.
+pub(crate) fn poison<T>(mem: &mut [std::mem::MaybeUninit<T>]) {
+    if cfg!(debug_assertions) {
+        // SAFETY: writing bytes into `MaybeUninit` memory of this length is always valid.
+        unsafe { std::ptr::write_bytes(mem.as_mut_ptr(), 0xFF, mem.len()) };
+    }
+}
+
 fn helper(p: &'static Pool) {
     let mut seen = 0u64;
     loop {

@@ -52,14 +52,18 @@ pub fn matmul_f32_many(ws: &[&Q4_1Matrix], x: &[f32], m: usize, simd: bool) -> V
     let simd = simd && super::has_avx2_fma();
     let shapes: Vec<(usize, usize)> = ws.iter().map(|w| (w.n, w.k)).collect();
     let x = &super::q8_1::q8_1_extended_rows(x, m, k, kp);
-    super::run_panels(&shapes, m, super::Tasks::Fixed(PANEL), |i, j0, j1, part| {
-        SCRATCH.with(|s| {
-            let mut buf = s.borrow_mut();
-            buf.resize(PANEL * kp, 0.0);
-            dequantize_rows(ws[i], j0, j1, &mut buf, kp, simd);
-            panel(&buf[..(j1 - j0) * kp], j1 - j0, x, m, kp, part, simd);
+    // SAFETY: `panel` writes every (row, column) of its window (tiles over `0..m` and
+    // `0..pw`).
+    unsafe {
+        super::run_panels(&shapes, m, super::Tasks::Fixed(PANEL), |i, j0, j1, part| {
+            SCRATCH.with(|s| {
+                let mut buf = s.borrow_mut();
+                buf.resize(PANEL * kp, 0.0);
+                dequantize_rows(ws[i], j0, j1, &mut buf, kp, simd);
+                panel(&buf[..(j1 - j0) * kp], j1 - j0, x, m, kp, part, simd);
+            })
         })
-    })
+    }
 }
 
 /// Length of an extended row for input width `k`: `k` values, `k / 32` block terms, zeros to
@@ -189,7 +193,7 @@ fn panel(w: &[f32], pw: usize, x: &[f32], m: usize, k: usize, part: &mut super::
                 }
             }
             for (r, row) in out.iter().enumerate().take(rt) {
-                part.row(r0 + r)[c0..c0 + ct].copy_from_slice(&row[..ct]);
+                part.write(r0 + r, c0, &row[..ct]);
             }
         }
     }

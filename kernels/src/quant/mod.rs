@@ -34,7 +34,11 @@ pub use q8_0::Q8_0Matrix;
 pub const QK: usize = 32;
 
 /// A quantized `[n, k]` weight matrix (row-major, rows of `k / 32` blocks).
-pub trait QuantMatrix: Sync {
+///
+/// # Safety
+/// [`Self::dot_panel`] must write every element of the window it is given: the matmuls hand it
+/// memory that was not zero-filled and read all of it afterwards (the default does).
+pub unsafe trait QuantMatrix: Sync {
     /// The activation block type the weights are multiplied with.
     type Act: Copy + Send + Sync;
     /// Output width (rows of the weight matrix).
@@ -59,7 +63,7 @@ pub trait QuantMatrix: Sync {
     /// a window onto the output), walking [`Self::dot_tile`] (one weight row × up to 4
     /// activation rows). A format may override it with a larger register tile, as long as each
     /// output is computed with the same arithmetic whatever the tile (outputs must not depend on
-    /// the batch).
+    /// the batch) and every element of `part` is written (the trait's safety contract).
     fn dot_panel(&self, j0: usize, j1: usize, rows: &[&[Self::Act]], part: &mut PanelOut, simd: bool) {
         dot_panel_rows(self, j0, j1, rows, part, simd)
     }
@@ -76,7 +80,7 @@ fn dot_panel_rows<W: QuantMatrix + ?Sized>(w: &W, j0: usize, j1: usize, rows: &[
             let mut res = [0f32; 4];
             w.dot_tile(j, &rows[r..r + t], &mut res[..t], simd);
             for (i, v) in res[..t].iter().enumerate() {
-                part.row(r + i)[j - j0] = *v;
+                part.write(r + i, j - j0, &[*v]);
             }
             r += t;
         }
@@ -104,7 +108,8 @@ pub fn matmul_many<W: QuantMatrix>(ws: &[&W], x: &[f32], m: usize, simd: bool) -
     let rows: Vec<&[W::Act]> = (0..m).map(|r| &xq[r * nb..(r + 1) * nb]).collect();
     let simd = simd && has_avx2_fma();
     let shapes: Vec<(usize, usize)> = ws.iter().map(|w| (w.n(), w.k())).collect();
-    run_panels(&shapes, m, Tasks::Balanced(16), |i, j0, j1, part| ws[i].dot_panel(j0, j1, &rows, part, simd))
+    // SAFETY: `dot_panel` writes every element of its window (`QuantMatrix`'s contract).
+    unsafe { run_panels(&shapes, m, Tasks::Balanced(16), |i, j0, j1, part| ws[i].dot_panel(j0, j1, &rows, part, simd)) }
 }
 
 /// The activations `x` (`[m, nb * 32]`) quantized, `[m, nb]` blocks: with several rows, the
@@ -197,8 +202,9 @@ fn cut(shapes: &[(usize, usize)], tasks: Tasks, threads: usize) -> Vec<(usize, u
 /// overlap) instead of a scratch buffer to assemble afterwards: for the LM head at 16 rows that
 /// was 3 MB zeroed and 3 MB copied per step on the engine thread while the helpers waited.
 pub struct PanelOut<'a> {
-    /// First element of row 0; row `r` is `ptr + r * stride .. + width`, valid and borrowed
-    /// exclusively by this window for `'a` (invariant of the constructors).
+    /// First element of row 0; row `r` is `ptr + r * stride .. + width`, valid for writes and
+    /// borrowed exclusively by this window for `'a`, not necessarily initialized (invariant of
+    /// the constructors).
     ptr: *mut f32,
     stride: usize,
     width: usize,
@@ -216,12 +222,14 @@ impl<'a> PanelOut<'a> {
         Self { ptr: buf.as_mut_ptr(), stride: width, width, rows, _out: std::marker::PhantomData }
     }
 
-    /// Row `r`'s columns. Panics if `r` is not a row of the window.
-    pub fn row(&mut self, r: usize) -> &mut [f32] {
-        assert!(r < self.rows, "row {r} of a {}-row panel", self.rows);
-        // SAFETY: row `r < rows` lies inside the window (invariant of `ptr`), borrowed through
-        // `&mut self` so no two rows are live at once.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.stride), self.width) }
+    /// Writes `src` into row `r` from column `c` on. Panics if that is not inside the window.
+    /// The window's memory may be uninitialized ([`run_panels`] does not zero its outputs), so
+    /// it is only ever written, never read or borrowed as `&mut [f32]`.
+    pub fn write(&mut self, r: usize, c: usize, src: &[f32]) {
+        assert!(r < self.rows && c + src.len() <= self.width, "{} values at row {r}, column {c} of a {} x {} panel", src.len(), self.rows, self.width);
+        // SAFETY: the elements lie inside the window (checked), which is valid for writes and
+        // borrowed exclusively (invariant of `ptr`); `src` is a different allocation.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(r * self.stride + c), src.len()) }
     }
 }
 
@@ -231,12 +239,23 @@ impl<'a> PanelOut<'a> {
 /// `out` being that piece's window onto matrix `i`'s `[m, n]` output (columns `j0..j1`).
 /// Every output column is computed by exactly one piece, with the same arithmetic whatever the
 /// cut (the kernels' outputs do not depend on the column range).
-fn run_panels<F>(shapes: &[(usize, usize)], m: usize, tasks: Tasks, panel: F) -> Vec<Vec<f32>>
+///
+/// # Safety
+/// `panel` must write every element of the window it is given (the outputs are not zero-filled
+/// first, and are returned as initialized).
+unsafe fn run_panels<F>(shapes: &[(usize, usize)], m: usize, tasks: Tasks, panel: F) -> Vec<Vec<f32>>
 where
     F: Fn(usize, usize, usize, &mut PanelOut) + Sync,
 {
     let pieces = cut(shapes, tasks, crate::pool::threads());
-    let mut outs: Vec<Vec<f32>> = shapes.iter().map(|&(n, _)| vec![0f32; m * n]).collect();
+    // Outputs that pieces cover are not zero-filled first (at 16 rows the memset was ~2 % of a
+    // step, serial on the caller): `cut` gives each of their columns to exactly one piece, and
+    // every kernel writes every element of its window (`QuantMatrix::dot_panel`'s contract).
+    let live = |k: usize| shapes.first().is_some_and(|f| f.1 == k);
+    let mut outs: Vec<Vec<f32>> = shapes.iter().map(|&(n, k)| if live(k) { Vec::with_capacity(m * n) } else { vec![0f32; m * n] }).collect();
+    for o in outs.iter_mut() {
+        crate::pool::poison(o.spare_capacity_mut());
+    }
     let bases: Vec<*mut f32> = outs.iter_mut().map(|o| o.as_mut_ptr()).collect();
     /// A piece: matrix, first and end output column, and its window.
     type Piece<'a> = (usize, usize, usize, PanelOut<'a>);
@@ -271,6 +290,13 @@ where
     });
     drop(groups);
     drop(windows);
+    for (o, &(n, k)) in outs.iter_mut().zip(shapes) {
+        if live(k) {
+            // SAFETY: every element was written by the loop above (see where `outs` is made;
+            // a panic in a task is re-raised by the loop, before this); `m * n` is the capacity.
+            unsafe { o.set_len(m * n) };
+        }
+    }
     outs
 }
 

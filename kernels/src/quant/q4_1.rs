@@ -90,7 +90,10 @@ impl Q4_1Matrix {
     }
 }
 
-impl QuantMatrix for Q4_1Matrix {
+// SAFETY: `dot_panel` writes every element of its window: the interleaved kernels every
+// row of every group that overlaps it (`group_tiles`) or every (row, column) (the scalar loops),
+// the default every (row, column).
+unsafe impl QuantMatrix for Q4_1Matrix {
     type Act = BlockQ8_1;
     fn n(&self) -> usize {
         self.n

@@ -156,7 +156,7 @@ impl X16 {
         let _ = (kernel, all_blocks);
         for (r, y) in rows.iter().enumerate() {
             for j in j0..j1 {
-                part.row(r)[j - j0] = self.dot_scalar(j, y);
+                part.write(r, j - j0, &[self.dot_scalar(j, y)]);
             }
         }
     }
@@ -188,7 +188,7 @@ pub(super) fn group_tiles(j0: usize, j1: usize, m: usize, tile_rows: usize, part
             let mut out = [[0f32; G]; TILE_MAX];
             tile(g, r, t, &mut out);
             for (i, o) in out.iter().enumerate().take(t) {
-                part.row(r + i)[c0..c1].copy_from_slice(&o[l0..l0 + c1 - c0]);
+                part.write(r + i, c0, &o[l0..l0 + c1 - c0]);
             }
             r += t;
         }

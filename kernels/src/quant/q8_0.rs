@@ -114,7 +114,10 @@ impl Q8_0Matrix {
     }
 }
 
-impl QuantMatrix for Q8_0Matrix {
+// SAFETY: `dot_panel` writes every element of its window: the interleaved kernels every
+// row of every group that overlaps it (`group_tiles`) or every (row, column) (the scalar loops),
+// the default every (row, column).
+unsafe impl QuantMatrix for Q8_0Matrix {
     type Act = BlockQ8_0;
     fn n(&self) -> usize {
         self.n
