@@ -20,6 +20,7 @@
 
 pub mod act;
 pub mod cpu;
+pub mod mem;
 pub mod paged;
 pub mod plan;
 pub mod pool;

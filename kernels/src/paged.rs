@@ -70,18 +70,27 @@ impl KvBuf {
     /// allocation: faulting it in at start makes the resident size honest from the first scrape
     /// (no slow climb as the LRU free list cycles through never-used blocks) and makes a pool
     /// that does not fit fail at start-up rather than under load (an OOM kill mid-request).
+    /// Memory not yet touched is asked to fault in as huge pages ([`crate::mem::advise_huge_pages`]).
     fn prefaulted(dtype: KvDtype, n: usize) -> Self {
-        fn touch<T: Copy>(mut v: Vec<T>, zero: T, step: usize) -> Vec<T> {
-            // `vec![0; n]` maps lazily zeroed pages; black_box keeps the stores from being elided.
-            let s = std::hint::black_box(&mut v[..]);
-            for i in (0..s.len()).step_by(step) {
-                s[i] = zero;
-            }
-            v
+        fn filled<T: Copy>(n: usize, zero: T) -> Vec<T> {
+            let mut v = Vec::with_capacity(n);
+            crate::mem::advise_huge_pages(&v);
+            // Writes every element, so every page is faulted in now (black_box keeps the
+            // stores).
+            v.resize(n, zero);
+            std::hint::black_box(v)
         }
         match dtype {
-            KvDtype::F32 => KvBuf::F32(touch(vec![0f32; n], 0.0, 1024)),
-            KvDtype::F16 => KvBuf::F16(touch(vec![f16::ZERO; n], f16::ZERO, 2048)),
+            KvDtype::F32 => KvBuf::F32(filled(n, 0.0)),
+            KvDtype::F16 => KvBuf::F16(filled(n, f16::ZERO)),
+        }
+    }
+
+    /// The buffer's address range (for [`crate::mem::collapse_huge_pages`]).
+    pub fn range(&self) -> (usize, usize) {
+        match self {
+            KvBuf::F32(v) => crate::mem::range_of(v),
+            KvBuf::F16(v) => crate::mem::range_of(v),
         }
     }
 
@@ -141,14 +150,22 @@ pub struct PagedKvCache {
 impl PagedKvCache {
     pub fn new(num_layers: usize, num_blocks: usize, block_size: usize, num_kv_heads: usize, head_dim: usize, dtype: KvDtype) -> Self {
         let n = num_blocks * block_size * num_kv_heads * head_dim;
-        Self {
+        let cache = Self {
             num_blocks,
             block_size,
             num_kv_heads,
             head_dim,
             keys: (0..num_layers).map(|_| KvBuf::prefaulted(dtype, n)).collect(),
             values: (0..num_layers).map(|_| KvBuf::prefaulted(dtype, n)).collect(),
+        };
+        // A decode step reads scattered blocks of every layer: onto huge pages when the pool
+        // is big (a server's; not the tests' small ones, where the 2 MiB pages at the ends
+        // would be most of the work).
+        if n * dtype.size() >= 4 << 20 {
+            let ranges: Vec<(usize, usize)> = cache.keys.iter().chain(&cache.values).map(KvBuf::range).collect();
+            crate::mem::collapse_huge_pages(&ranges);
         }
+        cache
     }
 
     /// Storage type of the pool.

@@ -64,6 +64,16 @@ impl Q4_1Matrix {
         self.into_x16()
     }
 
+    /// The address ranges of the weight data (for [`crate::mem::collapse_huge_pages`]).
+    pub fn buffers(&self) -> Vec<(usize, usize)> {
+        use crate::mem::range_of;
+        let mut r = vec![range_of(&self.qs), range_of(&self.d), range_of(&self.m)];
+        if let Some(x) = &self.x16 {
+            r.extend(x.buffers());
+        }
+        r
+    }
+
     /// The interleaved layout whatever the CPU (its scalar reference runs anywhere).
     pub fn into_x16(self) -> Self {
         if self.x16.is_some() {

@@ -65,6 +65,12 @@ impl X16 {
         x
     }
 
+    /// The address ranges of the data.
+    pub(super) fn buffers(&self) -> [(usize, usize); 3] {
+        use crate::mem::range_of;
+        [range_of(&self.qs), range_of(&self.d), range_of(&self.m)]
+    }
+
     /// Row `j`'s block `b` back in the row layout: nibbles, scale, min.
     fn block(&self, j: usize, b: usize) -> ([u8; 16], f32, f32) {
         let gb = (j / G) * self.nb + b;

@@ -82,6 +82,16 @@ impl Q8_0Matrix {
         self.into_x16()
     }
 
+    /// The address ranges of the weight data (for [`crate::mem::collapse_huge_pages`]).
+    pub fn buffers(&self) -> Vec<(usize, usize)> {
+        use crate::mem::range_of;
+        let mut r = vec![range_of(&self.qs), range_of(&self.d)];
+        if let Some(x) = &self.x16 {
+            r.extend(x.buffers());
+        }
+        r
+    }
+
     /// The interleaved layout whatever the CPU (its scalar path runs anywhere).
     pub fn into_x16(self) -> Self {
         if self.x16.is_some() {

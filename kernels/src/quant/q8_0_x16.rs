@@ -52,6 +52,12 @@ impl X16 {
         x
     }
 
+    /// The address ranges of the data.
+    pub(super) fn buffers(&self) -> [(usize, usize); 2] {
+        use crate::mem::range_of;
+        [range_of(&self.qs), range_of(&self.d)]
+    }
+
     /// Row `j`'s block `b`: quants and scale.
     pub(super) fn block(&self, j: usize, b: usize) -> ([i8; 32], f32) {
         let gb = (j / G) * self.nb + b;

@@ -5,7 +5,8 @@
 //!
 //! A/B switches, read here and handed to the model and kernels as configuration (the server's
 //! `--prompt-int8`, `--no-avx512`, `--no-vnni512`): `HHH_PROMPT_INT8=1`, `HHH_NO_AVX512=1`,
-//! `HHH_NO_VNNI512=1`.
+//! `HHH_NO_VNNI512=1`; and `HHH_NO_THP=1` (weights and KV cache left on 4 KiB pages, read by
+//! `hhh_kernels::mem` in the server too).
 
 use hhh_model::attention::{KvDtype, PagedKvCache, SeqMeta};
 use hhh_model::llama::LlamaModel;

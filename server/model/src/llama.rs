@@ -177,7 +177,33 @@ impl LlamaModel {
             layers.push(Layer { attn_norm: qt(&format!("{p}.attn_norm.weight"))?.dequantize(&dev)?, ffn_norm: qt(&format!("{p}.ffn_norm.weight"))?.dequantize(&dev)?, q, k, v, o, gate, up, down });
         }
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, cfg.rope_interleaved);
-        Ok(Self { cfg, embed, layers, norm, lm_head, rope, dtype_name, dense_attention: false, prompt_f32: true, auto_kv_dtype: crate::attention::KvDtype::F16 })
+        let model = Self { cfg, embed, layers, norm, lm_head, rope, dtype_name, dense_attention: false, prompt_f32: true, auto_kv_dtype: crate::attention::KvDtype::F16 };
+        // Every decode step streams all the weights: onto huge pages (`hhh_kernels::mem`).
+        let ranges = model.weight_ranges();
+        let total: usize = ranges.iter().map(|r| r.1).sum();
+        let huge = hhh_kernels::mem::collapse_huge_pages(&ranges);
+        tracing::debug!(weight_mib = total >> 20, huge_page_mib = huge >> 20, "weights placed");
+        Ok(model)
+    }
+
+    /// The address ranges of the quantized weights our kernels stream (Q4_1 projections, the
+    /// Q8_0 embedding and LM head).
+    fn weight_ranges(&self) -> Vec<(usize, usize)> {
+        let mut r = Vec::new();
+        for l in &self.layers {
+            for lin in [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down] {
+                if let Weight::Q4_1(w) = &lin.w {
+                    r.extend(w.buffers());
+                }
+            }
+        }
+        if let crate::embedding::Embedding::Q8_0(m) = &self.embed {
+            r.extend(m.buffers());
+        }
+        if let crate::embedding::LmHead::Q8_0(m) = &self.lm_head {
+            r.extend(m.buffers());
+        }
+        r
     }
 
     fn load_hf(dir: &Path) -> Result<Self> {
