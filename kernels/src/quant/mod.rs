@@ -227,9 +227,18 @@ impl<'a> PanelOut<'a> {
     /// it is only ever written, never read or borrowed as `&mut [f32]`.
     pub fn write(&mut self, r: usize, c: usize, src: &[f32]) {
         assert!(r < self.rows && c + src.len() <= self.width, "{} values at row {r}, column {c} of a {} x {} panel", src.len(), self.rows, self.width);
+        let dst = self.ptr.wrapping_add(r * self.stride + c);
         // SAFETY: the elements lie inside the window (checked), which is valid for writes and
-        // borrowed exclusively (invariant of `ptr`); `src` is a different allocation.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(r * self.stride + c), src.len()) }
+        // borrowed exclusively (invariant of `ptr`); `src` is a different allocation. A whole
+        // 16-lane group (the interleaved kernels' usual write) is copied at a constant size:
+        // inline moves instead of a call to `memcpy` (~1 % of a 16-client server profile).
+        unsafe {
+            if let Ok(group) = <&[f32; 16]>::try_from(src) {
+                (dst as *mut [f32; 16]).write_unaligned(*group);
+            } else {
+                std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len());
+            }
+        }
     }
 }
 
