@@ -4,6 +4,12 @@
 /// Bytes of a transparent huge page (x86-64 and aarch64 with 4 KiB base pages).
 const HUGE: usize = 2 << 20;
 
+/// Whether huge pages are asked for: not with `HHH_NO_THP=1` (for A/B measurements).
+#[cfg(target_os = "linux")]
+fn enabled() -> bool {
+    std::env::var_os("HHH_NO_THP").is_none_or(|x| x != "1")
+}
+
 /// The address range `(start, bytes)` of a slice, for [`collapse_huge_pages`].
 pub fn range_of<T>(s: &[T]) -> (usize, usize) {
     (s.as_ptr() as usize, std::mem::size_of_val(s))
@@ -16,7 +22,7 @@ pub fn range_of<T>(s: &[T]) -> (usize, usize) {
 pub fn advise_huge_pages<T>(v: &Vec<T>) {
     #[cfg(target_os = "linux")]
     {
-        if std::env::var_os("HHH_NO_THP").is_some_and(|x| x == "1") {
+        if !enabled() {
             return;
         }
         let start = v.as_ptr() as usize;
@@ -37,8 +43,8 @@ pub fn advise_huge_pages<T>(v: &Vec<T>) {
 /// returns the bytes collapsed. A decode step streams every weight and walks the KV cache's
 /// scattered blocks; on 4 KiB pages each of those pages takes its own TLB entry, and with THP
 /// in `madvise` mode (the usual default) heap memory never gets huge pages by itself. Measured
-/// on a 2-core Zen 3 VM, THP for the whole process (`always`) against `madvise`: one-row
-/// decode step 0.91x the time (6 of 6 pairs faster), 16 rows unchanged.
+/// on a 2-core Zen 3 VM (`step_bench`, with and without, 6 alternating pairs): one-row and
+/// 16-row decode steps both 0.92x the time.
 ///
 /// Contents never change (the kernel copies the pages); the 2 MiB pages at the ends of a
 /// range may also hold neighbouring heap memory, which is harmless (those pages become
@@ -48,7 +54,7 @@ pub fn advise_huge_pages<T>(v: &Vec<T>) {
 pub fn collapse_huge_pages(ranges: &[(usize, usize)]) -> usize {
     #[cfg(target_os = "linux")]
     {
-        if std::env::var_os("HHH_NO_THP").is_some_and(|x| x == "1") {
+        if !enabled() {
             return 0;
         }
         let mut pages = std::collections::BTreeSet::new();
