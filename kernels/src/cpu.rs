@@ -204,53 +204,40 @@ fn attend<T: KvElem>(cache: CacheGeom, keys: &[T], values: &[T], seqs: &[SeqMeta
         let ctx = s.start_pos + (row - s.row_start) + 1;
         // One element offset per position; the kernels below rely on it.
         let offs = cache.slot_offsets(&s.block_table, ctx);
-        // Scores of one KV head's query heads (`group` rows of `ctx`).
-        let mut scores = vec![0f32; group * ctx];
-        for g in heads.clone() {
-            let o_g = &mut piece[(g - heads.start) * group * hd..(g - heads.start + 1) * group * hd];
-            let off_h = g * hd;
-            let qg = &q[row * qw + g * group * hd..row * qw + (g + 1) * group * hd];
-            // SAFETY (every `unsafe` below): `simd` is only true when AVX2, FMA and F16C were
-            // detected at run time and hd is a multiple of 8; every offset + off_h + hd is inside
-            // the layer buffer; `qg` holds `group` heads of hd values.
-            match (simd, group) {
-                (true, 1) => unsafe { crate::simd::scores_group::<T, 1>(qg, hd, keys, &offs, off_h, scale, &mut scores, Some(values)) },
-                (true, 2) => unsafe { crate::simd::scores_group::<T, 2>(qg, hd, keys, &offs, off_h, scale, &mut scores, Some(values)) },
-                (true, 3) => unsafe { crate::simd::scores_group::<T, 3>(qg, hd, keys, &offs, off_h, scale, &mut scores, Some(values)) },
-                (true, 4) => unsafe { crate::simd::scores_group::<T, 4>(qg, hd, keys, &offs, off_h, scale, &mut scores, Some(values)) },
-                (true, _) => {
-                    for (i, sc) in scores.chunks_mut(ctx).enumerate() {
-                        unsafe { crate::simd::scores_group::<T, 1>(&qg[i * hd..(i + 1) * hd], hd, keys, &offs, off_h, scale, sc, None) };
-                    }
+        // Scores of the task's KV heads' query heads (`heads.len() * group` rows of `ctx`, KV
+        // head by KV head), computed position by position for all of them: a key row's bytes
+        // are read in address order.
+        let kvn = heads.len();
+        let mut scores = vec![0f32; kvn * group * ctx];
+        let off0 = heads.start * hd;
+        let q_t = &q[row * qw + heads.start * group * hd..row * qw + heads.end * group * hd];
+        // SAFETY (every `unsafe` below): `simd` is only true when AVX2, FMA and F16C were
+        // detected at run time and hd is a multiple of 8; every offset + off0 + kvn * hd is
+        // inside the layer buffer; `q_t` holds `kvn * group` heads of hd values.
+        match (simd, group) {
+            (true, 1) => unsafe { crate::simd::scores_group::<T, 1>(q_t, hd, kvn, keys, &offs, off0, scale, &mut scores, Some(values)) },
+            (true, 2) => unsafe { crate::simd::scores_group::<T, 2>(q_t, hd, kvn, keys, &offs, off0, scale, &mut scores, Some(values)) },
+            (true, 3) => unsafe { crate::simd::scores_group::<T, 3>(q_t, hd, kvn, keys, &offs, off0, scale, &mut scores, Some(values)) },
+            (true, 4) => unsafe { crate::simd::scores_group::<T, 4>(q_t, hd, kvn, keys, &offs, off0, scale, &mut scores, Some(values)) },
+            (true, _) => {
+                for (r, sc) in scores.chunks_mut(ctx).enumerate() {
+                    let off = off0 + (r / group) * hd;
+                    unsafe { crate::simd::scores_group::<T, 1>(&q_t[r * hd..(r + 1) * hd], hd, 1, keys, &offs, off, scale, sc, None) };
                 }
-                (false, _) => {
-                    for (i, sc) in scores.chunks_mut(ctx).enumerate() {
-                        for (s, &off) in sc.iter_mut().zip(&offs) {
-                            *s = dot(&qg[i * hd..(i + 1) * hd], &keys[off + off_h..off + off_h + hd]) * scale;
-                        }
+            }
+            (false, _) => {
+                for (r, sc) in scores.chunks_mut(ctx).enumerate() {
+                    let off = off0 + (r / group) * hd;
+                    for (s, &o) in sc.iter_mut().zip(&offs) {
+                        *s = dot(&q_t[r * hd..(r + 1) * hd], &keys[o + off..o + off + hd]) * scale;
                     }
                 }
             }
-            if wide && group <= 4 {
-                let mut inv = [0f32; 4];
-                for (i, sc) in scores.chunks_mut(ctx).enumerate() {
-                    inv[i] = 1.0 / crate::act::softmax_numerators(sc);
-                }
-                let o = &mut o_g[..];
-                // SAFETY: `wide` means AVX-512F, FMA and F16C were detected and hd is a multiple
-                // of 16; `o` holds `group` heads, `scores` `group` rows of `ctx`, offsets as above.
-                unsafe {
-                    match group {
-                        1 => crate::simd::weighted_sum_group::<T, 1>(o, hd, values, &offs, off_h, &scores, &inv[..1]),
-                        2 => crate::simd::weighted_sum_group::<T, 2>(o, hd, values, &offs, off_h, &scores, &inv[..2]),
-                        3 => crate::simd::weighted_sum_group::<T, 3>(o, hd, values, &offs, off_h, &scores, &inv[..3]),
-                        _ => crate::simd::weighted_sum_group::<T, 4>(o, hd, values, &offs, off_h, &scores, &inv[..4]),
-                    }
-                }
-                continue;
-            }
-            for (i, sc) in scores.chunks_mut(ctx).enumerate() {
-                let o = &mut o_g[i * hd..(i + 1) * hd];
+        }
+        // Softmax numerators and 1 / their sum per query head.
+        let inv: Vec<f32> = scores
+            .chunks_mut(ctx)
+            .map(|sc| {
                 let sum = if simd {
                     crate::act::softmax_numerators(sc)
                 } else {
@@ -258,12 +245,47 @@ fn attend<T: KvElem>(cache: CacheGeom, keys: &[T], values: &[T], seqs: &[SeqMeta
                     sc.iter_mut().for_each(|x| *x = (*x - max).exp());
                     sc.iter().sum()
                 };
-                let inv = 1.0 / sum;
+                1.0 / sum
+            })
+            .collect();
+        // The 8-lane grouped weighted sum takes normalized weights (`e * inv`, the product the
+        // other kernels form on the fly: the same bits).
+        let narrow_group = simd && !wide && group <= 4 && hd.is_multiple_of(16);
+        if narrow_group {
+            for (sc, &i) in scores.chunks_mut(ctx).zip(&inv) {
+                sc.iter_mut().for_each(|e| *e *= i);
+            }
+        }
+        for (gi, g) in heads.clone().enumerate() {
+            let o_g = &mut piece[gi * group * hd..(gi + 1) * group * hd];
+            let off_h = g * hd;
+            let sc_g = &scores[gi * group * ctx..(gi + 1) * group * ctx];
+            let inv_g = &inv[gi * group..(gi + 1) * group];
+            if (wide || narrow_group) && group <= 4 {
+                // SAFETY: `wide` means AVX-512F, FMA and F16C were detected and hd is a multiple
+                // of 16, `narrow_group` AVX2, FMA and F16C and hd a multiple of 16; `o_g` holds
+                // `group` heads, `sc_g` `group` rows of `ctx`, offsets as above.
+                unsafe {
+                    match (wide, group) {
+                        (true, 1) => crate::simd::weighted_sum_group::<T, 1>(o_g, hd, values, &offs, off_h, sc_g, inv_g),
+                        (true, 2) => crate::simd::weighted_sum_group::<T, 2>(o_g, hd, values, &offs, off_h, sc_g, inv_g),
+                        (true, 3) => crate::simd::weighted_sum_group::<T, 3>(o_g, hd, values, &offs, off_h, sc_g, inv_g),
+                        (true, _) => crate::simd::weighted_sum_group::<T, 4>(o_g, hd, values, &offs, off_h, sc_g, inv_g),
+                        (false, 1) => crate::simd::weighted_sum_group8::<T, 1>(o_g, hd, values, &offs, off_h, sc_g),
+                        (false, 2) => crate::simd::weighted_sum_group8::<T, 2>(o_g, hd, values, &offs, off_h, sc_g),
+                        (false, 3) => crate::simd::weighted_sum_group8::<T, 3>(o_g, hd, values, &offs, off_h, sc_g),
+                        (false, _) => crate::simd::weighted_sum_group8::<T, 4>(o_g, hd, values, &offs, off_h, sc_g),
+                    }
+                }
+                continue;
+            }
+            for (i, sc) in sc_g.chunks(ctx).enumerate() {
+                let o = &mut o_g[i * hd..(i + 1) * hd];
                 if simd {
-                    unsafe { crate::simd::weighted_sum(o, values, &offs, off_h, sc, inv) };
+                    unsafe { crate::simd::weighted_sum(o, values, &offs, off_h, sc, inv_g[i]) };
                 } else {
                     for (&e, &off) in sc.iter().zip(&offs) {
-                        let w = e * inv;
+                        let w = e * inv_g[i];
                         for (oi, vi) in o.iter_mut().zip(&values[off + off_h..off + off_h + hd]) {
                             *oi = w.mul_add(vi.to_f32(), *oi);
                         }
@@ -309,6 +331,36 @@ mod tests {
         for got in [paged_attention(&cache, 0, &meta, &q, nh), paged_attention_scalar(&cache, 0, &meta, &q, nh)] {
             for (a, b) in got.iter().zip(&want) {
                 assert!((*a as f64 - b).abs() < 1e-5, "{a} vs {b}");
+            }
+        }
+    }
+
+    /// The default model's shape (9 query heads on 3 KV heads of 64, f16 cache) with few rows
+    /// (a task per row and KV head) and with many (a task per row, every KV head's scores read
+    /// position by position, the grouped weighted sums): both match the reference, and the
+    /// SIMD and scalar kernels agree.
+    #[test]
+    fn default_shape_matches_reference_for_few_and_many_rows() {
+        let (nh, nkv, hd, bs) = (9, 3, 64, 16);
+        // Values exact in f16, so the cache holds what the reference reads.
+        let f = |i: usize| ((i * 7919 % 512) as f32 / 256.0) - 1.0;
+        for (start, rows) in [(37usize, 1usize), (10, 3), (10, 70)] {
+            let total = start + rows;
+            let w = nkv * hd;
+            let mut cache = PagedKvCache::new(1, 64, bs, nkv, hd, KvDtype::F16);
+            let table: Vec<u32> = (0..total.div_ceil(bs) as u32).map(|b| (b * 37 + 5) % 64).collect();
+            let k: Vec<f32> = (0..total * w).map(|i| f(i + 1)).collect();
+            let v: Vec<f32> = (0..total * w).map(|i| f(i + 77)).collect();
+            let q: Vec<f32> = (0..rows * nh * hd).map(|i| f(i + 333) * 0.25).collect();
+            write_kv(&mut cache, 0, &[SeqMeta { row_start: 0, num_rows: start, start_pos: 0, block_table: table.clone() }], &k[..start * w], &v[..start * w]);
+            let meta = [SeqMeta { row_start: 0, num_rows: rows, start_pos: start, block_table: table }];
+            write_kv(&mut cache, 0, &meta, &k[start * w..], &v[start * w..]);
+            let want = crate::reference::attention(&q, &k, &v, nh, nkv, hd, start);
+            for got in [paged_attention(&cache, 0, &meta, &q, nh), paged_attention_scalar(&cache, 0, &meta, &q, nh)] {
+                assert_eq!(got.len(), want.len());
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!((*a as f64 - b).abs() < 1e-5, "rows {rows}, element {i}: {a} vs {b}");
+                }
             }
         }
     }

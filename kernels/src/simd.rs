@@ -45,72 +45,79 @@ pub(crate) unsafe fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 0b01)))
 }
 
-/// Attention scores of `H` query heads that share one KV head (GQA):
-/// `scores[h * n + j] = (q_h · keys[offs[j] + off .. + hd]) * scale` with `n = offs.len()` and `q_h`
-/// the h-th of the `H` head vectors held back to back in `q`. Four keys at a time (one accumulator
-/// per head and key, one horizontal reduction per four keys); each key chunk is loaded and widened
-/// once for all `H` heads. A head's scores do not depend on `H` (same accumulation and reduction
-/// per head; tested bitwise). `vals`: the values at the same offsets, prefetched into L2 as the
-/// keys stream by (the weighted sum reads them next); they do not enter the scores.
+/// Attention scores of `kv` consecutive KV heads' query heads, `H` per KV head (GQA): KV head
+/// `i`'s key starts at `off + i * hd` in a key row, its query heads are the `i`-th `H` of the
+/// head vectors held back to back in `q`, and
+/// `scores[(i * H + h) * n + j] = (q_{iH+h} · keys[offs[j] + off + i * hd ..][..hd]) * scale`
+/// with `n = offs.len()`. Four keys at a time (one accumulator per head and key, one horizontal
+/// reduction per four keys); each key chunk is loaded and widened once for all `H` heads, and
+/// the `kv` heads of a position are read one after the other, so a key row's bytes stream by
+/// in address order. A head's scores do not depend on `H`, `kv` or the other heads (same
+/// accumulation and reduction per head; tested bitwise). `vals`: the values at the same
+/// offsets, prefetched into L2 as the keys stream by (the weighted sums read them next); they do
+/// not enter the scores.
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be available ([`available`]); `hd` a multiple of 8,
-/// `q.len() == H * hd`, `offs[j] + off + hd <= keys.len()` (and `vals`' length, when given)
-/// for every j, `scores.len() == H * offs.len()`.
+/// `q.len() == kv * H * hd`, `offs[j] + off + kv * hd <= keys.len()` (and `vals`' length, when
+/// given) for every j, `scores.len() == kv * H * offs.len()`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)] // the kernel's operands, as the weighted sums take them
-pub unsafe fn scores_group<T: KvElem, const H: usize>(q: &[f32], hd: usize, keys: &[T], offs: &[usize], off: usize, scale: f32, scores: &mut [f32], vals: Option<&[T]>) {
+pub unsafe fn scores_group<T: KvElem, const H: usize>(q: &[f32], hd: usize, kv: usize, keys: &[T], offs: &[usize], off: usize, scale: f32, scores: &mut [f32], vals: Option<&[T]>) {
     let n = offs.len();
     // The values at the same offsets, fetched into L2 while the keys are scored: the weighted
-    // sum reads them right after.
+    // sums read them right after.
     let vp: *const T = vals.map_or(std::ptr::null(), |v| v.as_ptr().add(off));
-    let qp = q.as_ptr();
     let kp = keys.as_ptr().add(off);
     let sv = _mm_set1_ps(scale);
     let mut j = 0;
-    // Bytes of one head's key (the lines to prefetch ahead).
-    let row_bytes = hd * std::mem::size_of::<T>();
+    // Bytes of the heads' part of a key row (the lines to prefetch ahead).
+    let row_bytes = kv * hd * std::mem::size_of::<T>();
+    let fetch = |o: usize| {
+        let p = kp.add(o) as *const i8;
+        let mut b = 0;
+        while b < row_bytes {
+            _mm_prefetch::<_MM_HINT_T0>(p.add(b));
+            if !vp.is_null() {
+                _mm_prefetch::<_MM_HINT_T1>((vp.add(o) as *const i8).add(b));
+            }
+            b += 64;
+        }
+    };
     while j + 4 <= n {
-        let k: [*const T; 4] = [kp.add(offs[j]), kp.add(offs[j + 1]), kp.add(offs[j + 2]), kp.add(offs[j + 3])];
         // The keys a few groups ahead: blocks are scattered over the pool, so the hardware
         // prefetchers see short runs; the kernel is otherwise waiting on memory.
-        for &o in offs.get(j + PREFETCH..(j + PREFETCH + 4).min(n)).unwrap_or(&[]) {
-            let p = kp.add(o) as *const i8;
-            let mut b = 0;
-            while b < row_bytes {
-                _mm_prefetch::<_MM_HINT_T0>(p.add(b));
-                if !vp.is_null() {
-                    _mm_prefetch::<_MM_HINT_T1>((vp.add(o) as *const i8).add(b));
+        offs.get(j + PREFETCH..(j + PREFETCH + 4).min(n)).unwrap_or(&[]).iter().for_each(|&o| fetch(o));
+        for i in 0..kv {
+            let k: [*const T; 4] = [kp.add(offs[j] + i * hd), kp.add(offs[j + 1] + i * hd), kp.add(offs[j + 2] + i * hd), kp.add(offs[j + 3] + i * hd)];
+            let qp = q.as_ptr().add(i * H * hd);
+            let mut a = [[_mm256_setzero_ps(); 4]; H];
+            let mut d = 0;
+            while d < hd {
+                // One key chunk live at a time (with 3 heads, 12 accumulators and 4 chunks did
+                // not fit AVX2's 16 registers); the query chunks are read from L1.
+                for (t, kt) in k.iter().enumerate() {
+                    let kv = load8(kt.add(d));
+                    for (h, ah) in a.iter_mut().enumerate() {
+                        ah[t] = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(h * hd + d)), kv, ah[t]);
+                    }
                 }
-                b += 64;
+                d += 8;
             }
-        }
-        let mut a = [[_mm256_setzero_ps(); 4]; H];
-        let mut d = 0;
-        while d < hd {
-            // One key chunk live at a time (with 3 heads, 12 accumulators and 4 chunks did not
-            // fit AVX2's 16 registers); the query chunks are read from L1.
-            for (t, kt) in k.iter().enumerate() {
-                let kv = load8(kt.add(d));
-                for (h, ah) in a.iter_mut().enumerate() {
-                    ah[t] = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(h * hd + d)), kv, ah[t]);
-                }
+            for (h, ah) in a.iter().enumerate() {
+                let t0 = _mm256_hadd_ps(ah[0], ah[1]);
+                let t1 = _mm256_hadd_ps(ah[2], ah[3]);
+                let t2 = _mm256_hadd_ps(t0, t1);
+                let s = _mm_add_ps(_mm256_castps256_ps128(t2), _mm256_extractf128_ps(t2, 1));
+                _mm_storeu_ps(scores.as_mut_ptr().add((i * H + h) * n + j), _mm_mul_ps(s, sv));
             }
-            d += 8;
-        }
-        for (h, ah) in a.iter().enumerate() {
-            let t0 = _mm256_hadd_ps(ah[0], ah[1]);
-            let t1 = _mm256_hadd_ps(ah[2], ah[3]);
-            let t2 = _mm256_hadd_ps(t0, t1);
-            let s = _mm_add_ps(_mm256_castps256_ps128(t2), _mm256_extractf128_ps(t2, 1));
-            _mm_storeu_ps(scores.as_mut_ptr().add(h * n + j), _mm_mul_ps(s, sv));
         }
         j += 4;
     }
     if j < n {
-        for h in 0..H {
-            scores_tail(&q[h * hd..(h + 1) * hd], keys, &offs[j..], off, scale, &mut scores[h * n + j..(h + 1) * n]);
+        for r in 0..kv * H {
+            scores_tail(&q[r * hd..(r + 1) * hd], keys, &offs[j..], off + (r / H) * hd, scale, &mut scores[r * n + j..(r + 1) * n]);
         }
     }
 }
@@ -172,6 +179,50 @@ pub unsafe fn weighted_sum<T: KvElem>(o: &mut [f32], values: &[T], offs: &[usize
             _mm256_storeu_ps(op.add(c + 8 * t), *a);
         }
         c += 8 * n;
+    }
+}
+
+/// [`weighted_sum`] for the `H` query heads of one KV head at once, with AVX2: head `h`'s
+/// output `o[h * hd ..][..hd] += Σ_j w[h * n + j] * values[offs[j] + off ..][..hd]`
+/// (`n = offs.len()`), the weights already normalized (`e[j] * inv`, the product
+/// [`weighted_sum`] forms on the fly). 16 columns per pass over the positions (with 3 heads:
+/// 6 accumulators, 3 weights and 2 value vectors stay in AVX2's 16 registers); each value chunk
+/// is loaded and widened once for all heads, and the weights are broadcast straight from
+/// memory. Every output element gets the same FMAs in the same order as with [`weighted_sum`],
+/// so the results are bit-identical (tested).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available ([`available`]); `hd` a multiple of 16,
+/// `o.len() == H * hd`, `w.len() == H * offs.len()`, `offs[j] + off + hd <= values.len()` for
+/// every j.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn weighted_sum_group8<T: KvElem, const H: usize>(o: &mut [f32], hd: usize, values: &[T], offs: &[usize], off: usize, w: &[f32]) {
+    let n = offs.len();
+    let vp = values.as_ptr().add(off);
+    let op = o.as_mut_ptr();
+    let wp = w.as_ptr();
+    let mut c = 0;
+    while c + 16 <= hd {
+        let mut acc = [[_mm256_setzero_ps(); 2]; H];
+        for (h, ah) in acc.iter_mut().enumerate() {
+            ah[0] = _mm256_loadu_ps(op.add(h * hd + c));
+            ah[1] = _mm256_loadu_ps(op.add(h * hd + c + 8));
+        }
+        for (j, &oj) in offs.iter().enumerate() {
+            let v = vp.add(oj + c);
+            let (v0, v1) = (load8(v), load8(v.add(8)));
+            for (h, ah) in acc.iter_mut().enumerate() {
+                let wj = _mm256_broadcast_ss(&*wp.add(h * n + j));
+                ah[0] = _mm256_fmadd_ps(wj, v0, ah[0]);
+                ah[1] = _mm256_fmadd_ps(wj, v1, ah[1]);
+            }
+        }
+        for (h, ah) in acc.iter().enumerate() {
+            _mm256_storeu_ps(op.add(h * hd + c), ah[0]);
+            _mm256_storeu_ps(op.add(h * hd + c + 8), ah[1]);
+        }
+        c += 16;
     }
 }
 
@@ -261,8 +312,15 @@ pub unsafe fn weighted_sum_group<T: KvElem, const H: usize>(_o: &mut [f32], _hd:
 /// # Safety
 /// Always safe; does nothing.
 #[cfg(not(target_arch = "x86_64"))]
+pub unsafe fn weighted_sum_group8<T: KvElem, const H: usize>(_o: &mut [f32], _hd: usize, _values: &[T], _offs: &[usize], _off: usize, _w: &[f32]) {}
+
+/// Not x86-64: never called ([`available`] is false).
+///
+/// # Safety
+/// Always safe; does nothing.
+#[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn scores_group<T: KvElem, const H: usize>(_q: &[f32], _hd: usize, _keys: &[T], _offs: &[usize], _off: usize, _scale: f32, _scores: &mut [f32], _vals: Option<&[T]>) {}
+pub unsafe fn scores_group<T: KvElem, const H: usize>(_q: &[f32], _hd: usize, _kv: usize, _keys: &[T], _offs: &[usize], _off: usize, _scale: f32, _scores: &mut [f32], _vals: Option<&[T]>) {}
 
 /// Not x86-64: never called ([`available`] is false).
 ///
@@ -272,73 +330,4 @@ pub unsafe fn scores_group<T: KvElem, const H: usize>(_q: &[f32], _hd: usize, _k
 pub unsafe fn weighted_sum<T: KvElem>(_o: &mut [f32], _values: &[T], _offs: &[usize], _off: usize, _e: &[f32], _inv: f32) {}
 
 #[cfg(all(test, target_arch = "x86_64"))]
-mod tests {
-    use super::*;
-    use half::f16;
-
-    /// The grouped kernel gives each head exactly (bitwise) what it gives that head alone.
-    fn check<T: KvElem, const H: usize>(conv: impl Fn(f32) -> T) {
-        let hd = 64;
-        let f = |i: usize| ((i * 7919 % 1999) as f32 / 999.0) - 1.0;
-        let keys: Vec<T> = (0..40 * hd).map(|i| conv(f(i + 5))).collect();
-        let q: Vec<f32> = (0..H * hd).map(|i| f(i + 101)).collect();
-        for n in [1usize, 3, 4, 7, 37] {
-            let offs: Vec<usize> = (0..n).map(|j| ((j * 13) % 39) * hd).collect();
-            let mut grouped = vec![0f32; H * n];
-            // SAFETY: guarded by `available`; all offsets + hd are inside `keys`.
-            unsafe { scores_group::<T, H>(&q, hd, &keys, &offs, 0, 0.125, &mut grouped, None) };
-            for h in 0..H {
-                let mut one = vec![0f32; n];
-                unsafe { scores_group::<T, 1>(&q[h * hd..(h + 1) * hd], hd, &keys, &offs, 0, 0.125, &mut one, None) };
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&grouped[h * n..(h + 1) * n]), bits(&one), "H={H} head {h} n={n}");
-            }
-        }
-    }
-
-    /// The grouped 16-lane weighted sum gives each head exactly what `weighted_sum` gives it.
-    fn check_weighted<T: KvElem, const H: usize>(conv: impl Fn(f32) -> T, hd: usize) {
-        let f = |i: usize| ((i * 7919 % 1999) as f32 / 999.0) - 1.0;
-        let values: Vec<T> = (0..40 * hd).map(|i| conv(f(i + 7))).collect();
-        for n in [1usize, 5, 37] {
-            let offs: Vec<usize> = (0..n).map(|j| ((j * 13) % 39) * hd).collect();
-            let e: Vec<f32> = (0..H * n).map(|i| f(i + 3).abs()).collect();
-            let inv: Vec<f32> = (0..H).map(|h| 0.1 + h as f32 * 0.07).collect();
-            let start: Vec<f32> = (0..H * hd).map(|i| f(i + 11) * 0.01).collect();
-            let mut grouped = start.clone();
-            // SAFETY: guarded by `available_512`; all offsets + hd are inside `values`.
-            unsafe { weighted_sum_group::<T, H>(&mut grouped, hd, &values, &offs, 0, &e, &inv) };
-            for h in 0..H {
-                let mut one = start[h * hd..(h + 1) * hd].to_vec();
-                unsafe { weighted_sum(&mut one, &values, &offs, 0, &e[h * n..(h + 1) * n], inv[h]) };
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&grouped[h * hd..(h + 1) * hd]), bits(&one), "H={H} head {h} n={n} hd={hd}");
-            }
-        }
-    }
-
-    #[test]
-    fn grouped_weighted_sums_equal_per_head_sums() {
-        if !available_512() {
-            eprintln!("16-lane weighted sum not compared: this CPU has no AVX-512F");
-            return;
-        }
-        check_weighted::<f32, 1>(|x| x, 64);
-        check_weighted::<f32, 3>(|x| x, 80);
-        check_weighted::<f16, 3>(f16::from_f32, 64);
-        check_weighted::<f16, 4>(f16::from_f32, 128);
-        check_weighted::<f16, 2>(f16::from_f32, 16);
-    }
-
-    #[test]
-    fn grouped_scores_equal_per_head_scores() {
-        if !available() {
-            return;
-        }
-        check::<f32, 1>(|x| x);
-        check::<f32, 3>(|x| x);
-        check::<f16, 2>(f16::from_f32);
-        check::<f16, 3>(f16::from_f32);
-        check::<f16, 4>(f16::from_f32);
-    }
-}
+mod tests;
