@@ -24,6 +24,32 @@ pub fn softmax_numerators(x: &mut [f32]) -> f32 {
     }
 }
 
+/// `log Σ exp(x[i])` of a row (a vocabulary's logits), without writing it: the maximum, then
+/// `exp(x[i] - max)` as [`softmax_numerators`] computes it, summed in f64. With AVX2 the
+/// exponentials run 8 wide and are summed in 8 f64 lanes reduced in a fixed order (a row's result
+/// depends only on its values, never on the batch); otherwise `f32::exp` summed in index order.
+/// An empty row or one of `-inf` only gives `-inf`; one with `+inf` or NaN gives NaN.
+pub fn logsumexp(x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::available() {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        if let Some(v) = unsafe { vlogsumexp(x) } {
+            return v;
+        }
+    }
+    let max = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        // Empty, or every term exp(-inf) = 0.
+        return max;
+    }
+    if !max.is_finite() {
+        let sum: f64 = x.iter().map(|&l| ((l - max) as f64).exp()).sum();
+        return max + sum.ln() as f32;
+    }
+    let sum: f64 = x.iter().map(|&l| (l - max).exp() as f64).sum();
+    max + sum.ln() as f32
+}
+
 /// `silu(g) * u` elementwise (`silu(x) = x / (1 + exp(-x))`), in parallel chunks on the current
 /// kernel pool ([`crate::pool`]). `g` and `u` must have the same length.
 pub fn silu_mul(g: &[f32], u: &[f32]) -> Vec<f32> {
@@ -226,6 +252,50 @@ unsafe fn vsoftmax_numerators(x: &mut [f32]) -> f32 {
     crate::simd::hsum(sum)
 }
 
+/// [`logsumexp`] with AVX2: `None` when the maximum is not finite (the caller's f64 path).
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn vlogsumexp(x: &[f32]) -> Option<f32> {
+    let n8 = x.len() / 8 * 8;
+    let p = x.as_ptr();
+    // The tail, padded with -inf (exp gives 0 there).
+    let mut tail = [f32::NEG_INFINITY; 8];
+    tail[..x.len() - n8].copy_from_slice(&x[n8..]);
+    let mut m = _mm256_loadu_ps(tail.as_ptr());
+    let mut i = 0;
+    while i < n8 {
+        m = _mm256_max_ps(m, _mm256_loadu_ps(p.add(i)));
+        i += 8;
+    }
+    let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let max = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 0b01)));
+    if !max.is_finite() {
+        return None;
+    }
+    let mv = _mm256_set1_ps(max);
+    let (mut lo, mut hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let mut add = |v: __m256| {
+        let e = vexp(_mm256_sub_ps(v, mv));
+        lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    };
+    i = 0;
+    while i < n8 {
+        add(_mm256_loadu_ps(p.add(i)));
+        i += 8;
+    }
+    add(_mm256_loadu_ps(tail.as_ptr()));
+    let mut l = [0f64; 8];
+    _mm256_storeu_pd(l.as_mut_ptr(), lo);
+    _mm256_storeu_pd(l.as_mut_ptr().add(4), hi);
+    let sum = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+    Some(max + sum.ln() as f32)
+}
+
 /// 8-wide `g / (1 + exp(-g)) * u`.
 #[cfg(target_arch = "x86_64")]
 #[inline]
@@ -272,102 +342,4 @@ unsafe fn vsoftmax_numerators(_x: &mut [f32]) -> f32 {
 unsafe fn vsilu_mul(_o: &mut [std::mem::MaybeUninit<f32>], _g: &[f32], _u: &[f32]) {}
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `exp` of every element: the vector kernel where it runs, else libm.
-    fn exp_inplace(x: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if crate::simd::available() {
-            // SAFETY: AVX2 and FMA were detected at run time.
-            unsafe { vexp_slice(x) };
-            return;
-        }
-        x.iter_mut().for_each(|v| *v = v.exp());
-    }
-
-    fn rel(a: f32, b: f64) -> f64 {
-        if b == 0.0 {
-            a.abs() as f64
-        } else {
-            ((a as f64 - b) / b).abs()
-        }
-    }
-
-    #[test]
-    fn fused_residual_norm_equals_add_then_norm_bitwise() {
-        let f = |i: usize| ((i * 7919 % 2003) as f32 / 1001.0 - 1.0) * (1.0 + (i % 7) as f32);
-        let w: Vec<f32> = (0..64).map(|i| f(i + 3) * 0.1).collect();
-        for rows in [0usize, 1, 7, 8, 9, 33] {
-            let a: Vec<f32> = (0..rows * 64).map(f).collect();
-            let b: Vec<f32> = (0..rows * 64).map(|i| f(i + 11)).collect();
-            let (s, o) = add_rms_norm(&a, &b, &w, 1e-5);
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            let want = add(&a, &b);
-            assert_eq!(bits(&s), bits(&want), "sum, {rows} rows");
-            assert_eq!(bits(&o), bits(&rms_norm(&want, &w, 1e-5)), "norm, {rows} rows");
-        }
-    }
-
-    #[test]
-    fn exp_matches_f64_over_the_whole_range() {
-        // Every 997th f32 bit pattern in [-87.3, 88.7] plus edge values; odd length for the tail.
-        let mut xs: Vec<f32> = (0..u32::MAX / 997).map(|i| f32::from_bits(i * 997)).filter(|x| x.is_finite() && (-87.3..=88.7).contains(x)).collect();
-        xs.extend([0.0, -0.0, 1.0, -1.0, 88.7, -87.3, 0.5 * std::f32::consts::LN_2, -0.5 * std::f32::consts::LN_2]);
-        let want: Vec<f64> = xs.iter().map(|&x| (x as f64).exp()).collect();
-        let mut got = xs.clone();
-        exp_inplace(&mut got);
-        let worst = got.iter().zip(&want).map(|(&g, &w)| rel(g, w)).fold(0f64, f64::max);
-        assert!(worst < 2e-7, "worst relative error {worst}");
-    }
-
-    #[test]
-    fn exp_edges_and_tails() {
-        let mut x = vec![f32::NEG_INFINITY, -1000.0, -87.4, f32::NAN, 0.0, 1.0, 2.0, 3.0, -3.0, 10.0, f32::NAN];
-        exp_inplace(&mut x);
-        assert_eq!(&x[..3], &[0.0, 0.0, 0.0]);
-        assert!(x[3].is_nan() && x[10].is_nan());
-        for (g, w) in x[4..10].iter().zip([0.0f64, 1.0, 2.0, 3.0, -3.0, 10.0]) {
-            assert!(rel(*g, w.exp()) < 2e-7, "{g} vs {}", w.exp());
-        }
-        // A value's result does not depend on where it sits (vector body or padded tail).
-        for len in 1..20 {
-            let mut v: Vec<f32> = (0..len).map(|i| 0.37 * i as f32 - 3.0).collect();
-            exp_inplace(&mut v);
-            let mut one = vec![0.37 * (len - 1) as f32 - 3.0];
-            exp_inplace(&mut one);
-            assert_eq!(v[len - 1].to_bits(), one[0].to_bits());
-        }
-    }
-
-    #[test]
-    fn softmax_numerators_match_f64() {
-        for len in [0usize, 1, 5, 8, 9, 16, 300, 417] {
-            let x: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1013) as f32 / 50.0 - 10.0).collect();
-            let max = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let mut got = x.clone();
-            let sum = softmax_numerators(&mut got);
-            // exp of the f32 difference (the subtraction's own rounding is not the kernel's).
-            let want: Vec<f64> = x.iter().map(|&v| ((v - max) as f64).exp()).collect();
-            for (g, w) in got.iter().zip(&want) {
-                assert!((*g as f64 - w).abs() <= 2e-7 * w.max(1e-30), "{g} vs {w}");
-            }
-            let ws: f64 = want.iter().sum();
-            assert!((sum as f64 - ws).abs() <= 1e-6 * ws.max(1.0), "sum {sum} vs {ws} (len {len})");
-        }
-    }
-
-    #[test]
-    fn silu_mul_matches_f64_and_is_position_independent() {
-        let g: Vec<f32> = (0..10_007).map(|i| ((i * 7919) % 2001) as f32 / 100.0 - 10.0).collect();
-        let u: Vec<f32> = (0..10_007).map(|i| ((i * 104_729) % 2003) as f32 / 1000.0 - 1.0).collect();
-        let got = silu_mul(&g, &u);
-        for ((&o, &g), &u) in got.iter().zip(&g).zip(&u) {
-            let (g, u) = (g as f64, u as f64);
-            let want = g / (1.0 + (-g).exp()) * u;
-            assert!((o as f64 - want).abs() <= 1e-6 * want.abs().max(1e-3), "{o} vs {want}");
-        }
-        let tail = silu_mul(&g[10_000..], &u[10_000..]);
-        assert_eq!(tail.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), got[10_000..].iter().map(|x| x.to_bits()).collect::<Vec<_>>());
-    }
-}
+mod tests;

@@ -15,21 +15,12 @@ pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
     logits.iter().map(|&l| l - lse).collect()
 }
 
-/// `log Σ exp(l)` of one row: the exponentials `exp(l - max)` 8 wide where the CPU has AVX2
-/// (`hhh_kernels::act`, within 2e-7 relative of the true value; every element the same
-/// instructions, so a row's result never depends on the batch), summed in f64 in index order.
-/// Sampling calls it once per generated token over the whole vocabulary: with libm's f64 `exp`
-/// that was ~49 000 scalar calls per token for the default model.
+/// `log Σ exp(l)` of one row ([`hhh_kernels::act::logsumexp`]: the exponentials 8 wide where
+/// the CPU has AVX2, within 2e-7 relative of the true value, summed in f64 in a fixed order, so
+/// a row's result never depends on the batch; nothing copied). Sampling calls it once per
+/// generated token over the whole vocabulary.
 pub fn logsumexp(logits: &[f32]) -> f32 {
-    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    if !max.is_finite() {
-        let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
-        return max + sum.ln() as f32;
-    }
-    let mut e = logits.to_vec();
-    hhh_kernels::act::softmax_numerators(&mut e);
-    let sum: f64 = e.iter().map(|&v| v as f64).sum();
-    max + sum.ln() as f32
+    hhh_kernels::act::logsumexp(logits)
 }
 
 /// The `k` most likely tokens of a logprob row, best first (ties: lower id first).
@@ -104,6 +95,12 @@ pub fn sample(raw: &[f32], p: &SamplingParams, prompt: &[TokenId], output: &[Tok
 /// model's own.
 pub fn sample_masked(raw: &[f32], p: &SamplingParams, prompt: &[TokenId], output: &[TokenId], index: usize, allowed: Option<&[bool]>) -> TokenLogprob {
     let lse = logsumexp(raw);
+    // A copy only when something changes the logits (most requests: nothing does).
+    let modified = !p.logit_bias.is_empty() || p.repetition_penalty != 1.0 || p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 || allowed.is_some();
+    if !modified {
+        let token = if p.temperature <= 0.0 || p.top_k == 1 { argmax(raw) } else { sample_random(raw, p, index) };
+        return finish(raw, lse, token, p);
+    }
     let mut logits = raw.to_vec();
     for &(t, b) in &p.logit_bias {
         if let Some(l) = logits.get_mut(t as usize) {
@@ -119,6 +116,11 @@ pub fn sample_masked(raw: &[f32], p: &SamplingParams, prompt: &[TokenId], output
         }
     }
     let token = if p.temperature <= 0.0 || p.top_k == 1 { argmax(&logits) } else { sample_random(&logits, p, index) };
+    finish(raw, lse, token, p)
+}
+
+/// The chosen token with its logprob under the raw logits, and the top logprobs when asked for.
+fn finish(raw: &[f32], lse: f32, token: usize, p: &SamplingParams) -> TokenLogprob {
     // The full logprob row only when top logprobs are asked for.
     let top = match p.logprobs.unwrap_or(0) {
         0 => Vec::new(),
