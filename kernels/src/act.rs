@@ -214,17 +214,19 @@ unsafe fn vexp_slice(x: &mut [f32]) {
     }
 }
 
+/// The maximum of `x` (8 wide, reduced in a fixed order) and its last `len % 8` elements
+/// padded with `-inf` to a vector (exp gives 0 there), for the kernels that follow with a
+/// pass of exponentials.
+///
 /// # Safety
-/// AVX2 and FMA must be available.
+/// AVX2 must be available.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn vsoftmax_numerators(x: &mut [f32]) -> f32 {
+#[target_feature(enable = "avx2")]
+unsafe fn vmax_padded(x: &[f32]) -> (f32, [f32; 8]) {
     let n8 = x.len() / 8 * 8;
-    let rest = x.len() - n8;
-    let p = x.as_mut_ptr();
-    // The tail, padded with -inf (exp gives 0 there).
+    let p = x.as_ptr();
     let mut tail = [f32::NEG_INFINITY; 8];
-    tail[..rest].copy_from_slice(&x[n8..]);
+    tail[..x.len() - n8].copy_from_slice(&x[n8..]);
     let mut m = _mm256_loadu_ps(tail.as_ptr());
     let mut i = 0;
     while i < n8 {
@@ -233,10 +235,21 @@ unsafe fn vsoftmax_numerators(x: &mut [f32]) -> f32 {
     }
     let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
     let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    let m1 = _mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 0b01));
-    let max = _mm256_set1_ps(_mm_cvtss_f32(m1));
+    (_mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 0b01))), tail)
+}
+
+/// # Safety
+/// AVX2 and FMA must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn vsoftmax_numerators(x: &mut [f32]) -> f32 {
+    let n8 = x.len() / 8 * 8;
+    let rest = x.len() - n8;
+    let (m, mut tail) = vmax_padded(x);
+    let p = x.as_mut_ptr();
+    let max = _mm256_set1_ps(m);
     let mut sum = _mm256_setzero_ps();
-    i = 0;
+    let mut i = 0;
     while i < n8 {
         let e = vexp(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), max));
         _mm256_storeu_ps(p.add(i), e);
@@ -261,18 +274,7 @@ unsafe fn vsoftmax_numerators(x: &mut [f32]) -> f32 {
 unsafe fn vlogsumexp(x: &[f32]) -> Option<f32> {
     let n8 = x.len() / 8 * 8;
     let p = x.as_ptr();
-    // The tail, padded with -inf (exp gives 0 there).
-    let mut tail = [f32::NEG_INFINITY; 8];
-    tail[..x.len() - n8].copy_from_slice(&x[n8..]);
-    let mut m = _mm256_loadu_ps(tail.as_ptr());
-    let mut i = 0;
-    while i < n8 {
-        m = _mm256_max_ps(m, _mm256_loadu_ps(p.add(i)));
-        i += 8;
-    }
-    let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-    let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    let max = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 0b01)));
+    let (max, tail) = vmax_padded(x);
     if !max.is_finite() {
         return None;
     }
@@ -283,7 +285,7 @@ unsafe fn vlogsumexp(x: &[f32]) -> Option<f32> {
         lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
         hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
     };
-    i = 0;
+    let mut i = 0;
     while i < n8 {
         add(_mm256_loadu_ps(p.add(i)));
         i += 8;
