@@ -97,30 +97,26 @@ pub fn sample_masked(raw: &[f32], p: &SamplingParams, prompt: &[TokenId], output
     let lse = logsumexp(raw);
     // A copy only when something changes the logits (most requests: nothing does).
     let modified = !p.logit_bias.is_empty() || p.repetition_penalty != 1.0 || p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 || allowed.is_some();
-    if !modified {
-        let token = if p.temperature <= 0.0 || p.top_k == 1 { argmax(raw) } else { sample_random(raw, p, index) };
-        return finish(raw, lse, token, p);
-    }
-    let mut logits = raw.to_vec();
-    for &(t, b) in &p.logit_bias {
-        if let Some(l) = logits.get_mut(t as usize) {
-            *l += b;
-        }
-    }
-    apply_penalties(&mut logits, p, prompt, output);
-    if let Some(a) = allowed {
-        for (i, l) in logits.iter_mut().enumerate() {
-            if !a.get(i).copied().unwrap_or(false) {
-                *l = f32::NEG_INFINITY;
+    let logits: std::borrow::Cow<[f32]> = if modified {
+        let mut logits = raw.to_vec();
+        for &(t, b) in &p.logit_bias {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l += b;
             }
         }
-    }
+        apply_penalties(&mut logits, p, prompt, output);
+        if let Some(a) = allowed {
+            for (i, l) in logits.iter_mut().enumerate() {
+                if !a.get(i).copied().unwrap_or(false) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
+        logits.into()
+    } else {
+        raw.into()
+    };
     let token = if p.temperature <= 0.0 || p.top_k == 1 { argmax(&logits) } else { sample_random(&logits, p, index) };
-    finish(raw, lse, token, p)
-}
-
-/// The chosen token with its logprob under the raw logits, and the top logprobs when asked for.
-fn finish(raw: &[f32], lse: f32, token: usize, p: &SamplingParams) -> TokenLogprob {
     // The full logprob row only when top logprobs are asked for.
     let top = match p.logprobs.unwrap_or(0) {
         0 => Vec::new(),
