@@ -13,11 +13,13 @@
 //! interleaved the same way and AVX2 kernels (`vpmaddubsw`, 8 lanes) compute the same bits.
 //!
 //! [`matmul_many`] is the shared driver: several matrices of one input width applied to the
-//! same activations (Q/K/V, gate/up) in one parallel loop over 16-column tasks, so the weights
-//! are read once per step for every row of the batch.
+//! same activations (Q/K/V, gate/up) in one parallel loop over runs of 16 columns (module
+//! `panels`: one contiguous region of the weights per thread), so the weights are read once
+//! per step for every row of the batch.
 
 pub mod dense;
 pub mod isa;
+mod panels;
 pub mod q4_1;
 mod q4_1_x16;
 pub mod q8_0;
@@ -29,6 +31,9 @@ pub use q4_1_x16::{has_avx2_x16, has_vnni512};
 pub use dense::{matmul_f32_many, matmul_split};
 pub use q4_1::Q4_1Matrix;
 pub use q8_0::Q8_0Matrix;
+
+pub use panels::PanelOut;
+use panels::{run_panels, Tasks};
 
 /// Quantization block length of every supported format.
 pub const QK: usize = 32;
@@ -109,7 +114,7 @@ pub fn matmul_many<W: QuantMatrix>(ws: &[&W], x: &[f32], m: usize, simd: bool) -
     let simd = simd && has_avx2_fma();
     let shapes: Vec<(usize, usize)> = ws.iter().map(|w| (w.n(), w.k())).collect();
     // SAFETY: `dot_panel` writes every element of its window (`QuantMatrix`'s contract).
-    unsafe { run_panels(&shapes, m, Tasks::Balanced(16), |i, j0, j1, part| ws[i].dot_panel(j0, j1, &rows, part, simd)) }
+    unsafe { run_panels(&shapes, m, Tasks::Streams(16), |i, j0, j1, part| ws[i].dot_panel(j0, j1, &rows, part, simd)) }
 }
 
 /// The activations `x` (`[m, nb * 32]`) quantized, `[m, nb]` blocks: with several rows, the
@@ -129,184 +134,6 @@ fn quantize_rows<W: QuantMatrix>(x: &[f32], m: usize, nb: usize) -> Vec<W::Act> 
         W::quantize_into(&x[start..(start + out.len() * QK).min(x.len())], out);
     });
     xq
-}
-
-/// How [`run_panels`] cuts the output columns into parallel tasks.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Tasks {
-    /// Tasks of exactly this many columns (the last of a matrix may be narrower), one matrix
-    /// each: for kernels with a fixed-size scratch panel.
-    Fixed(usize),
-    /// Guided tasks over all matrices' columns together, cut at multiples of this many columns:
-    /// each task takes 1/(2 · threads) of the columns still left, so the first tasks are long
-    /// (long contiguous runs of weights keep the hardware prefetchers streaming and the claims
-    /// few: with one 16-column task per interleaved group, a one-row step spent more time
-    /// claiming ~13 000 tasks and restarting memory streams than computing, 8–11 ms vs 5.7–6.5 ms
-    /// per step on a 2-core Zen 4 VM) and the last ones one unit, so the threads finish a loop
-    /// within about one unit of each other (with three equal tasks per thread a thread waited
-    /// about half a task at the end of each of a one-row step's ~150 loops). A task may span
-    /// matrices (it runs one piece per matrix).
-    Balanced(usize),
-}
-
-/// Divisor of the columns left that sizes each [`Tasks::Balanced`] task, per pool thread.
-const GUIDED_SHARE: usize = 2;
-
-/// The pieces of [`run_panels`]'s tasks for `threads` pool threads: `(matrix, j0, j1, task)`,
-/// tasks numbered in order and each task's pieces consecutive; matrices whose input width
-/// differs from the first's get none.
-fn cut(shapes: &[(usize, usize)], tasks: Tasks, threads: usize) -> Vec<(usize, usize, usize, usize)> {
-    let Some(&(_, k)) = shapes.first() else { return vec![] };
-    let live = || shapes.iter().enumerate().filter(|(_, s)| s.1 == k);
-    let mut pieces = Vec::new();
-    match tasks {
-        Tasks::Fixed(cols) => {
-            let cols = cols.max(1);
-            for (i, &(n, _)) in live() {
-                for j0 in (0..n).step_by(cols) {
-                    pieces.push((i, j0, (j0 + cols).min(n), pieces.len()));
-                }
-            }
-        }
-        Tasks::Balanced(unit) => {
-            let unit = unit.max(1);
-            let total: usize = live().map(|(_, s)| s.0).sum();
-            // Task boundaries in global columns: guided sizes, whole units.
-            let mut ends = Vec::new();
-            let mut start = 0;
-            while start < total {
-                let size = (total - start).div_ceil((threads * GUIDED_SHARE).max(1)).next_multiple_of(unit);
-                start = (start + size).min(total);
-                ends.push(start);
-            }
-            // Global column offset of the current matrix's first column.
-            let mut base = 0;
-            for (i, &(n, _)) in live() {
-                let mut j0 = 0;
-                while j0 < n {
-                    let t = ends.partition_point(|&e| e <= base + j0);
-                    let j1 = ends.get(t).map_or(n, |&e| (e - base).min(n));
-                    pieces.push((i, j0, j1, t));
-                    j0 = j1;
-                }
-                base += n;
-            }
-        }
-    }
-    pieces
-}
-
-/// One piece's output, written in place: columns `j0..j1` (`width` of them) of rows
-/// `0..rows` of a row-major matrix whose rows are `stride` apart. [`run_panels`] hands each
-/// piece a window onto the final outputs (pieces cover disjoint columns, so windows never
-/// overlap) instead of a scratch buffer to assemble afterwards: for the LM head at 16 rows that
-/// was 3 MB zeroed and 3 MB copied per step on the engine thread while the helpers waited.
-pub struct PanelOut<'a> {
-    /// First element of row 0; row `r` is `ptr + r * stride .. + width`, valid for writes and
-    /// borrowed exclusively by this window for `'a`, not necessarily initialized (invariant of
-    /// the constructors).
-    ptr: *mut f32,
-    stride: usize,
-    width: usize,
-    rows: usize,
-    _out: std::marker::PhantomData<&'a mut [f32]>,
-}
-
-// SAFETY: a window is an exclusive borrow of its elements (see `ptr`), like `&mut [f32]`.
-unsafe impl Send for PanelOut<'_> {}
-
-impl<'a> PanelOut<'a> {
-    /// A window over a whole `[rows, width]` buffer. Panics if `buf` is shorter.
-    pub fn new(buf: &'a mut [f32], rows: usize, width: usize) -> Self {
-        assert!(buf.len() >= rows * width, "panel buffer of {} for {rows} x {width}", buf.len());
-        Self { ptr: buf.as_mut_ptr(), stride: width, width, rows, _out: std::marker::PhantomData }
-    }
-
-    /// Writes `src` into row `r` from column `c` on. Panics if that is not inside the window.
-    /// The window's memory may be uninitialized ([`run_panels`] does not zero its outputs), so
-    /// it is only ever written, never read or borrowed as `&mut [f32]`.
-    pub fn write(&mut self, r: usize, c: usize, src: &[f32]) {
-        assert!(r < self.rows && c + src.len() <= self.width, "{} values at row {r}, column {c} of a {} x {} panel", src.len(), self.rows, self.width);
-        let dst = self.ptr.wrapping_add(r * self.stride + c);
-        // SAFETY: the elements lie inside the window (checked), which is valid for writes and
-        // borrowed exclusively (invariant of `ptr`); `src` is a different allocation. A whole
-        // 16-lane group (the interleaved kernels' usual write) is copied at a constant size:
-        // inline moves instead of a call to `memcpy` (~1 % of a 16-client server profile).
-        unsafe {
-            if let Ok(group) = <&[f32; 16]>::try_from(src) {
-                (dst as *mut [f32; 16]).write_unaligned(*group);
-            } else {
-                std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len());
-            }
-        }
-    }
-}
-
-/// The shared driver of the matmuls: for matrices of shapes `(n, k)` (those whose `k` differs
-/// from the first's get zeros) and `m` activation rows, runs `panel(i, j0, j1, out)` for every
-/// matrix `i` and column range `j0..j1` of the tasks `tasks` describes, in one parallel loop,
-/// `out` being that piece's window onto matrix `i`'s `[m, n]` output (columns `j0..j1`).
-/// Every output column is computed by exactly one piece, with the same arithmetic whatever the
-/// cut (the kernels' outputs do not depend on the column range).
-///
-/// # Safety
-/// `panel` must write every element of the window it is given (the outputs are not zero-filled
-/// first, and are returned as initialized).
-unsafe fn run_panels<F>(shapes: &[(usize, usize)], m: usize, tasks: Tasks, panel: F) -> Vec<Vec<f32>>
-where
-    F: Fn(usize, usize, usize, &mut PanelOut) + Sync,
-{
-    let pieces = cut(shapes, tasks, crate::pool::threads());
-    // Outputs that pieces cover are not zero-filled first (at 16 rows the memset was ~2 % of a
-    // step, serial on the caller): `cut` gives each of their columns to exactly one piece, and
-    // every kernel writes every element of its window (`QuantMatrix::dot_panel`'s contract).
-    let live = |k: usize| shapes.first().is_some_and(|f| f.1 == k);
-    let mut outs: Vec<Vec<f32>> = shapes.iter().map(|&(n, k)| if live(k) { Vec::with_capacity(m * n) } else { vec![0f32; m * n] }).collect();
-    for o in outs.iter_mut() {
-        crate::pool::poison(o.spare_capacity_mut());
-    }
-    let bases: Vec<*mut f32> = outs.iter_mut().map(|o| o.as_mut_ptr()).collect();
-    /// A piece: matrix, first and end output column, and its window.
-    type Piece<'a> = (usize, usize, usize, PanelOut<'a>);
-    let mut windows: Vec<Piece> = pieces
-        .iter()
-        .map(|&(i, j0, j1, _)| {
-            let n = shapes[i].0;
-            // SAFETY: `j0 < j1 <= n`, so every row's columns `j0..j1` lie inside `outs[i]`
-            // (`[m, n]`), which is neither moved nor touched otherwise until the windows are
-            // dropped (below); `cut` gives every column to exactly one piece (tested), so the
-            // windows are disjoint.
-            let ptr = unsafe { bases[i].add(j0) };
-            (i, j0, j1, PanelOut { ptr, stride: n, width: j1 - j0, rows: m, _out: std::marker::PhantomData })
-        })
-        .collect();
-    // The pieces of one task are consecutive: group them.
-    let mut groups: Vec<&mut [Piece]> = Vec::new();
-    let mut left: &mut [Piece] = &mut windows;
-    let mut p = 0;
-    while p < pieces.len() {
-        let t = pieces[p].3;
-        let len = pieces[p..].iter().take_while(|q| q.3 == t).count();
-        let (head, tail) = std::mem::take(&mut left).split_at_mut(len);
-        groups.push(head);
-        left = tail;
-        p += len;
-    }
-    crate::pool::for_each_mut(&mut groups, |_, group| {
-        for (i, j0, j1, out) in group.iter_mut() {
-            panel(*i, *j0, *j1, out);
-        }
-    });
-    drop(groups);
-    drop(windows);
-    for (o, &(n, k)) in outs.iter_mut().zip(shapes) {
-        if live(k) {
-            // SAFETY: every element was written by the loop above (see where `outs` is made;
-            // a panic in a task is re-raised by the loop, before this); `m * n` is the capacity.
-            unsafe { o.set_len(m * n) };
-        }
-    }
-    outs
 }
 
 /// Sum of the 8 lanes in candle's order (`hsum_float_8`).
@@ -362,41 +189,6 @@ mod cut_tests {
             for (i, (g, c)) in got.iter().zip(x.chunks_exact(QK)).enumerate() {
                 let want = Q4_1Matrix::quantize(c);
                 assert_eq!((g.parts().0, g.parts().1.to_bits(), g.parts().2.to_bits()), (want.parts().0, want.parts().1.to_bits(), want.parts().2.to_bits()), "m = {m}, block {i}");
-            }
-        }
-    }
-
-    /// Every column of every live matrix is in exactly one piece, a task's pieces are
-    /// consecutive, balanced tasks are whole units but at matrix ends, and guided.
-    #[test]
-    fn pieces_cover_every_column_once() {
-        let shapes = [(960, 576), (100, 64), (3072, 576), (70, 576)];
-        for tasks in [Tasks::Fixed(16), Tasks::Fixed(48), Tasks::Balanced(16), Tasks::Balanced(1)] {
-            for threads in [1, 2, 3, 16] {
-                let p = cut(&shapes, tasks, threads);
-                for (i, &(n, k)) in shapes.iter().enumerate() {
-                    let mut seen = vec![0u8; n];
-                    for &(_, j0, j1, _) in p.iter().filter(|q| q.0 == i) {
-                        seen[j0..j1].iter_mut().for_each(|s| *s += 1);
-                    }
-                    let want = u8::from(k == 576);
-                    assert!(seen.iter().all(|&s| s == want), "{tasks:?}, {threads} threads, matrix {i}");
-                }
-                assert!(p.windows(2).all(|w| w[1].3 == w[0].3 || w[1].3 == w[0].3 + 1), "{tasks:?}: tasks in order");
-                if let Tasks::Balanced(u) = tasks {
-                    assert!(p.iter().all(|&(i, j0, j1, _)| j0 % u == 0 && (j1 % u == 0 || j1 == shapes[i].0)), "{tasks:?}: units");
-                    // Guided: task sizes never grow, the first is about 1/(2 · threads) of all
-                    // columns, the last is at most one unit, and there are O(threads · log).
-                    let n_tasks = p.last().map_or(0, |q| q.3 + 1);
-                    let mut sizes = vec![0; n_tasks];
-                    p.iter().for_each(|&(_, j0, j1, t)| sizes[t] += j1 - j0);
-                    let total: usize = sizes.iter().sum();
-                    assert!(sizes.windows(2).all(|w| w[1] <= w[0]), "{tasks:?}, {threads} threads: {sizes:?}");
-                    assert!(sizes[0] >= total / (2 * threads) && sizes[0] <= total / (2 * threads) + u, "{tasks:?}, {threads} threads: {sizes:?}");
-                    assert!(*sizes.last().unwrap() <= u, "{tasks:?}, {threads} threads: {sizes:?}");
-                    let bound = 2 * threads * ((total / u) as f64).ln().ceil() as usize + 2 * threads;
-                    assert!(n_tasks <= bound, "{n_tasks} tasks for {threads} threads (bound {bound})");
-                }
             }
         }
     }
