@@ -8,6 +8,7 @@
 use hhh_engine::{SamplingParams, TokenId, TokenLogprob};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::borrow::Cow;
 
 /// `log_softmax` of one row ([`logsumexp`]).
 pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
@@ -47,9 +48,11 @@ fn argmax(xs: &[f32]) -> usize {
     best
 }
 
-/// Apply repetition (HF), frequency and presence (OpenAI) penalties in place.
-pub fn apply_penalties(logits: &mut [f32], p: &SamplingParams, prompt: &[TokenId], output: &[TokenId]) {
+/// Apply repetition (HF), frequency and presence (OpenAI) penalties; `logits` is copied (made
+/// owned) only when one of them applies.
+pub fn apply_penalties(logits: &mut Cow<[f32]>, p: &SamplingParams, prompt: &[TokenId], output: &[TokenId]) {
     if p.repetition_penalty != 1.0 {
+        let logits = logits.to_mut();
         let mut seen = vec![false; logits.len()];
         for &t in prompt.iter().chain(output) {
             if let Some(s) = seen.get_mut(t as usize) {
@@ -63,6 +66,7 @@ pub fn apply_penalties(logits: &mut [f32], p: &SamplingParams, prompt: &[TokenId
         }
     }
     if p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 {
+        let logits = logits.to_mut();
         let mut counts = std::collections::HashMap::<TokenId, u32>::new();
         for &t in output {
             *counts.entry(t).or_default() += 1;
@@ -95,27 +99,22 @@ pub fn sample(raw: &[f32], p: &SamplingParams, prompt: &[TokenId], output: &[Tok
 /// model's own.
 pub fn sample_masked(raw: &[f32], p: &SamplingParams, prompt: &[TokenId], output: &[TokenId], index: usize, allowed: Option<&[bool]>) -> TokenLogprob {
     let lse = logsumexp(raw);
-    // A copy only when something changes the logits (most requests: nothing does).
-    let modified = !p.logit_bias.is_empty() || p.repetition_penalty != 1.0 || p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 || allowed.is_some();
-    let logits: std::borrow::Cow<[f32]> = if modified {
-        let mut logits = raw.to_vec();
-        for &(t, b) in &p.logit_bias {
-            if let Some(l) = logits.get_mut(t as usize) {
-                *l += b;
+    // Each adjustment copies the row (once) only when it applies: most requests use the
+    // model's row as it is.
+    let mut logits = Cow::Borrowed(raw);
+    for &(t, b) in &p.logit_bias {
+        if let Some(l) = logits.to_mut().get_mut(t as usize) {
+            *l += b;
+        }
+    }
+    apply_penalties(&mut logits, p, prompt, output);
+    if let Some(a) = allowed {
+        for (i, l) in logits.to_mut().iter_mut().enumerate() {
+            if !a.get(i).copied().unwrap_or(false) {
+                *l = f32::NEG_INFINITY;
             }
         }
-        apply_penalties(&mut logits, p, prompt, output);
-        if let Some(a) = allowed {
-            for (i, l) in logits.iter_mut().enumerate() {
-                if !a.get(i).copied().unwrap_or(false) {
-                    *l = f32::NEG_INFINITY;
-                }
-            }
-        }
-        logits.into()
-    } else {
-        raw.into()
-    };
+    }
     let token = if p.temperature <= 0.0 || p.top_k == 1 { argmax(&logits) } else { sample_random(&logits, p, index) };
     // The full logprob row only when top logprobs are asked for.
     let top = match p.logprobs.unwrap_or(0) {
@@ -231,12 +230,31 @@ mod tests {
 
     #[test]
     fn penalties_push_down_seen_tokens() {
-        let mut l = vec![1.0, 1.0, -1.0];
+        let row = [1.0, 1.0, -1.0];
+        let mut l = Cow::Borrowed(&row[..]);
         apply_penalties(&mut l, &SamplingParams { repetition_penalty: 2.0, ..params(1.0) }, &[0], &[2]);
-        assert_eq!(l, vec![0.5, 1.0, -2.0]);
-        let mut l = vec![1.0, 1.0];
+        assert_eq!(*l, [0.5, 1.0, -2.0]);
+        let mut l = Cow::Borrowed(&row[..2]);
         apply_penalties(&mut l, &SamplingParams { frequency_penalty: 0.5, presence_penalty: 0.25, ..params(1.0) }, &[], &[1, 1]);
-        assert_eq!(l, vec![1.0, -0.25]);
+        assert_eq!(*l, [1.0, -0.25]);
+        // No penalty: the row is not copied.
+        let mut l = Cow::Borrowed(&row[..]);
+        apply_penalties(&mut l, &params(1.0), &[0], &[0, 1]);
+        assert!(matches!(l, Cow::Borrowed(_)));
+    }
+
+    /// Penalties and biases change the pick but not the reported logprob (the model's own).
+    #[test]
+    fn sample_applies_penalties_and_bias_then_reports_raw_logprob() {
+        let raw = [2.0f32, 1.5, 0.0];
+        let lse = logsumexp(&raw);
+        assert_eq!(sample(&raw, &params(0.0), &[0], &[]).token, 0);
+        let rep = SamplingParams { repetition_penalty: 2.0, ..params(0.0) };
+        let s = sample(&raw, &rep, &[0], &[]);
+        assert_eq!((s.token, s.logprob), (1, 1.5 - lse));
+        let freq = SamplingParams { frequency_penalty: 0.6, ..params(0.0) };
+        assert_eq!(sample(&raw, &freq, &[], &[0]).token, 1);
+        assert_eq!(sample(&raw, &SamplingParams { logit_bias: vec![(2, 5.0)], ..params(0.0) }, &[], &[]).token, 2);
     }
 
     /// The sampler before the partial sort (a full sort of every candidate), kept as the
