@@ -35,9 +35,10 @@ fn check<T: KvElem, const H: usize>(conv: impl Fn(f32) -> T) {
     }
 }
 
-/// The 8-lane grouped weighted sum, on weights normalized beforehand, gives each head
-/// exactly what `weighted_sum` gives it with the product formed on the fly.
-fn check_weighted8<T: KvElem, const H: usize>(conv: impl Fn(f32) -> T, hd: usize) {
+/// A grouped weighted sum gives each head exactly (bitwise) what `weighted_sum` gives it
+/// with the product `e · inv` formed on the fly: the 16-lane kernel (`wide`) on `e` and
+/// `inv`, the 8-lane one on weights normalized beforehand.
+fn check_weighted<T: KvElem, const H: usize>(conv: impl Fn(f32) -> T, hd: usize, wide: bool) {
     let f = |i: usize| ((i * 7919 % 1999) as f32 / 999.0) - 1.0;
     let values: Vec<T> = (0..40 * hd).map(|i| conv(f(i + 7))).collect();
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -45,50 +46,40 @@ fn check_weighted8<T: KvElem, const H: usize>(conv: impl Fn(f32) -> T, hd: usize
         let offs: Vec<usize> = (0..n).map(|j| ((j * 13) % 39) * hd).collect();
         let e: Vec<f32> = (0..H * n).map(|i| f(i + 3).abs()).collect();
         let inv: Vec<f32> = (0..H).map(|h| 0.1 + h as f32 * 0.07).collect();
-        let w: Vec<f32> = e.iter().enumerate().map(|(i, x)| x * inv[i / n]).collect();
         let start: Vec<f32> = (0..H * hd).map(|i| f(i + 11) * 0.01).collect();
         let mut grouped = start.clone();
-        // SAFETY: guarded by `available`; all offsets + hd are inside `values`.
-        unsafe { weighted_sum_group8::<T, H>(&mut grouped, hd, &values, &offs, 0, &w) };
+        // SAFETY: the callers check `available_512` (wide) or `available`; all offsets + hd are
+        // inside `values`.
+        unsafe {
+            if wide {
+                weighted_sum_group::<T, H>(&mut grouped, hd, &values, &offs, 0, &e, &inv);
+            } else {
+                let w: Vec<f32> = e.iter().enumerate().map(|(i, x)| x * inv[i / n]).collect();
+                weighted_sum_group8::<T, H>(&mut grouped, hd, &values, &offs, 0, &w);
+            }
+        }
         assert_ne!(bits(&grouped), bits(&start), "the sum changed nothing");
         for h in 0..H {
             let mut one = start[h * hd..(h + 1) * hd].to_vec();
             unsafe { weighted_sum(&mut one, &values, &offs, 0, &e[h * n..(h + 1) * n], inv[h]) };
-            assert_eq!(bits(&grouped[h * hd..(h + 1) * hd]), bits(&one), "H={H} head {h} n={n} hd={hd}");
+            assert_eq!(bits(&grouped[h * hd..(h + 1) * hd]), bits(&one), "H={H} head {h} n={n} hd={hd} wide={wide}");
         }
     }
+}
+
+/// Both grouped weighted sums on the group sizes, widths and cache types the model meets.
+fn check_weighted_shapes(wide: bool) {
+    check_weighted::<f32, 1>(|x| x, 64, wide);
+    check_weighted::<f32, 3>(|x| x, 80, wide);
+    check_weighted::<f16, 3>(f16::from_f32, 64, wide);
+    check_weighted::<f16, 4>(f16::from_f32, 128, wide);
+    check_weighted::<f16, 2>(f16::from_f32, 16, wide);
 }
 
 #[test]
 fn grouped_8_lane_weighted_sums_equal_per_head_sums() {
-    if !available() {
-        return;
-    }
-    check_weighted8::<f32, 1>(|x| x, 64);
-    check_weighted8::<f32, 3>(|x| x, 80);
-    check_weighted8::<f16, 3>(f16::from_f32, 64);
-    check_weighted8::<f16, 4>(f16::from_f32, 128);
-    check_weighted8::<f16, 2>(f16::from_f32, 16);
-}
-
-/// The grouped 16-lane weighted sum gives each head exactly what `weighted_sum` gives it.
-fn check_weighted<T: KvElem, const H: usize>(conv: impl Fn(f32) -> T, hd: usize) {
-    let f = |i: usize| ((i * 7919 % 1999) as f32 / 999.0) - 1.0;
-    let values: Vec<T> = (0..40 * hd).map(|i| conv(f(i + 7))).collect();
-    for n in [1usize, 5, 37] {
-        let offs: Vec<usize> = (0..n).map(|j| ((j * 13) % 39) * hd).collect();
-        let e: Vec<f32> = (0..H * n).map(|i| f(i + 3).abs()).collect();
-        let inv: Vec<f32> = (0..H).map(|h| 0.1 + h as f32 * 0.07).collect();
-        let start: Vec<f32> = (0..H * hd).map(|i| f(i + 11) * 0.01).collect();
-        let mut grouped = start.clone();
-        // SAFETY: guarded by `available_512`; all offsets + hd are inside `values`.
-        unsafe { weighted_sum_group::<T, H>(&mut grouped, hd, &values, &offs, 0, &e, &inv) };
-        for h in 0..H {
-            let mut one = start[h * hd..(h + 1) * hd].to_vec();
-            unsafe { weighted_sum(&mut one, &values, &offs, 0, &e[h * n..(h + 1) * n], inv[h]) };
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&grouped[h * hd..(h + 1) * hd]), bits(&one), "H={H} head {h} n={n} hd={hd}");
-        }
+    if available() {
+        check_weighted_shapes(false);
     }
 }
 
@@ -98,11 +89,7 @@ fn grouped_weighted_sums_equal_per_head_sums() {
         eprintln!("16-lane weighted sum not compared: this CPU has no AVX-512F");
         return;
     }
-    check_weighted::<f32, 1>(|x| x, 64);
-    check_weighted::<f32, 3>(|x| x, 80);
-    check_weighted::<f16, 3>(f16::from_f32, 64);
-    check_weighted::<f16, 4>(f16::from_f32, 128);
-    check_weighted::<f16, 2>(f16::from_f32, 16);
+    check_weighted_shapes(true);
 }
 
 #[test]
