@@ -3,36 +3,11 @@
 //! plain memory-read baseline; and the Q4_1 layers through the f32 path on dequantized panels
 //! (`matmul_f32_many`) beside the int8 path, up to 256 rows (a prompt chunk). `cargo run --release -p hhh-kernels --example quant_bench`.
 
-use hhh_kernels::quant::{matmul_f32_many, matmul_many, Q4_1Matrix, Q8_0Matrix};
+use hhh_kernels::quant::{matmul_f32_many, matmul_many, Q4_1Matrix};
 use std::time::Instant;
 
-fn rand_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (s >> 56) as u8
-        })
-        .collect()
-}
-
-/// Valid GGUF-style blocks: f16 scales in [0.001, 0.01), random quants.
-fn q4_1(n: usize, k: usize) -> Q4_1Matrix {
-    let mut b = rand_bytes(n * k / 32 * 20, 1);
-    for c in b.chunks_exact_mut(20) {
-        c[0..2].copy_from_slice(&half::f16::from_f32(0.005).to_le_bytes());
-        c[2..4].copy_from_slice(&half::f16::from_f32(-0.04).to_le_bytes());
-    }
-    Q4_1Matrix::from_bytes(&b, n, k).expect("shape")
-}
-
-fn q8_0(n: usize, k: usize) -> Q8_0Matrix {
-    let mut b = rand_bytes(n * k / 32 * 34, 2);
-    for c in b.chunks_exact_mut(34) {
-        c[0..2].copy_from_slice(&half::f16::from_f32(0.005).to_le_bytes());
-    }
-    Q8_0Matrix::from_bytes(&b, n, k).expect("shape")
-}
+mod common;
+use common::{q4_1, q8_0};
 
 fn time<F: FnMut()>(mut f: F) -> f64 {
     f();
@@ -49,11 +24,11 @@ fn main() {
     // One layer of SmolLM2-135M: q,k,v,o, gate, up, down; 30 layers share the shapes.
     let (h, kv, ff) = (576, 192, 1536);
     let layers = 30;
-    let qkv = [q4_1(h, h), q4_1(kv, h), q4_1(kv, h)];
-    let o = q4_1(h, h);
-    let gu = [q4_1(ff, h), q4_1(ff, h)];
-    let down = q4_1(h, ff);
-    let head = q8_0(49152, h);
+    let qkv = [q4_1(h, h, 1), q4_1(kv, h, 1), q4_1(kv, h, 1)];
+    let o = q4_1(h, h, 1);
+    let gu = [q4_1(ff, h, 1), q4_1(ff, h, 1)];
+    let down = q4_1(h, ff, 1);
+    let head = q8_0(49152, h, 2);
     // The same weights interleaved for the VNNI kernel (one path for every row).
     let (qkv_x, o_x, gu_x, down_x) = (qkv.clone().map(|w| w.into_x16()), o.clone().into_x16(), gu.clone().map(|w| w.into_x16()), down.clone().into_x16());
     let head_x = head.clone().into_x16();

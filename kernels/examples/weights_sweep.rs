@@ -9,34 +9,16 @@
 use hhh_kernels::quant::{matmul_many, Q4_1Matrix, Q8_0Matrix};
 use std::time::Instant;
 
-/// Random bytes (an LCG), the same for a seed.
-fn rand_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (s >> 56) as u8
-        })
-        .collect()
-}
+mod common;
 
-/// A Q4_1 `[n, k]` matrix in the layout the model uses: valid blocks, random quants.
+/// A Q4_1 matrix in the layout the model uses.
 fn q4_1(n: usize, k: usize, seed: u64) -> Q4_1Matrix {
-    let mut b = rand_bytes(n * k / 32 * 20, seed);
-    for c in b.chunks_exact_mut(20) {
-        c[0..2].copy_from_slice(&half::f16::from_f32(0.005).to_le_bytes());
-        c[2..4].copy_from_slice(&half::f16::from_f32(-0.04).to_le_bytes());
-    }
-    Q4_1Matrix::from_bytes(&b, n, k).expect("shape").interleaved()
+    common::q4_1(n, k, seed).interleaved()
 }
 
-/// A Q8_0 `[n, k]` matrix in the layout the model uses.
+/// A Q8_0 matrix in the layout the model uses.
 fn q8_0(n: usize, k: usize) -> Q8_0Matrix {
-    let mut b = rand_bytes(n * k / 32 * 34, 2);
-    for c in b.chunks_exact_mut(34) {
-        c[0..2].copy_from_slice(&half::f16::from_f32(0.005).to_le_bytes());
-    }
-    Q8_0Matrix::from_bytes(&b, n, k).expect("shape").interleaved()
+    common::q8_0(n, k, 2).interleaved()
 }
 
 /// One layer's projections: Q/K/V, O, gate/up, down.
