@@ -140,8 +140,8 @@ pub fn run(n: usize, f: &(dyn Fn(usize) + Sync)) {
 /// ([`run`]), each thread streaming through memory in order: `0..n` is cut into one contiguous
 /// region per thread; a thread takes its region from the front, in chunks of a quarter of what
 /// is left (long runs first, single items at the end), then takes a quarter of what is left of
-/// another region from its back, until every region is empty. Ranges are handed out in
-/// ascending order within a region and a stolen range is contiguous too.
+/// another region from its back, until every region is empty. A region's front is handed out
+/// in ascending order and its back in descending order; every range is contiguous.
 ///
 /// For matmuls whose weights stream from memory, few long runs per thread matter. The guided
 /// tasks this replaced (sizes 1/(2 · threads) of what was left, claimed in turn from one
