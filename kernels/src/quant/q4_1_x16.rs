@@ -148,6 +148,10 @@ impl X16 {
                     let pf = r == 0;
                     unsafe {
                         match t {
+                            8 => avx2::tile::<8>(self, g, &rows[r..r + 8], out, pf),
+                            7 => avx2::tile::<7>(self, g, &rows[r..r + 7], out, pf),
+                            6 => avx2::tile::<6>(self, g, &rows[r..r + 6], out, pf),
+                            5 => avx2::tile::<5>(self, g, &rows[r..r + 5], out, pf),
                             4 => avx2::tile::<4>(self, g, &rows[r..r + 4], out, pf),
                             3 => avx2::tile::<3>(self, g, &rows[r..r + 3], out, pf),
                             2 => avx2::tile::<2>(self, g, &rows[r..r + 2], out, pf),
@@ -173,14 +177,14 @@ impl X16 {
 enum Kernel {
     /// `tile` (AVX-512 VNNI, up to 8 rows per tile).
     Vnni512,
-    /// `avx2::tile` (up to 4 rows per tile).
+    /// `avx2::tile` (up to 8 rows per tile).
     Avx2,
     /// [`X16::dot_scalar`] per output.
     Scalar,
 }
 
 /// The driver of both interleaved kernels' panels: for every 16-row group `g` that overlaps
-/// `j0..j1` and every run of up to `tile_rows` (at most 4) of the `m` activation rows starting at
+/// `j0..j1` and every run of up to `tile_rows` (at most [`TILE_MAX`]) of the `m` activation rows starting at
 /// row `r`, `tile(g, r, t, out)` fills `out[..t]` with the group's 16 outputs for rows
 /// `r..r + t`; the lanes inside `j0..j1` are copied into `part` (`[m, j1 - j0]`).
 pub(super) fn group_tiles(j0: usize, j1: usize, m: usize, tile_rows: usize, part: &mut PanelOut, mut tile: impl FnMut(usize, usize, usize, &mut [[f32; G]; TILE_MAX])) {
