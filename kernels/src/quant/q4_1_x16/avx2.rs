@@ -18,7 +18,7 @@
 //! costs less than the shared work saves. Measured against the earlier form (halves one after the
 //! other, 4 rows per tile), both in one process alternating sweep by sweep over 30 layers of
 //! the default model's Q4_1 projections (weights from memory) on a 2-core Zen 3 VM: 11-15 %
-//! less time at one row, 4-7 % at 4, 4-12 % at 16, 1-10 % at 256; in cache (one group) ~24
+//! less time at one row, 4-7 % at 4, 4-15 % at 16, 1-10 % at 256; in cache (one group) ~24
 //! multiply-adds per cycle before, ~28 with both halves at 4 rows, ~30 at 8.
 
 use super::{G, TILE_MAX, X16};
