@@ -183,6 +183,28 @@ enum Kernel {
     Scalar,
 }
 
+/// Prefetches (into L1) block `b` of the group after the one whose block `b` sits at `gb`: its
+/// 256 bytes and, every other block, its scales and mins. The first tile of a group does this
+/// in both interleaved kernels, so that the later tiles, and the next group, find their bytes
+/// near. A prefetch past the end of the data is harmless.
+///
+/// # Safety
+/// None beyond calling it on x86-64: prefetches never fault, whatever the address.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn prefetch_next_group(x: &X16, gb: usize, b: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    let next = gb + x.nb;
+    let ahead = x.qs.as_ptr().wrapping_add(next * 256) as *const i8;
+    for l in 0..4 {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l));
+    }
+    if b.is_multiple_of(2) {
+        _mm_prefetch::<_MM_HINT_T0>(x.d.as_ptr().wrapping_add(next * G) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(x.m.as_ptr().wrapping_add(next * G) as *const i8);
+    }
+}
+
 /// The driver of both interleaved kernels' panels: for every 16-row group `g` that overlaps
 /// `j0..j1` and every run of up to `tile_rows` (at most [`TILE_MAX`]) of the `m` activation rows starting at
 /// row `r`, `tile(g, r, t, out)` fills `out[..t]` with the group's 16 outputs for rows
@@ -234,15 +256,7 @@ unsafe fn tile<const R: usize>(x: &X16, g: usize, ys: &[&[BlockQ8_1]], out: &mut
         let gb = base + b;
         let qp = x.qs.as_ptr().add(gb * 256);
         if prefetch {
-            // The same block of the next group (a prefetch past the end is harmless).
-            let ahead = qp.wrapping_add(nb * 256) as *const i8;
-            for l in 0..4 {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l));
-            }
-            if b % 2 == 0 {
-                _mm_prefetch::<_MM_HINT_T0>(x.d.as_ptr().wrapping_add((gb + nb) * G) as *const i8);
-                _mm_prefetch::<_MM_HINT_T0>(x.m.as_ptr().wrapping_add((gb + nb) * G) as *const i8);
-            }
+            prefetch_next_group(x, gb, b);
         }
         // Four independent integer chains per row (low/high nibbles × even/odd vector), two for
         // tiles of more than 4 rows (which have chains enough across rows): one chain of 8

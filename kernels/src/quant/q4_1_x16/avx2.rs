@@ -53,15 +53,7 @@ pub(super) unsafe fn tile<const R: usize>(x: &X16, g: usize, ys: &[&[BlockQ8_1]]
         let gb = base + b;
         let qp = x.qs.as_ptr().add(gb * 256);
         if prefetch {
-            // The same block of the next group (a prefetch past the end is harmless).
-            let ahead = x.qs.as_ptr().wrapping_add((gb + nb) * 256) as *const i8;
-            for l in 0..4 {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l));
-            }
-            if b % 2 == 0 {
-                _mm_prefetch::<_MM_HINT_T0>(x.d.as_ptr().wrapping_add((gb + nb) * G) as *const i8);
-                _mm_prefetch::<_MM_HINT_T0>(x.m.as_ptr().wrapping_add((gb + nb) * G) as *const i8);
-            }
+            super::prefetch_next_group(x, gb, b);
         }
         // Both 8-lane halves of the group at once: a row's activation bytes are broadcast
         // once for the two.
