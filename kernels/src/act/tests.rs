@@ -118,3 +118,30 @@ fn logsumexp_matches_f64_reference() {
     assert_eq!(logsumexp(&[]), f32::NEG_INFINITY);
     assert!(logsumexp(&[1.0, f32::INFINITY, 2.0]).is_nan());
 }
+
+/// Rows normed four at a time give each row's bits alone, for every count of rows left over
+/// (1 to 9), with zeros, huge values (squares that overflow to infinity) and NaN among them.
+#[test]
+fn norm_rows_equal_norm_row_bitwise() {
+    let n = 96;
+    let w: Vec<f32> = (0..n).map(|i| ((i * 31 % 17) as f32 - 8.0) * 0.125).collect();
+    for rows in 1..=9usize {
+        let mut x: Vec<f32> = (0..rows * n).map(|i| ((i * 7919 % 2003) as f32 / 1001.0 - 1.0) * (1.0 + (i % 5) as f32)).collect();
+        if rows > 2 {
+            x[n..2 * n].fill(0.0);
+            x[2 * n + 5] = 3e19;
+        }
+        if rows > 5 {
+            x[5 * n + 1] = f32::NAN;
+        }
+        let mut got = vec![std::mem::MaybeUninit::<f32>::uninit(); rows * n];
+        norm_rows(&x, &w, 1e-5, &mut got);
+        for r in 0..rows {
+            let mut want = vec![std::mem::MaybeUninit::<f32>::uninit(); n];
+            norm_row(&x[r * n..(r + 1) * n], &w, 1e-5, &mut want);
+            // SAFETY: both functions write every element of their output.
+            let bits = |v: &[std::mem::MaybeUninit<f32>]| v.iter().map(|e| unsafe { e.assume_init() }.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got[r * n..(r + 1) * n]), bits(&want), "row {r} of {rows}");
+        }
+    }
+}
