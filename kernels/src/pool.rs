@@ -13,6 +13,9 @@
 //! process, or a loop inside a task) runs its tasks serially on the calling thread. Results
 //! never depend on which thread runs a task.
 
+mod hint;
+pub use hint::{prefetch_hint, set_prefetch_hints};
+
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -66,7 +69,7 @@ fn pool() -> &'static Pool {
             helpers,
         }));
         for i in 0..helpers {
-            let spawned = std::thread::Builder::new().name(format!("hhh-kernel-{i}")).spawn(move || helper(p));
+            let spawned = std::thread::Builder::new().name(format!("hhh-kernel-{i}")).spawn(move || helper(p, i));
             if spawned.is_err() {
                 // Fewer helpers only means less parallelism: the caller runs what is left.
                 break;
@@ -160,7 +163,12 @@ pub fn for_ranges(n: usize, f: &(dyn Fn(usize, usize) + Sync)) {
     if threads == 1 || u32::try_from(n).is_err() {
         return f(0, n);
     }
-    let regions: Vec<Region> = (0..threads).map(|t| Region::new(t * n / threads, (t + 1) * n / threads)).collect();
+    let regions: Vec<Region> = (0..threads)
+        .map(|t| {
+            let (a, b) = region(t, threads, n);
+            Region::new(a, b)
+        })
+        .collect();
     run(threads, &|t| {
         while let Some((a, b)) = regions[t].take(false) {
             f(a, b);
@@ -169,6 +177,13 @@ pub fn for_ranges(n: usize, f: &(dyn Fn(usize, usize) + Sync)) {
             f(a, b);
         }
     });
+}
+
+/// Thread `t`'s region of `0..n` in [`for_ranges`] with `threads` threads: `(start, end)`.
+/// Task `t` of the loop takes it; the caller claims the first task as it opens the loop, so
+/// helper `i` usually gets region `i + 1` (what [`prefetch_hint`]s are cut by).
+pub fn region(t: usize, threads: usize, n: usize) -> (usize, usize) {
+    (t * n / threads.max(1), (t + 1) * n / threads.max(1))
 }
 
 /// What is left of one thread's region in [`for_ranges`]: `front` in the high 32 bits, `back`
@@ -254,8 +269,9 @@ pub(crate) fn poison<T>(mem: &mut [std::mem::MaybeUninit<T>]) {
     }
 }
 
-fn helper(p: &'static Pool) {
+fn helper(p: &'static Pool, index: usize) {
     let mut seen = 0u64;
+    let mut hints = hint::HelperHints::new(index);
     loop {
         // Wait for an open loop this helper has not served: spin, then park.
         let start = Instant::now();
@@ -265,6 +281,10 @@ fn helper(p: &'static Pool) {
             if e != seen && e % 2 == 1 {
                 seen = e;
                 break;
+            }
+            // While waiting, fetch what the latest hint names for this helper.
+            if hints.serve(|| p.epoch.load(SeqCst) == e) {
+                continue;
             }
             spins += 1;
             if spins.is_multiple_of(1024) && start.elapsed() > SPIN {

@@ -114,7 +114,46 @@ pub fn matmul_many<W: QuantMatrix>(ws: &[&W], x: &[f32], m: usize, simd: bool) -
     let simd = simd && has_avx2_fma();
     let shapes: Vec<(usize, usize)> = ws.iter().map(|w| (w.n(), w.k())).collect();
     // SAFETY: `dot_panel` writes every element of its window (`QuantMatrix`'s contract).
-    unsafe { run_panels(&shapes, m, Tasks::Streams(16), |i, j0, j1, part| ws[i].dot_panel(j0, j1, &rows, part, simd)) }
+    unsafe { run_panels(&shapes, m, Tasks::Streams(STREAM_UNIT), |i, j0, j1, part| ws[i].dot_panel(j0, j1, &rows, part, simd)) }
+}
+
+/// Output columns per unit of [`matmul_many`]'s parallel runs (one interleaved group).
+const STREAM_UNIT: usize = 16;
+
+/// Hints the kernel pool's helpers ([`crate::pool::prefetch_hint`]) to prefetch, each, the
+/// first `budget` bytes of the part of the fused matmul `ws` that it will stream when
+/// [`matmul_many`] runs it (its region of the columns, cut as the loop cuts them). For a
+/// decode step of few rows, called right after the previous matmul: the serial work before
+/// the next one then overlaps with its first bytes' memory traffic. Only interleaved weights
+/// are hinted.
+pub fn prefetch_next(ws: &[&Q4_1Matrix], budget: usize) {
+    let threads = crate::pool::threads();
+    if threads > 1 {
+        crate::pool::prefetch_hint((1..threads).map(|t| helper_ranges(ws, t, threads, budget)).collect());
+    }
+}
+
+/// The byte ranges of thread `t`'s region of the fused matmul `ws` (of `threads`), its first
+/// `budget` bytes (rounded up to whole interleaved groups): for each matrix the region touches,
+/// its scales and mins, then its nibbles.
+fn helper_ranges(ws: &[&Q4_1Matrix], t: usize, threads: usize, budget: usize) -> Vec<(usize, usize)> {
+    let total: usize = ws.iter().map(|w| w.n).sum();
+    let (u0, u1) = crate::pool::region(t, threads, total.div_ceil(STREAM_UNIT));
+    let (c0, c1) = (u0 * STREAM_UNIT, (u1 * STREAM_UNIT).min(total));
+    let (mut ranges, mut start, mut left) = (Vec::new(), 0, budget);
+    for w in ws {
+        let (a, b) = (c0.max(start), c1.min(start + w.n));
+        if a < b && left > 0 {
+            // 16 bytes of nibbles and 4 of scale and min per 32 weights of a column.
+            let per_col = (w.k / QK * 20).max(1);
+            let j0 = a - start;
+            let j1 = (b - start).min(j0 + (left.div_ceil(per_col)).div_ceil(STREAM_UNIT) * STREAM_UNIT);
+            left = left.saturating_sub((j1 - j0) * per_col);
+            ranges.extend(w.column_ranges(j0, j1));
+        }
+        start += w.n;
+    }
+    ranges
 }
 
 /// The activations `x` (`[m, nb * 32]`) quantized, `[m, nb]` blocks: with several rows, the
@@ -176,6 +215,42 @@ pub(crate) fn test_q4_1_matrix(n: usize, k: usize, seed: u32) -> Q4_1Matrix {
 #[cfg(test)]
 mod cut_tests {
     use super::*;
+
+    /// The threads' prefetch regions of a fused matmul (matrices of 16-multiple widths but the
+    /// last, as the models' are), without a budget, cover every byte of every matrix's
+    /// interleaved data exactly once, and only that; with a budget, a region
+    /// starts where it did and stops within a group past the budget.
+    #[test]
+    fn prefetch_regions_cover_the_weights_once() {
+        let ws: Vec<Q4_1Matrix> = [(48usize, 64usize), (16, 64), (33, 64)].iter().enumerate().map(|(i, &(n, k))| test_q4_1_matrix(n, k, i as u32).into_x16()).collect();
+        let refs: Vec<&Q4_1Matrix> = ws.iter().collect();
+        for threads in [2usize, 3, 5] {
+            let mut got: Vec<(usize, usize)> = (0..threads).flat_map(|t| helper_ranges(&refs, t, threads, usize::MAX)).filter(|r| r.1 > 0).collect();
+            got.sort();
+            // Adjacent pieces of one buffer merge; the result is each matrix's three buffers.
+            let mut merged: Vec<(usize, usize)> = Vec::new();
+            for (a, l) in got {
+                match merged.last_mut() {
+                    Some(last) if last.0 + last.1 == a => last.1 += l,
+                    _ => {
+                        assert!(merged.last().is_none_or(|last| last.0 + last.1 < a), "overlap at {a:#x}, {threads} threads");
+                        merged.push((a, l));
+                    }
+                }
+            }
+            let mut want: Vec<(usize, usize)> = refs.iter().flat_map(|w| w.column_ranges(0, w.n)).collect();
+            want.sort();
+            assert_eq!(merged, want, "{threads} threads");
+        }
+        for budget in [1usize, 700, 5000] {
+            let full = helper_ranges(&refs, 1, 2, usize::MAX);
+            let cut = helper_ranges(&refs, 1, 2, budget);
+            let bytes = |r: &[(usize, usize)]| r.iter().map(|x| x.1).sum::<usize>();
+            // A group of 16 columns of k = 64 is 16 * 2 * 20 = 640 bytes.
+            assert!(bytes(&cut) >= budget.min(bytes(&full)) && bytes(&cut) < budget + 640, "budget {budget}: {} bytes", bytes(&cut));
+            assert_eq!(cut.first().map(|r| r.0), full.first().map(|r| r.0));
+        }
+    }
 
     /// Rows quantized over the pool equal each block quantized alone, for row counts below and
     /// above the split and uneven splits.

@@ -83,6 +83,15 @@ impl Q4_1Matrix {
         Self { qs: Vec::new(), d: Vec::new(), m: Vec::new(), x16: Some(x), n: self.n, k: self.k }
     }
 
+    /// The bytes of the interleaved groups that hold output columns `j0..j1`: scales, mins,
+    /// nibbles as `(address, length)`; none in the row layout.
+    pub fn column_ranges(&self, j0: usize, j1: usize) -> Vec<(usize, usize)> {
+        match &self.x16 {
+            Some(x) if j0 < j1 => x.group_ranges(j0 / x16::G, j1.div_ceil(x16::G).min(self.n.div_ceil(x16::G))).to_vec(),
+            _ => vec![],
+        }
+    }
+
     /// Whether the weights are in the interleaved layout.
     pub fn is_interleaved(&self) -> bool {
         self.x16.is_some()

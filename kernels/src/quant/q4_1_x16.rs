@@ -71,6 +71,14 @@ impl X16 {
         [range_of(&self.qs), range_of(&self.d), range_of(&self.m)]
     }
 
+    /// The bytes of groups `g0..g1` (`g1` at most the number of groups): scales, mins and
+    /// nibbles as `(address, length)`.
+    pub(super) fn group_ranges(&self, g0: usize, g1: usize) -> [(usize, usize); 3] {
+        let (qb, sb) = (self.nb * 256, self.nb * G);
+        let part = |base: usize, per: usize, size: usize| (base + g0 * per * size, (g1.saturating_sub(g0)) * per * size);
+        [part(self.d.as_ptr() as usize, sb, 2), part(self.m.as_ptr() as usize, sb, 2), part(self.qs.as_ptr() as usize, qb, 1)]
+    }
+
     /// Row `j`'s block `b` back in the row layout: nibbles, scale, min.
     fn block(&self, j: usize, b: usize) -> ([u8; 16], f32, f32) {
         let gb = (j / G) * self.nb + b;

@@ -5,8 +5,10 @@
 //!
 //! A/B switches, read here and handed to the model and kernels as configuration (the server's
 //! `--prompt-int8`, `--no-avx512`, `--no-vnni512`): `HHH_PROMPT_INT8=1`, `HHH_NO_AVX512=1`,
-//! `HHH_NO_VNNI512=1`; and `HHH_NO_THP=1` (weights and KV cache left on 4 KiB pages, read by
-//! `hhh_kernels::mem` in the server too).
+//! `HHH_NO_VNNI512=1`; `HHH_NO_THP=1` (weights and KV cache left on 4 KiB pages, read by
+//! `hhh_kernels::mem` in the server too); `HHH_NO_PREFETCH_HINTS=1` (no prefetch hints to the
+//! kernel pool's helpers). `STEP_BENCH_AB_HINTS=1` alternates hints on and off step by step in
+//! this one process and reports both (the A/B that resists this VM's drift).
 
 use hhh_model::attention::{KvDtype, PagedKvCache, SeqMeta};
 use hhh_model::llama::LlamaModel;
@@ -17,6 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let on = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
     let isa = hhh_kernels::quant::isa::IsaLimits { no_avx512: on("HHH_NO_AVX512"), no_vnni512: on("HHH_NO_VNNI512") };
     hhh_kernels::quant::isa::limit(isa).map_err(|now| format!("ISA limits already fixed: {now:?}"))?;
+    hhh_kernels::pool::set_prefetch_hints(!on("HHH_NO_PREFETCH_HINTS"));
+    let ab = on("STEP_BENCH_AB_HINTS");
     let mut model = LlamaModel::load(std::path::Path::new(&path))?;
     model.prompt_f32 = !on("HHH_PROMPT_INT8");
     let c = model.cfg.clone();
@@ -45,10 +49,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         // Per-step times: the median and the minimum resist this VM's noise better than a mean.
         let mut ms = Vec::new();
+        // With `ab`, per-step times with hints off (0) and on (1).
+        let mut by_hint: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
         while t.elapsed().as_secs_f64() < 3.0 {
+            let on = !ab || ms.len() % 2 == 1;
+            if ab {
+                hhh_kernels::pool::set_prefetch_hints(on);
+            }
             let s = Instant::now();
             step()?;
-            ms.push(s.elapsed().as_secs_f64() * 1e3);
+            let e = s.elapsed().as_secs_f64() * 1e3;
+            ms.push(e);
+            by_hint[on as usize].push(e);
+        }
+        if ab {
+            hhh_kernels::pool::set_prefetch_hints(!on("HHH_NO_PREFETCH_HINTS"));
+            let [off, with] = by_hint.map(|mut v| {
+                v.sort_by(f64::total_cmp);
+                (v[v.len() / 2], v[0])
+            });
+            println!("   hints off: median {:.3} ms, min {:.3}; on: median {:.3} ms, min {:.3} (on/off medians {:.3})", off.0, off.1, with.0, with.1, with.0 / off.0);
         }
         let mean = t.elapsed().as_secs_f64() * 1e3 / ms.len() as f64;
         ms.sort_by(f64::total_cmp);
