@@ -9,9 +9,9 @@
 //! change a result: a stale or wrong hint costs bandwidth, never correctness.
 //!
 //! Measured with `step_bench` on the 2-core Zen 3 VM, hints on and off alternating step by
-//! step in one process (medians of ~700 steps each): one row 1.6–3.1 % less time per step in
-//! three runs, four rows 1.0–1.9 % in two. At 16 rows (compute-bound) it made no difference,
-//! and the model does not hint there.
+//! step in one process (medians of ~350 steps each), on/off: one row 0.97–1.01 in 7 runs
+//! (median 0.985), four rows 0.99 in 2. At 16 rows (compute-bound) 0.995–1.009, and the model
+//! does not hint there.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Mutex;

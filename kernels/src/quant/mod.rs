@@ -147,7 +147,7 @@ fn helper_ranges(ws: &[&Q4_1Matrix], t: usize, threads: usize, budget: usize) ->
             // 16 bytes of nibbles and 4 of scale and min per 32 weights of a column.
             let per_col = (w.k / QK * 20).max(1);
             let j0 = a - start;
-            let j1 = (b - start).min(j0 + (left.div_ceil(per_col)).div_ceil(STREAM_UNIT) * STREAM_UNIT);
+            let j1 = (b - start).min(j0 + left.div_ceil(per_col).div_ceil(STREAM_UNIT) * STREAM_UNIT);
             left = left.saturating_sub((j1 - j0) * per_col);
             ranges.extend(w.column_ranges(j0, j1));
         }

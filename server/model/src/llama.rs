@@ -85,8 +85,9 @@ impl Linear {
     }
 
     /// Asks the kernel pool's helpers to prefetch what each will read first of these
-    /// projections, fused as [`Self::forward_many`] fuses them ([`quant::prefetch_next`]): the
-    /// caller's serial work until they run overlaps with their first bytes' memory traffic.
+    /// projections, cut as [`Self::forward_many`] cuts them when it fuses them
+    /// ([`quant::prefetch_next`]; unfused, the hint is still these weights, cut differently):
+    /// the caller's serial work until they run overlaps with their first bytes' memory traffic.
     pub(crate) fn prefetch(ls: &[&Linear]) {
         /// Bytes per helper: about what one core fetches during the serial work between two
         /// matmuls of a one-row step (~10 µs); 64 KiB to 8 MiB measured alike on Zen 3.
@@ -133,8 +134,8 @@ pub(crate) struct Layer {
 
 /// Most rows of a forward pass whose matmuls hint the kernel pool to prefetch the next one's
 /// weights (`Linear::prefetch`). `step_bench` on 2-core Zen 3, hints on and off alternating
-/// step by step: 1 row 1.6–3.1 % and 4 rows 1.0–1.9 % less time per step, 16 rows no
-/// difference.
+/// step by step, on/off median step time: 1 row 0.97–1.01 in 7 runs (median 0.985), 4 rows
+/// 0.99 in 2, 16 rows 0.995–1.009 (no gain).
 const HINT_ROWS: usize = 8;
 
 /// A loaded model. Immutable: all per-request state lives in the [`PagedKvCache`].
@@ -323,7 +324,11 @@ impl LlamaModel {
         // A step of few rows is bound by memory bandwidth: after each matmul, the helpers are
         // hinted the next one's weights (`Linear::prefetch`). Not with more rows (compute-bound:
         // no gain measured at 16) nor with the reference arithmetic.
-        let hint = !exact && rows <= HINT_ROWS;
+        let prefetch = |ls: &[&Linear]| {
+            if !exact && rows <= HINT_ROWS {
+                Linear::prefetch(ls);
+            }
+        };
         for (li, l) in self.layers.iter().enumerate() {
             let h = match h_next.take() {
                 Some(h) => h,
@@ -334,9 +339,7 @@ impl LlamaModel {
                 (Some(q), Some(k), Some(v)) => (q, k, v),
                 _ => return Err(ModelError::Invalid("q/k/v projection".into())),
             };
-            if hint {
-                Linear::prefetch(&[&l.o]);
-            }
+            prefetch(&[&l.o]);
             for (r, &pos) in positions.iter().enumerate() {
                 self.rope.apply(&mut q[r * qw..(r + 1) * qw], c.head_dim, pos);
                 self.rope.apply(&mut k[r * kw..(r + 1) * kw], c.head_dim, pos);
@@ -361,18 +364,14 @@ impl LlamaModel {
             let att = Tensor::from_vec(att, (n, qw), &dev)?;
             let h;
             let o = l.o.forward(&att, exact, &f32_rows)?;
-            if hint {
-                Linear::prefetch(&[&l.gate, &l.up]);
-            }
+            prefetch(&[&l.gate, &l.up]);
             (x, h) = residual_norm(o, &x, &l.ffn_norm, eps, exact)?;
             let mut gu = Linear::forward_many(&[&l.gate, &l.up], &h, exact, &f32_rows)?.into_iter();
             let (g, u) = match (gu.next(), gu.next()) {
                 (Some(g), Some(u)) => (g, u),
                 _ => return Err(ModelError::Invalid("gate/up projection".into())),
             };
-            if hint {
-                Linear::prefetch(&[&l.down]);
-            }
+            prefetch(&[&l.down]);
             // silu(g) * u: with the reference arithmetic, candle's formula (`x / (1 + exp(-x))`,
             // libm `exp`) on this thread; otherwise the vectorized kernel on the compute pool.
             let mv: Vec<f32> = if exact { g.iter().zip(&u).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect() } else { hhh_kernels::act::silu_mul(&g, &u) };
@@ -380,9 +379,7 @@ impl LlamaModel {
             let down = l.down.forward(&m, exact, &f32_rows)?;
             match self.layers.get(li + 1) {
                 Some(next) => {
-                    if hint {
-                        Linear::prefetch(&[&next.q, &next.k, &next.v]);
-                    }
+                    prefetch(&[&next.q, &next.k, &next.v]);
                     let h;
                     (x, h) = residual_norm(down, &x, &next.attn_norm, eps, exact)?;
                     h_next = Some(h);
