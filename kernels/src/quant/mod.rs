@@ -140,18 +140,25 @@ fn helper_ranges(ws: &[&Q4_1Matrix], t: usize, threads: usize, budget: usize) ->
     let total: usize = ws.iter().map(|w| w.n).sum();
     let (u0, u1) = crate::pool::region(t, threads, total.div_ceil(STREAM_UNIT));
     let (c0, c1) = (u0 * STREAM_UNIT, (u1 * STREAM_UNIT).min(total));
-    let (mut ranges, mut start, mut left) = (Vec::new(), 0, budget);
-    for w in ws {
-        let (a, b) = (c0.max(start), c1.min(start + w.n));
-        if a < b && left > 0 {
-            // 16 bytes of nibbles and 4 of scale and min per 32 weights of a column.
-            let per_col = (w.k / QK * 20).max(1);
-            let j0 = a - start;
-            let j1 = (b - start).min(j0 + left.div_ceil(per_col).div_ceil(STREAM_UNIT) * STREAM_UNIT);
-            left = left.saturating_sub((j1 - j0) * per_col);
-            ranges.extend(w.column_ranges(j0, j1));
+    let mut at = 0;
+    let starts: Vec<Option<(usize, usize)>> = ws
+        .iter()
+        .map(|w| {
+            at += w.n;
+            Some((at - w.n, w.n))
+        })
+        .collect();
+    let (mut ranges, mut left) = (Vec::new(), budget);
+    // The region's pieces per matrix, as `run_panels` cuts a run of columns.
+    for (i, j0, j1) in panels::split_columns(&starts, c0, c1) {
+        if left == 0 {
+            break;
         }
-        start += w.n;
+        // 16 bytes of nibbles and 4 of scale and min per 32 weights of a column.
+        let per_col = (ws[i].k / QK * 20).max(1);
+        let j1 = j1.min(j0 + left.div_ceil(per_col).div_ceil(STREAM_UNIT) * STREAM_UNIT);
+        left = left.saturating_sub((j1 - j0) * per_col);
+        ranges.extend(ws[i].column_ranges(j0, j1));
     }
     ranges
 }

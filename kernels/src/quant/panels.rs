@@ -33,7 +33,7 @@ fn fixed_pieces(shapes: &[(usize, usize)], cols: usize) -> Vec<(usize, usize, us
 /// The global columns `c0..c1` (the live matrices' columns end to end; `starts[i]` is matrix
 /// `i`'s first global column, `None` for a matrix that is not live) as pieces `(matrix, j0,
 /// j1)`, in order.
-fn split_columns(starts: &[Option<(usize, usize)>], c0: usize, c1: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+pub(super) fn split_columns(starts: &[Option<(usize, usize)>], c0: usize, c1: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
     starts.iter().enumerate().filter_map(move |(i, s)| {
         let (start, n) = (*s)?;
         let (j0, j1) = (c0.max(start) - start, c1.min(start + n).saturating_sub(start));
